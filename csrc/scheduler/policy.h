@@ -1,0 +1,58 @@
+// Policies as rank functions: a primary key (lower runs first) and a preemptibility rule.
+// The total order of requests is (primary, arrival, rid); docs/scheduler.md is the spec.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "scheduler/request.h"
+#include "scheduler/types.h"
+
+namespace trail {
+
+inline bool preempts_for_rank(Policy p) {
+  return p == Policy::SRPT || p == Policy::TRAIL || p == Policy::LTR || p == Policy::MLFQ;
+}
+
+inline double primary_key(const SchedulerConfig& cfg, const Request& r) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  switch (cfg.policy) {
+    case Policy::FCFS: return r.arrival;
+    case Policy::SJF: return r.pred_known ? r.predicted_len : cfg.default_predicted_len;
+    case Policy::SRPT:
+    case Policy::TRAIL: return r.remaining;
+    case Policy::LTR:
+      if (r.promo_left > 0) return -inf;
+      return std::isnan(r.score) ? inf : r.score;
+    case Policy::MLFQ: return static_cast<double>(r.level);
+  }
+  return 0.0;
+}
+
+// May a running request be preempted because a better-ranked one waits?
+inline bool preemptible_for_rank(const SchedulerConfig& cfg, const Request& r) {
+  if (!preempts_for_rank(cfg.policy)) return false;
+  if (cfg.max_preemptions >= 0 && r.preemptions >= cfg.max_preemptions) return false;
+  if (cfg.policy == Policy::TRAIL) {
+    // Limited preemption: only early in a request's life, while its KV cache is small.
+    const double len = r.pred_known ? r.predicted_len : cfg.default_predicted_len;
+    return cfg.c > 0.0 && static_cast<double>(r.generated) <= cfg.c * len;
+  }
+  return true;
+}
+
+// Sort key of the total order; `idx` rides along so set nodes lead back to the request.
+struct RankKey {
+  double primary;
+  double arrival;
+  int64_t rid;
+  uint32_t idx;
+  bool operator<(const RankKey& o) const {
+    if (primary != o.primary) return primary < o.primary;
+    if (arrival != o.arrival) return arrival < o.arrival;
+    return rid < o.rid;
+  }
+};
+
+}  // namespace trail

@@ -1,0 +1,514 @@
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace trail {
+namespace {
+
+template <class... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream os;
+  os.precision(17);
+  (os << ... << args);
+  return os.str();
+}
+
+template <class T>
+void require(bool ok, const char* field, T value, const char* rule) {
+  if (!ok) throw ValueError(cat("SchedulerConfig.", field, "=", value, ": must be ", rule));
+}
+
+double mlfq_quantum(const SchedulerConfig& cfg, int64_t level) {
+  return std::ldexp(static_cast<double>(cfg.mlfq_base_quantum), static_cast<int>(level));
+}
+
+int64_t mlfq_initial_level(const SchedulerConfig& cfg, int64_t prompt_len) {
+  // Skip-join: the first level whose quantum covers the prefill cost, in decode steps.
+  const double cost = static_cast<double>(prompt_len) / cfg.mlfq_prefill_ratio;
+  int64_t level = 0;
+  while (level < cfg.mlfq_levels - 1 && mlfq_quantum(cfg, level) < cost) ++level;
+  return level;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(const SchedulerConfig& cfg) : cfg_(cfg) {
+  require(cfg.max_running >= 1, "max_running", cfg.max_running, ">= 1");
+  require(cfg.block_size >= 1, "block_size", cfg.block_size, ">= 1");
+  require(cfg.kv_capacity_tokens >= cfg.block_size, "kv_capacity_tokens",
+          cfg.kv_capacity_tokens, ">= block_size");
+  require(std::isfinite(cfg.c) && cfg.c >= 0.0, "c", cfg.c, "finite and >= 0");
+  require(cfg.swap_capacity_tokens >= 0, "swap_capacity_tokens", cfg.swap_capacity_tokens,
+          ">= 0");
+  require(cfg.max_preemptions >= -1, "max_preemptions", cfg.max_preemptions, ">= -1");
+  require(cfg.starvation_steps >= 0, "starvation_steps", cfg.starvation_steps, ">= 0");
+  require(cfg.starvation_period >= 0, "starvation_period", cfg.starvation_period, ">= 0");
+  require(std::isfinite(cfg.default_predicted_len) && cfg.default_predicted_len > 0.0,
+          "default_predicted_len", cfg.default_predicted_len, "finite and > 0");
+  require(cfg.mlfq_levels >= 1, "mlfq_levels", cfg.mlfq_levels, ">= 1");
+  require(cfg.mlfq_base_quantum >= 1, "mlfq_base_quantum", cfg.mlfq_base_quantum, ">= 1");
+  require(std::isfinite(cfg.mlfq_prefill_ratio) && cfg.mlfq_prefill_ratio > 0.0,
+          "mlfq_prefill_ratio", cfg.mlfq_prefill_ratio, "finite and > 0");
+  capacity_blocks_ = cfg.kv_capacity_tokens / cfg.block_size;
+  swap_capacity_blocks_ = cfg.swap_capacity_tokens / cfg.block_size;
+  running_.reserve(static_cast<size_t>(std::min<int64_t>(cfg.max_running, 1 << 16)));
+}
+
+// ---------------------------------------------------------------- lookups, sets
+
+RankKey Scheduler::rank_key(uint32_t idx) const {
+  const Request& r = table_[idx];
+  return RankKey{primary_key(cfg_, r), r.arrival, r.rid, idx};
+}
+
+uint32_t Scheduler::lookup(int64_t rid) const {
+  const int64_t idx = table_.find(rid);
+  if (idx < 0) throw KeyError(cat("unknown request id ", rid));
+  return static_cast<uint32_t>(idx);
+}
+
+int64_t Scheduler::find_row(int64_t rid, size_t row) const {
+  // Callers usually pass rows in batch order: check that slot before hashing.
+  if (row < running_.size() && table_[running_[row]].rid == rid) return running_[row];
+  return table_.find(rid);
+}
+
+void Scheduler::check_now(double now) const {
+  if (!std::isfinite(now)) throw ValueError(cat("now=", now, ": must be finite"));
+  if (now < last_now_)
+    throw ValueError(cat("now=", now, " goes backwards (last now was ", last_now_, ")"));
+}
+
+void Scheduler::file(uint32_t idx) {
+  Request& r = table_[idx];
+  r.key = primary_key(cfg_, r);
+  const RankKey k{r.key, r.arrival, r.rid, idx};
+  candidates_.insert(k);
+  if (r.kv == KvLocation::DEVICE) kept_insert(idx);
+  r.in_sets = true;
+}
+
+void Scheduler::kept_insert(uint32_t idx) {
+  table_[idx].kept_pos = static_cast<uint32_t>(kept_.size());
+  kept_.push_back(idx);
+}
+
+void Scheduler::kept_erase(uint32_t idx) {
+  const uint32_t pos = table_[idx].kept_pos, last = kept_.back();
+  kept_[pos] = last;
+  table_[last].kept_pos = pos;
+  kept_.pop_back();
+}
+
+uint32_t Scheduler::worst_kept() const {
+  uint32_t worst = kept_.front();
+  for (uint32_t idx : kept_) {
+    const Request& r = table_[idx];
+    const Request& w = table_[worst];
+    if (RankKey{w.key, w.arrival, w.rid, worst} < RankKey{r.key, r.arrival, r.rid, idx}) worst = idx;
+  }
+  return worst;
+}
+
+void Scheduler::unfile(uint32_t idx) {
+  Request& r = table_[idx];
+  const RankKey k{r.key, r.arrival, r.rid, idx};
+  candidates_.erase(k);
+  if (r.kv == KvLocation::DEVICE) kept_erase(idx);
+  r.in_sets = false;
+}
+
+void Scheduler::rekey(uint32_t idx) {
+  Request& r = table_[idx];
+  if (!r.in_sets || primary_key(cfg_, r) == r.key) return;
+  unfile(idx);
+  file(idx);
+}
+
+// ---------------------------------------------------------------- public API
+
+void Scheduler::add(int64_t rid, double arrival, int64_t prompt_len, int64_t max_new_tokens,
+                    double predicted_len, double score) {
+  if (table_.find(rid) >= 0) throw ValueError(cat("duplicate request id ", rid));
+  if (!std::isfinite(arrival))
+    throw ValueError(cat("request ", rid, ": arrival=", arrival, " must be finite"));
+  if (prompt_len < 1)
+    throw ValueError(cat("request ", rid, ": prompt_len=", prompt_len, " must be >= 1"));
+  if (max_new_tokens < 1)
+    throw ValueError(cat("request ", rid, ": max_new_tokens=", max_new_tokens, " must be >= 1"));
+  if (!std::isnan(predicted_len) && !(std::isfinite(predicted_len) && predicted_len >= 0.0))
+    throw ValueError(cat("request ", rid, ": predicted_len=", predicted_len,
+                         " must be NaN (unknown) or finite and >= 0"));
+  if (!std::isnan(score) && !std::isfinite(score))
+    throw ValueError(cat("request ", rid, ": score=", score, " must be NaN or finite"));
+  const int64_t cap_tokens = capacity_blocks_ * cfg_.block_size;
+  if (max_new_tokens > cap_tokens || prompt_len > cap_tokens - max_new_tokens)
+    throw ValueError(cat("request ", rid, ": prompt_len=", prompt_len, " + max_new_tokens=",
+                         max_new_tokens, " can never fit in kv_capacity_tokens=",
+                         cfg_.kv_capacity_tokens, " (block_size=", cfg_.block_size, ")"));
+  Request r;
+  r.rid = rid;
+  r.arrival = arrival;
+  r.prompt_len = prompt_len;
+  r.max_new = max_new_tokens;
+  r.pred_known = !std::isnan(predicted_len);
+  r.predicted_len = predicted_len;
+  r.remaining = std::min(r.pred_known ? predicted_len : cfg_.default_predicted_len,
+                         static_cast<double>(max_new_tokens));
+  r.score = score;
+  if (cfg_.policy == Policy::MLFQ) r.level = mlfq_initial_level(cfg_, prompt_len);
+  const uint32_t idx = table_.insert(r);
+  if (arrival <= last_now_) {
+    // Already arrived: the next schedule() (whose now >= last_now_) would release it anyway.
+    table_[idx].present = true;
+    file(idx);
+  } else {
+    pending_.emplace(arrival, rid);
+  }
+  ++counters_.added;
+}
+
+void Scheduler::release_arrivals(double now) {
+  while (!pending_.empty() && pending_.begin()->first <= now) {
+    const uint32_t idx = lookup(pending_.begin()->second);
+    pending_.erase(pending_.begin());
+    table_[idx].present = true;
+    file(idx);
+  }
+}
+
+void Scheduler::starvation_start() {
+  std::vector<uint32_t> starved;
+  for (const RankKey& k : candidates_) {
+    const Request& r = table_[k.idx];
+    if (r.promo_left == 0 && r.left_out >= cfg_.starvation_steps) starved.push_back(k.idx);
+  }
+  for (uint32_t idx : starved) {
+    Request& r = table_[idx];
+    unfile(idx);
+    r.left_out = 0;
+    if (cfg_.policy == Policy::LTR) {
+      r.promo_left = cfg_.starvation_period;
+    } else {  // MLFQ: back to the top queue
+      r.level = 0;
+      r.level_used = 0;
+    }
+    file(idx);
+  }
+}
+
+void Scheduler::starvation_end() {
+  table_.for_each([this](uint32_t idx) {
+    Request& r = table_[idx];
+    if (!r.present) return;
+    if (r.promo_left > 0) {
+      if (--r.promo_left == 0) rekey(idx);
+    } else if (r.state == RequestState::RUNNING) {
+      r.left_out = 0;
+    } else {
+      ++r.left_out;
+    }
+  });
+}
+
+void Scheduler::move_off_device(uint32_t idx, Decision& d) {
+  Request& r = table_[idx];
+  const int64_t held = held_blocks(r);
+  if (cfg_.preempt_mode != PreemptMode::RECOMPUTE &&
+      swap_used_blocks_ + held <= swap_capacity_blocks_) {
+    r.kv = KvLocation::HOST;
+    swap_used_blocks_ += held;
+    ++counters_.swap_outs;
+    d.swapped_out.push_back(r.rid);
+  } else {
+    r.kv = KvLocation::DROPPED;
+    ++counters_.drops;
+    d.dropped.push_back(r.rid);
+  }
+  r.touched = iteration_;
+}
+
+void Scheduler::evict_kept(uint32_t idx, Decision& d) {
+  // Only the kept set changes: the candidate key does not depend on where the KV lives,
+  // so iterators into candidates_ held by the fill walk stay valid.
+  Request& r = table_[idx];
+  kept_erase(idx);
+  kept_blocks_ -= held_blocks(r);
+  move_off_device(idx, d);
+}
+
+void Scheduler::drop_running(uint32_t idx) {
+  running_.erase(std::find(running_.begin(), running_.end(), idx));
+  running_next_blocks_ -= next_blocks(table_[idx]);
+}
+
+void Scheduler::preempt(uint32_t idx, bool for_rank, Decision& d) {
+  Request& r = table_[idx];
+  drop_running(idx);
+  r.state = RequestState::PREEMPTED;
+  ++r.preemptions;
+  ++counters_.preemptions;
+  d.preempted.push_back(r.rid);
+  r.touched = iteration_;
+  if (for_rank && cfg_.preempt_mode == PreemptMode::KEEP) {
+    r.kv = KvLocation::DEVICE;
+    kept_blocks_ += held_blocks(r);
+  } else {
+    move_off_device(idx, d);
+  }
+  file(idx);
+}
+
+void Scheduler::take(uint32_t idx, Decision& d) {
+  Request& r = table_[idx];
+  if (r.state == RequestState::WAITING) {
+    d.admitted.push_back(r.rid);
+  } else {
+    d.resumed.push_back(r.rid);
+    if (r.kv == KvLocation::DEVICE) {
+      kept_blocks_ -= held_blocks(r);
+    } else if (r.kv == KvLocation::HOST) {
+      swap_used_blocks_ -= held_blocks(r);
+      ++counters_.swap_ins;
+      d.swapped_in.push_back(r.rid);
+    } else {
+      ++counters_.recomputes;
+      d.recomputed.push_back(r.rid);
+    }
+  }
+  r.state = RequestState::RUNNING;
+  r.kv = KvLocation::DEVICE;
+  running_.push_back(idx);
+  running_next_blocks_ += next_blocks(r);
+  while (running_next_blocks_ + kept_blocks_ > capacity_blocks_) {
+    if (kept_.empty()) throw std::logic_error("trail scheduler: fill admitted past capacity");
+    evict_kept(worst_kept(), d);
+  }
+}
+
+Decision Scheduler::schedule(double now) {
+  check_now(now);
+  last_now_ = now;
+  ++iteration_;
+  Decision d;
+  d.iteration = iteration_;
+  release_arrivals(now);
+  const bool starvation = cfg_.starvation_steps > 0 &&
+                          (cfg_.policy == Policy::LTR || cfg_.policy == Policy::MLFQ);
+  if (starvation) starvation_start();
+
+  running_next_blocks_ = 0;
+  for (uint32_t idx : running_) running_next_blocks_ += next_blocks(table_[idx]);
+
+  // 1. Memory pressure: kept KV goes first, then the worst-ranked running request.
+  while (running_next_blocks_ + kept_blocks_ > capacity_blocks_) {
+    if (!kept_.empty()) {
+      evict_kept(worst_kept(), d);
+      continue;
+    }
+    uint32_t worst = running_.front();
+    RankKey worst_key = rank_key(worst);
+    for (uint32_t idx : running_) {
+      const RankKey k = rank_key(idx);
+      if (worst_key < k) worst = idx, worst_key = k;
+    }
+    preempt(worst, /*for_rank=*/false, d);
+  }
+
+  // 2. Fill in rank order; stop at the first candidate that cannot run.
+  const size_t max_running = static_cast<size_t>(cfg_.max_running);
+  std::vector<RankKey>& victims = victims_;
+  auto it = candidates_.begin();
+  while (it != candidates_.end()) {
+    const uint32_t xi = it->idx;
+    Request& x = table_[xi];
+    if (x.touched == iteration_) {
+      ++it;
+      continue;
+    }
+    const bool x_kept = x.kv == KvLocation::DEVICE;
+    const int64_t need = next_blocks(x) - (x_kept ? held_blocks(x) : 0);
+    const int64_t free_blocks = capacity_blocks_ - running_next_blocks_ - kept_blocks_;
+    const int64_t evictable = kept_blocks_ - (x_kept ? held_blocks(x) : 0);
+    if (!(running_.size() < max_running && need <= free_blocks + evictable)) {
+      if (!preempts_for_rank(cfg_.policy)) break;
+      victims.clear();
+      for (uint32_t ri : running_) {
+        const Request& v = table_[ri];
+        if (!preemptible_for_rank(cfg_, v)) continue;
+        const double vp = primary_key(cfg_, v);
+        if (vp > x.key) victims.push_back(RankKey{vp, v.arrival, v.rid, ri});
+      }
+      // A max-heap pops worst first; usually one victim suffices, so no full sort.
+      std::make_heap(victims.begin(), victims.end());
+      size_t slots = running_.size(), count = 0;
+      int64_t avail = free_blocks + evictable;
+      bool enough = false;
+      for (auto end = victims.end(); end != victims.begin() && !enough; ++count) {
+        std::pop_heap(victims.begin(), end);
+        --end;
+        --slots;
+        avail += next_blocks(table_[end->idx]);
+        enough = slots < max_running && need <= avail;
+      }
+      if (!enough) break;
+      // pop_heap parks each popped victim at the back: the worst is last.
+      for (size_t k = 0; k < count; ++k)
+        preempt(victims[victims.size() - 1 - k].idx, /*for_rank=*/true, d);
+    }
+    if (x_kept) kept_erase(xi);
+    it = candidates_.erase(it);
+    x.in_sets = false;
+    take(xi, d);
+  }
+
+  if (starvation) starvation_end();
+  d.running.reserve(running_.size());
+  for (uint32_t idx : running_) d.running.push_back(table_[idx].rid);
+  return d;
+}
+
+void Scheduler::on_step(double now, const int64_t* rids, const int64_t* new_tokens,
+                        const uint8_t* finished, size_t n) {
+  check_now(now);
+  ++stamp_;
+  for (size_t i = 0; i < n; ++i) {  // validate everything before changing anything
+    const int64_t found = find_row(rids[i], i);
+    if (found < 0) throw ValueError(cat("on_step: request ", rids[i], " is not running (unknown id)"));
+    Request& r = table_[static_cast<uint32_t>(found)];
+    if (r.state != RequestState::RUNNING)
+      throw ValueError(cat("on_step: request ", rids[i], " is not running"));
+    if (r.stamp == stamp_) throw ValueError(cat("on_step: request ", rids[i], " repeats"));
+    r.stamp = stamp_;
+    if (new_tokens[i] < 0 || new_tokens[i] > r.max_new - r.generated)
+      throw ValueError(cat("on_step: request ", rids[i], ": new_tokens=", new_tokens[i],
+                           " must be in [0, ", r.max_new - r.generated, "]"));
+  }
+  last_now_ = now;
+  bool any_done = false;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t idx = static_cast<uint32_t>(find_row(rids[i], i));
+    Request& r = table_[idx];
+    const int64_t k = new_tokens[i];
+    r.generated += k;
+    r.remaining = std::min(std::max(r.remaining - static_cast<double>(k), 0.0),
+                           static_cast<double>(r.max_new - r.generated));
+    if (cfg_.policy == Policy::MLFQ) {
+      // Token by token: a burst may use up one level's quantum and spill into the next.
+      int64_t left = k;
+      while (left > 0 && r.level < cfg_.mlfq_levels - 1) {
+        const double room = mlfq_quantum(cfg_, r.level) - static_cast<double>(r.level_used);
+        const int64_t used = static_cast<double>(left) < room ? left : static_cast<int64_t>(room);
+        r.level_used += used;
+        left -= used;
+        if (static_cast<double>(r.level_used) >= mlfq_quantum(cfg_, r.level)) {
+          ++r.level;
+          r.level_used = 0;
+        }
+      }
+      r.level_used += left;  // at the last level the count just grows
+    }
+    if (finished[i] || r.generated == r.max_new) {
+      r.stamp = -1;  // marks it for removal below
+      any_done = true;
+    }
+  }
+  if (!any_done) return;
+  size_t kept_rows = 0;
+  for (uint32_t idx : running_) {
+    if (table_[idx].stamp == -1) {
+      table_.erase(idx);
+      ++counters_.finished;
+    } else {
+      running_[kept_rows++] = idx;
+    }
+  }
+  running_.resize(kept_rows);
+}
+
+void Scheduler::update_predictions(const int64_t* rids, const double* remaining, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (find_row(rids[i], i) < 0) throw KeyError(cat("unknown request id ", rids[i]));
+    if (!std::isfinite(remaining[i]) || remaining[i] < 0.0)
+      throw ValueError(cat("update_predictions: request ", rids[i], ": remaining=",
+                           remaining[i], " must be finite and >= 0"));
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t idx = static_cast<uint32_t>(find_row(rids[i], i));
+    Request& r = table_[idx];
+    if (!r.pred_known) {
+      r.predicted_len = static_cast<double>(r.generated) + remaining[i];
+      r.pred_known = true;
+    }
+    r.remaining = std::min(remaining[i], static_cast<double>(r.max_new - r.generated));
+    if (r.in_sets) rekey(idx);
+  }
+}
+
+void Scheduler::update_scores(const int64_t* rids, const double* scores, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    lookup(rids[i]);
+    if (!std::isfinite(scores[i]))
+      throw ValueError(cat("update_scores: request ", rids[i], ": score=", scores[i],
+                           " must be finite"));
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t idx = lookup(rids[i]);
+    table_[idx].score = scores[i];
+    if (table_[idx].in_sets) rekey(idx);
+  }
+}
+
+void Scheduler::abort(int64_t rid) {
+  const uint32_t idx = lookup(rid);
+  Request& r = table_[idx];
+  if (r.state == RequestState::RUNNING) {
+    drop_running(idx);
+  } else if (r.in_sets) {
+    unfile(idx);
+    if (r.kv == KvLocation::DEVICE) kept_blocks_ -= held_blocks(r);
+    if (r.kv == KvLocation::HOST) swap_used_blocks_ -= held_blocks(r);
+  } else {
+    pending_.erase({r.arrival, r.rid});
+  }
+  table_.erase(idx);
+  ++counters_.aborted;
+}
+
+RequestView Scheduler::get(int64_t rid) const {
+  const Request& r = table_[lookup(rid)];
+  return RequestView{r.rid,         r.state,      r.kv,
+                     r.arrival,     r.prompt_len, r.max_new,
+                     r.generated,   r.pred_known ? r.predicted_len : std::nan(""),
+                     r.remaining,   r.score,      r.preemptions,
+                     r.level,       r.promo_left > 0};
+}
+
+Stats Scheduler::stats() const {
+  Stats s = counters_;
+  s.iterations = iteration_;
+  s.live = static_cast<int64_t>(table_.size());
+  s.kv_capacity_blocks = capacity_blocks_;
+  s.swap_capacity_blocks = swap_capacity_blocks_;
+  s.swap_used_blocks = swap_used_blocks_;
+  s.kv_reserved_blocks = kept_blocks_;
+  for (uint32_t idx : running_) s.kv_reserved_blocks += next_blocks(table_[idx]);
+  table_.for_each([&](uint32_t idx) {
+    const Request& r = table_[idx];
+    switch (r.state) {
+      case RequestState::WAITING: ++s.waiting; break;
+      case RequestState::RUNNING: ++s.running; break;
+      case RequestState::PREEMPTED:
+        ++s.preempted;
+        if (r.kv == KvLocation::DEVICE) ++s.kept;
+        if (r.kv == KvLocation::HOST) ++s.swapped;
+        if (r.kv == KvLocation::DROPPED) ++s.dropped;
+        break;
+    }
+  });
+  return s;
+}
+
+}  // namespace trail

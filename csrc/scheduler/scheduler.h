@@ -1,0 +1,79 @@
+// The TRAIL scheduler core: who is admitted, who keeps decoding, who is preempted.
+// Semantics are specified in docs/scheduler.md; trail.sched_ref is the Python twin.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <set>
+#include <vector>
+
+#include "scheduler/policy.h"
+#include "scheduler/request.h"
+#include "scheduler/types.h"
+
+namespace trail {
+
+class Scheduler {
+ public:
+  explicit Scheduler(const SchedulerConfig& cfg);
+
+  void add(int64_t rid, double arrival, int64_t prompt_len, int64_t max_new_tokens,
+           double predicted_len, double score);
+  Decision schedule(double now);
+  void on_step(double now, const int64_t* rids, const int64_t* new_tokens,
+               const uint8_t* finished, size_t n);
+  void update_predictions(const int64_t* rids, const double* remaining, size_t n);
+  void update_scores(const int64_t* rids, const double* scores, size_t n);
+  void abort(int64_t rid);
+
+  RequestView get(int64_t rid) const;
+  Stats stats() const;
+  size_t size() const { return table_.size(); }
+  bool contains(int64_t rid) const { return table_.find(rid) >= 0; }
+  const SchedulerConfig& config() const { return cfg_; }
+
+ private:
+  int64_t blocks(int64_t tokens) const { return (tokens + cfg_.block_size - 1) / cfg_.block_size; }
+  int64_t next_blocks(const Request& r) const { return blocks(r.tokens() + 1); }
+  int64_t held_blocks(const Request& r) const { return blocks(r.tokens()); }
+  RankKey rank_key(uint32_t idx) const;
+
+  uint32_t lookup(int64_t rid) const;          // KeyError if not live
+  int64_t find_row(int64_t rid, size_t row) const;  // slot of a live rid, or -1
+  void check_now(double now) const;
+
+  // Ordered sets of non-running present requests (candidates) and of kept ones.
+  void file(uint32_t idx);
+  void unfile(uint32_t idx);
+  void rekey(uint32_t idx);
+  void kept_insert(uint32_t idx);
+  void kept_erase(uint32_t idx);
+  uint32_t worst_kept() const;
+
+  void release_arrivals(double now);
+  void starvation_start();
+  void starvation_end();
+  void evict_kept(uint32_t idx, Decision& d);
+  void move_off_device(uint32_t idx, Decision& d);
+  void preempt(uint32_t idx, bool for_rank, Decision& d);
+  void take(uint32_t idx, Decision& d);
+  void drop_running(uint32_t idx);
+  void remove(uint32_t idx);
+
+  SchedulerConfig cfg_;
+  int64_t capacity_blocks_ = 0, swap_capacity_blocks_ = 0;
+  RequestTable table_;
+  std::set<RankKey> candidates_;  // present, not running (waiting or preempted)
+  // Preempted requests whose KV stays on the device. Unordered: it is bounded by KV capacity
+  // and only searched (for the worst) under memory pressure.
+  std::vector<uint32_t> kept_;
+  std::set<std::pair<double, int64_t>> pending_;  // not yet arrived: (arrival, rid)
+  std::vector<uint32_t> running_;                 // the batch, in batch order
+  int64_t kept_blocks_ = 0, swap_used_blocks_ = 0, running_next_blocks_ = 0;
+  std::vector<RankKey> victims_;  // scratch buffer of the fill walk
+  int64_t iteration_ = 0, stamp_ = 0;
+  double last_now_ = -std::numeric_limits<double>::infinity();
+  Stats counters_;  // only the event counters are kept here; current counts are computed
+};
+
+}  // namespace trail

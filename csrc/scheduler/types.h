@@ -1,0 +1,71 @@
+// Public value types of the scheduler core: enums, config, decision, views, errors.
+// No Python or torch headers: the bindings translate these.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace trail {
+
+enum class Policy { FCFS, SJF, SRPT, TRAIL, LTR, MLFQ };
+enum class PreemptMode { KEEP, SWAP, RECOMPUTE };
+enum class RequestState { WAITING, RUNNING, PREEMPTED };
+enum class KvLocation { NONE, DEVICE, HOST, DROPPED };
+
+struct SchedulerConfig {
+  Policy policy = Policy::TRAIL;
+  int64_t max_running = 48;
+  int64_t kv_capacity_tokens = 65536;
+  int64_t block_size = 16;
+  double c = 0.8;
+  PreemptMode preempt_mode = PreemptMode::KEEP;
+  int64_t swap_capacity_tokens = 0;
+  int64_t max_preemptions = -1;
+  int64_t starvation_steps = 0;
+  int64_t starvation_period = 0;
+  double default_predicted_len = 128.0;
+  int64_t mlfq_levels = 4;
+  int64_t mlfq_base_quantum = 16;
+  double mlfq_prefill_ratio = 64.0;
+};
+
+// One iteration's decision; every list holds rids in the order the events happened.
+struct Decision {
+  int64_t iteration = 0;
+  std::vector<int64_t> admitted, resumed, swapped_in, recomputed, preempted, swapped_out,
+      dropped, running;
+};
+
+struct RequestView {
+  int64_t rid;
+  RequestState state;
+  KvLocation kv;
+  double arrival;
+  int64_t prompt_len, max_new_tokens, generated;
+  double predicted_len, remaining, score;
+  int64_t preemptions, level;
+  bool promoted;
+};
+
+struct Stats {
+  int64_t iterations = 0, added = 0, finished = 0, aborted = 0, live = 0, waiting = 0,
+          running = 0, preempted = 0, kept = 0, swapped = 0, dropped = 0, preemptions = 0,
+          swap_outs = 0, swap_ins = 0, drops = 0, recomputes = 0, kv_capacity_blocks = 0,
+          kv_reserved_blocks = 0, swap_capacity_blocks = 0, swap_used_blocks = 0;
+};
+
+// The bindings map these onto Python's ValueError / KeyError / TypeError.
+struct ValueError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct KeyError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct TypeError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace trail

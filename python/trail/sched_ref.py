@@ -1,0 +1,708 @@
+"""Plain-Python reference scheduler; the exact semantics are in docs/scheduler.md.
+
+This module exists to be read and to be compared against the C++ scheduler
+(`trail_ext.Scheduler`), which tests drive with the same random event sequences.
+It is deliberately naive: every call re-sorts candidates and re-sums memory, so each
+line can be checked against the spec by eye.  Keys and `remaining` are Python floats
+updated with exactly the operations (and operation order) the spec gives, so that
+they agree bit for bit with the C++ doubles.
+
+Argument checking happens in three phases, and nothing changes before all of them pass:
+(1) each argument on its own, in parameter order (scalars: `TypeError`; arrays: not
+one-dimensional `ValueError`, then a wrong dtype `TypeError`), (2) array lengths
+(`ValueError`), (3) values and state, row by row (`KeyError` for an unknown rid,
+`ValueError` otherwise).
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+class Policy(enum.Enum):
+    """How requests are ranked (see the table in docs/scheduler.md)."""
+
+    FCFS = 0
+    SJF = 1
+    SRPT = 2
+    TRAIL = 3
+    LTR = 4
+    MLFQ = 5
+
+
+class PreemptMode(enum.Enum):
+    """What happens to the KV cache of a request preempted for rank."""
+
+    KEEP = 0
+    SWAP = 1
+    RECOMPUTE = 2
+
+
+class RequestState(enum.Enum):
+    """Lifecycle state of a live request."""
+
+    WAITING = 0
+    RUNNING = 1
+    PREEMPTED = 2
+
+
+class KvLocation(enum.Enum):
+    """Where a live request's KV cache is."""
+
+    NONE = 0
+    DEVICE = 1
+    HOST = 2
+    DROPPED = 3
+
+
+_PREEMPTIVE = (Policy.SRPT, Policy.TRAIL, Policy.LTR, Policy.MLFQ)
+_STARVING = (Policy.LTR, Policy.MLFQ)
+
+
+@dataclass
+class SchedulerConfig:
+    """Scheduler parameters; validated when a `Scheduler` is built."""
+
+    policy: Policy = Policy.TRAIL
+    max_running: int = 48
+    kv_capacity_tokens: int = 65536
+    block_size: int = 16
+    c: float = 0.8
+    preempt_mode: PreemptMode = PreemptMode.KEEP
+    swap_capacity_tokens: int = 0
+    max_preemptions: int = -1
+    starvation_steps: int = 0
+    starvation_period: int = 0
+    default_predicted_len: float = 128.0
+    mlfq_levels: int = 4
+    mlfq_base_quantum: int = 16
+    mlfq_prefill_ratio: float = 64.0
+
+
+@dataclass
+class Decision:
+    """What one `schedule` call decided; each array lists rids in event order."""
+
+    iteration: int
+    admitted: np.ndarray
+    resumed: np.ndarray
+    swapped_in: np.ndarray
+    recomputed: np.ndarray
+    preempted: np.ndarray
+    swapped_out: np.ndarray
+    dropped: np.ndarray
+    running: np.ndarray
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """Read-only snapshot of one live request."""
+
+    rid: int
+    state: RequestState
+    kv: KvLocation
+    arrival: float
+    prompt_len: int
+    max_new_tokens: int
+    generated: int
+    predicted_len: float
+    remaining: float
+    score: float
+    preemptions: int
+    level: int
+    promoted: bool
+
+
+class _Request:
+    """Mutable per-request record (internal)."""
+
+    def __init__(self, rid: int, arrival: float, prompt_len: int, max_new_tokens: int,
+                 predicted_len: float, remaining: float, score: float, level: int) -> None:
+        self.rid = rid
+        self.arrival = arrival
+        self.prompt_len = prompt_len
+        self.max_new_tokens = max_new_tokens
+        self.generated = 0
+        self.predicted_len = predicted_len  # NaN while unknown
+        self.remaining = remaining
+        self.score = score  # NaN while unscored
+        self.state = RequestState.WAITING
+        self.kv = KvLocation.NONE
+        self.preemptions = 0
+        self.level = level  # MLFQ only; 0 otherwise
+        self.level_used = 0  # MLFQ: tokens generated at the current level
+        self.left_out = 0  # LTR/MLFQ starvation counter
+        self.promoted_left = 0  # LTR: promoted calls still to use; promoted iff > 0
+
+    @property
+    def tokens(self) -> int:
+        """Tokens whose KV exists: prompt plus generated."""
+        return self.prompt_len + self.generated
+
+
+# ----------------------------------------------------------------------------------------
+# Argument conversion.  These mimic what the pybind11 binding accepts so that both
+# implementations raise the same exception types.
+
+
+def _int_arg(value: Any, name: str) -> int:
+    """Convert a scalar integer argument; `TypeError` for anything but an int64 integer."""
+    # bool is an int subclass in Python, but a bool where a count or id is expected is a bug.
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise TypeError(f"{name} does not fit in int64: {v!r}")
+    return v
+
+
+def _float_arg(value: Any, name: str) -> float:
+    """Convert a scalar real argument; `TypeError` for a non-number."""
+    # float("1.5") would succeed, but a string is not a number to the C++ binding.
+    if isinstance(value, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
+def _array_arg(value: Any, name: str, kinds: str) -> np.ndarray:
+    """`np.asarray`, then one dimension (`ValueError`), then a dtype kind (`TypeError`)."""
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:  # ragged nesting
+        raise ValueError(f"{name} must be a one-dimensional array: {e}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    # np.asarray([]) is float64, yet an empty list of rids is perfectly valid.
+    if arr.size > 0 and arr.dtype.kind not in kinds:
+        raise TypeError(f"{name} has dtype {arr.dtype}, expected kind in {kinds!r}")
+    return arr
+
+
+def _int64_array_arg(value: Any, name: str) -> np.ndarray:
+    """An integer array argument; `TypeError` for values outside int64, like a scalar."""
+    arr = _array_arg(value, name, "iu")
+    # Python ints in [2**63, 2**64) make np.asarray pick uint64.
+    if arr.size > 0 and arr.dtype.kind == "u" and int(arr.max()) > _INT64_MAX:
+        raise TypeError(f"{name} value does not fit in int64: {int(arr.max())}")
+    return arr
+
+
+def _int_values(arr: np.ndarray) -> list[int]:
+    """Values of a (validated, one-dimensional) integer array as Python ints."""
+    return [int(v) for v in arr.tolist()] if arr.size else []
+
+
+def _same_length(arrays: Iterable[tuple[np.ndarray, str]]) -> int:
+    """Require one-dimensional arrays of equal length (`ValueError`); return that length."""
+    arrays = list(arrays)
+    lengths = {name: arr.shape[0] for arr, name in arrays}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"arrays of different lengths: {lengths}")
+    return arrays[0][0].shape[0]
+
+
+def _ids(rids: Iterable[int]) -> np.ndarray:
+    """A list of rids as the int64 array a `Decision` carries."""
+    return np.asarray(list(rids), dtype=np.int64)
+
+
+class Scheduler:
+    """Reference scheduler implementing docs/scheduler.md literally."""
+
+    def __init__(self, config: SchedulerConfig) -> None:
+        """Validate `config` (`ValueError` naming the field) and start empty."""
+        if not isinstance(config, SchedulerConfig):
+            raise TypeError(f"config must be a SchedulerConfig, got {config!r}")
+        cfg = copy.copy(config)  # later edits to the caller's object must not leak in
+        if not isinstance(cfg.policy, Policy):
+            raise TypeError(f"policy must be a Policy, got {cfg.policy!r}")
+        if not isinstance(cfg.preempt_mode, PreemptMode):
+            raise TypeError(f"preempt_mode must be a PreemptMode, got {cfg.preempt_mode!r}")
+        for name in ("max_running", "kv_capacity_tokens", "block_size",
+                     "swap_capacity_tokens", "max_preemptions", "starvation_steps",
+                     "starvation_period", "mlfq_levels", "mlfq_base_quantum"):
+            setattr(cfg, name, _int_arg(getattr(cfg, name), name))
+        for name in ("c", "default_predicted_len", "mlfq_prefill_ratio"):
+            setattr(cfg, name, _float_arg(getattr(cfg, name), name))
+
+        def require(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(cfg, name)!r}")
+
+        require(cfg.max_running >= 1, "max_running", ">= 1")
+        require(cfg.block_size >= 1, "block_size", ">= 1")
+        require(cfg.kv_capacity_tokens >= cfg.block_size, "kv_capacity_tokens",
+                f">= block_size ({cfg.block_size})")
+        require(math.isfinite(cfg.c) and cfg.c >= 0, "c", "finite and >= 0")
+        require(cfg.swap_capacity_tokens >= 0, "swap_capacity_tokens", ">= 0")
+        require(cfg.max_preemptions >= -1, "max_preemptions", ">= -1")
+        require(cfg.starvation_steps >= 0, "starvation_steps", ">= 0")
+        require(cfg.starvation_period >= 0, "starvation_period", ">= 0")
+        require(math.isfinite(cfg.default_predicted_len) and cfg.default_predicted_len > 0,
+                "default_predicted_len", "finite and > 0")
+        require(cfg.mlfq_levels >= 1, "mlfq_levels", ">= 1")
+        require(cfg.mlfq_base_quantum >= 1, "mlfq_base_quantum", ">= 1")
+        require(math.isfinite(cfg.mlfq_prefill_ratio) and cfg.mlfq_prefill_ratio > 0,
+                "mlfq_prefill_ratio", "finite and > 0")
+
+        self._cfg = cfg
+        self._C = cfg.kv_capacity_tokens // cfg.block_size
+        self._S = cfg.swap_capacity_tokens // cfg.block_size
+        self._reqs: dict[int, _Request] = {}
+        self._running: list[int] = []  # the batch, in the order the spec gives
+        self._it = 0
+        self._last_now = -math.inf
+        self._counts = dict(added=0, finished=0, aborted=0, preemptions=0, swap_outs=0,
+                            swap_ins=0, drops=0, recomputes=0)
+
+    @property
+    def config(self) -> SchedulerConfig:
+        """A copy of the validated configuration."""
+        return copy.copy(self._cfg)
+
+    # ------------------------------------------------------------------------------------
+    # Memory
+
+    def _blocks(self, t: int) -> int:
+        """ceil(t / block_size) in exact integer arithmetic."""
+        return -(-t // self._cfg.block_size)
+
+    def _next(self, r: _Request) -> int:
+        """Blocks a running request reserves: its KV after this iteration's token."""
+        return self._blocks(r.tokens + 1)
+
+    def _held(self, r: _Request) -> int:
+        """Blocks a preempted request holds (on the device if kept, else in swap)."""
+        return self._blocks(r.tokens)
+
+    def _kept(self) -> list[_Request]:
+        """Preempted requests whose KV is still on the device."""
+        return [r for r in self._reqs.values()
+                if r.state is RequestState.PREEMPTED and r.kv is KvLocation.DEVICE]
+
+    def _reserved(self) -> int:
+        """Σ_running next + Σ_kept kept."""
+        return (sum(self._next(self._reqs[rid]) for rid in self._running)
+                + sum(self._held(r) for r in self._kept()))
+
+    def _swap_used(self) -> int:
+        """Swap blocks held by swapped requests."""
+        return sum(self._held(r) for r in self._reqs.values()
+                   if r.state is RequestState.PREEMPTED and r.kv is KvLocation.HOST)
+
+    # ------------------------------------------------------------------------------------
+    # Ranks
+
+    def _primary(self, r: _Request) -> float | int:
+        """The policy's primary key (lower runs first)."""
+        cfg = self._cfg
+        p = cfg.policy
+        if p is Policy.FCFS:
+            return r.arrival
+        if p is Policy.SJF:
+            return cfg.default_predicted_len if math.isnan(r.predicted_len) else r.predicted_len
+        if p in (Policy.SRPT, Policy.TRAIL):
+            return r.remaining
+        if p is Policy.LTR:
+            if r.promoted_left > 0:
+                return -math.inf
+            return math.inf if math.isnan(r.score) else r.score
+        return r.level  # MLFQ
+
+    def _order(self, r: _Request) -> tuple:
+        """The total order: (primary, arrival, rid)."""
+        return (self._primary(r), r.arrival, r.rid)
+
+    def _preemptible_for_rank(self, r: _Request) -> bool:
+        """Whether a running request may be preempted by a better-ranked one."""
+        cfg = self._cfg
+        if cfg.policy not in _PREEMPTIVE:
+            return False
+        if cfg.max_preemptions >= 0 and r.preemptions >= cfg.max_preemptions:
+            return False
+        if cfg.policy is Policy.TRAIL:
+            L = cfg.default_predicted_len if math.isnan(r.predicted_len) else r.predicted_len
+            return cfg.c > 0 and float(r.generated) <= cfg.c * L
+        return True
+
+    def _mlfq_quantum(self, level: int) -> int:
+        """Tokens a request may generate at `level` before moving down."""
+        return self._cfg.mlfq_base_quantum * 2**level
+
+    def _mlfq_initial_level(self, prompt_len: int) -> int:
+        """Skip-join: first level whose quantum covers the prefill cost, else the last."""
+        cost = prompt_len / self._cfg.mlfq_prefill_ratio
+        for i in range(self._cfg.mlfq_levels):
+            if self._mlfq_quantum(i) >= cost:
+                return i
+        return self._cfg.mlfq_levels - 1
+
+    def _mlfq_account(self, r: _Request, n: int) -> None:
+        """Charge `n` generated tokens to the request's level, one token at a time."""
+        last = self._cfg.mlfq_levels - 1
+        while n > 0 and r.level < last:
+            q = self._mlfq_quantum(r.level)
+            used = min(n, q - r.level_used)
+            r.level_used += used
+            n -= used
+            if r.level_used >= q:
+                r.level += 1
+                r.level_used = 0
+        if n > 0:
+            # At the last level the count restarts each quantum but the level stays.
+            r.level_used = (r.level_used + n) % self._mlfq_quantum(last)
+
+    # ------------------------------------------------------------------------------------
+    # KV moves (each appends to the decision lists and marks the request as touched)
+
+    def _move_off_device(self, r: _Request, dec: dict[str, list[int]]) -> None:
+        """Swap `r`'s KV out if the mode allows and swap has room, else drop it."""
+        if (self._cfg.preempt_mode is not PreemptMode.RECOMPUTE
+                and self._swap_used() + self._held(r) <= self._S):
+            r.kv = KvLocation.HOST
+            dec["swapped_out"].append(r.rid)
+            self._counts["swap_outs"] += 1
+        else:
+            r.kv = KvLocation.DROPPED
+            dec["dropped"].append(r.rid)
+            self._counts["drops"] += 1
+
+    def _evict(self, r: _Request, dec: dict[str, list[int]], touched: set[int]) -> None:
+        """Move a kept request's KV off the device."""
+        touched.add(r.rid)
+        self._move_off_device(r, dec)
+
+    def _preempt(self, r: _Request, dec: dict[str, list[int]], touched: set[int],
+                 keep: bool) -> None:
+        """Take `r` out of the batch; keep its KV on the device or move it off."""
+        self._running.remove(r.rid)
+        r.state = RequestState.PREEMPTED
+        r.preemptions += 1
+        self._counts["preemptions"] += 1
+        dec["preempted"].append(r.rid)
+        touched.add(r.rid)
+        if keep:
+            r.kv = KvLocation.DEVICE
+        else:
+            self._move_off_device(r, dec)
+
+    def _take(self, x: _Request, dec: dict[str, list[int]], touched: set[int]) -> None:
+        """Put `x` in the batch, then evict kept requests until memory fits."""
+        if x.state is RequestState.WAITING:
+            dec["admitted"].append(x.rid)
+        else:
+            dec["resumed"].append(x.rid)
+            if x.kv is KvLocation.HOST:
+                dec["swapped_in"].append(x.rid)
+                self._counts["swap_ins"] += 1
+            elif x.kv is KvLocation.DROPPED:
+                dec["recomputed"].append(x.rid)
+                self._counts["recomputes"] += 1
+        x.state = RequestState.RUNNING
+        x.kv = KvLocation.DEVICE
+        self._running.append(x.rid)
+        while self._reserved() > self._C:
+            kept = self._kept()
+            # The walk only takes X when evicting every other kept request would suffice.
+            assert kept, "take overcommitted memory with nothing left to evict"
+            self._evict(max(kept, key=self._order), dec, touched)
+
+    # ------------------------------------------------------------------------------------
+    # Public API
+
+    def add(self, rid: int, arrival: float, prompt_len: int, max_new_tokens: int,
+            predicted_len: float = float("nan"), score: float = float("nan")) -> None:
+        """Add a waiting request; NaN `predicted_len`/`score` mean unknown/unscored."""
+        rid = _int_arg(rid, "rid")
+        arrival = _float_arg(arrival, "arrival")
+        prompt_len = _int_arg(prompt_len, "prompt_len")
+        max_new_tokens = _int_arg(max_new_tokens, "max_new_tokens")
+        predicted_len = _float_arg(predicted_len, "predicted_len")
+        score = _float_arg(score, "score")
+
+        if rid in self._reqs:
+            raise ValueError(f"rid {rid} is already live")
+        if not math.isfinite(arrival):
+            raise ValueError(f"arrival must be finite, got {arrival!r}")
+        if prompt_len < 1:
+            raise ValueError(f"prompt_len must be >= 1, got {prompt_len}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not math.isnan(predicted_len) and not (math.isfinite(predicted_len)
+                                                  and predicted_len >= 0):
+            raise ValueError(f"predicted_len must be NaN or finite and >= 0, "
+                             f"got {predicted_len!r}")
+        if not math.isnan(score) and not math.isfinite(score):
+            raise ValueError(f"score must be NaN or finite, got {score!r}")
+        need = self._blocks(prompt_len + max_new_tokens)
+        if need > self._C:
+            raise ValueError(f"request {rid} needs {need} blocks "
+                             f"(prompt_len {prompt_len} + max_new_tokens {max_new_tokens}) "
+                             f"but the device has {self._C}")
+
+        known = predicted_len if not math.isnan(predicted_len) else self._cfg.default_predicted_len
+        remaining = min(known, float(max_new_tokens))
+        level = (self._mlfq_initial_level(prompt_len)
+                 if self._cfg.policy is Policy.MLFQ else 0)
+        self._reqs[rid] = _Request(rid, arrival, prompt_len, max_new_tokens, predicted_len,
+                                   remaining, score, level)
+        self._counts["added"] += 1
+
+    def _check_now(self, now: Any) -> float:
+        """Convert and validate a clock reading (does not record it)."""
+        now = _float_arg(now, "now")
+        if not math.isfinite(now):
+            raise ValueError(f"now must be finite, got {now!r}")
+        if now < self._last_now:
+            raise ValueError(f"now {now!r} is below the last now seen ({self._last_now!r})")
+        return now
+
+    def schedule(self, now: float) -> Decision:
+        """Decide the next batch at time `now` (docs/scheduler.md, `schedule(now)`)."""
+        now = self._check_now(now)
+        self._last_now = now
+        self._it += 1
+        cfg = self._cfg
+        dec: dict[str, list[int]] = {k: [] for k in (
+            "admitted", "resumed", "swapped_in", "recomputed", "preempted",
+            "swapped_out", "dropped")}
+        touched: set[int] = set()
+
+        def present(r: _Request) -> bool:
+            return r.arrival <= now
+
+        starvation = cfg.policy in _STARVING and cfg.starvation_steps > 0
+
+        # 1. Starvation.
+        if starvation:
+            for r in self._reqs.values():
+                if not present(r) or r.state is RequestState.RUNNING:
+                    continue
+                if cfg.policy is Policy.LTR:
+                    if r.promoted_left == 0 and r.left_out >= cfg.starvation_steps:
+                        r.promoted_left = cfg.starvation_period
+                        r.left_out = 0
+                elif r.left_out >= cfg.starvation_steps:  # MLFQ
+                    r.level = 0
+                    r.level_used = 0
+                    r.left_out = 0
+
+        # 2. Memory pressure (rank rules do not protect anyone here).
+        while self._reserved() > self._C:
+            kept = self._kept()
+            if kept:
+                self._evict(max(kept, key=self._order), dec, touched)
+            else:
+                worst = max((self._reqs[rid] for rid in self._running), key=self._order)
+                self._preempt(worst, dec, touched, keep=False)
+
+        # 3. Fill, in strict rank order.
+        candidates = sorted(
+            (r for r in self._reqs.values()
+             if present(r) and r.state is not RequestState.RUNNING),
+            key=self._order)
+        for x in candidates:
+            if x.rid in touched:
+                continue
+            x_is_kept = x.state is RequestState.PREEMPTED and x.kv is KvLocation.DEVICE
+            need = self._next(x) - (self._held(x) if x_is_kept else 0)
+            free = self._C - self._reserved()
+            evictable = sum(self._held(k) for k in self._kept() if k is not x)
+            if len(self._running) < cfg.max_running and need <= free + evictable:
+                self._take(x, dec, touched)
+                continue
+            if cfg.policy not in _PREEMPTIVE:
+                break
+            x_key = self._primary(x)
+            victims = sorted(
+                (r for r in (self._reqs[rid] for rid in self._running)
+                 if self._preemptible_for_rank(r) and self._primary(r) > x_key),
+                key=self._order, reverse=True)
+            chosen: list[_Request] | None = None
+            freed = 0
+            for k, v in enumerate(victims, start=1):
+                freed += self._next(v)
+                if (len(self._running) - k < cfg.max_running
+                        and need <= free + evictable + freed):
+                    chosen = victims[:k]
+                    break
+            if chosen is None:
+                break
+            for v in chosen:
+                self._preempt(v, dec, touched, keep=cfg.preempt_mode is PreemptMode.KEEP)
+            self._take(x, dec, touched)
+
+        # 4. Starvation counters, after the decision.
+        if starvation:
+            in_batch = set(self._running)
+            for r in self._reqs.values():
+                if not present(r):
+                    continue
+                if r.promoted_left > 0:
+                    r.promoted_left -= 1
+                elif r.rid in in_batch:
+                    r.left_out = 0
+                else:
+                    r.left_out += 1
+
+        return Decision(iteration=self._it, running=_ids(self._running),
+                        **{k: _ids(v) for k, v in dec.items()})
+
+    def on_step(self, now: float, rids: Any, new_tokens: Any, finished: Any) -> None:
+        """Record one decode iteration's output for running requests."""
+        # Phase 1: each argument on its own.
+        now_f = _float_arg(now, "now")
+        rids_a = _int64_array_arg(rids, "rids")
+        new_a = _int64_array_arg(new_tokens, "new_tokens")
+        fin_a = _array_arg(finished, "finished", "biu")
+        # Phase 2: lengths.
+        n_rows = _same_length([(rids_a, "rids"), (new_a, "new_tokens"), (fin_a, "finished")])
+        rid_list = _int_values(rids_a)
+        new_list = _int_values(new_a)
+        # Phase 3: values and state.
+        now_f = self._check_now(now_f)
+        fin_list: list[bool] = []
+        for v in fin_a.tolist() if n_rows else []:
+            if fin_a.dtype.kind != "b" and v not in (0, 1):
+                raise ValueError(f"finished must be bool or 0/1, got {v!r}")
+            fin_list.append(bool(v))
+        seen: set[int] = set()
+        for rid, n in zip(rid_list, new_list):
+            r = self._reqs.get(rid)
+            if r is None or r.state is not RequestState.RUNNING:
+                raise ValueError(f"on_step row for rid {rid}, which is not running")
+            if rid in seen:
+                raise ValueError(f"rid {rid} appears twice in on_step")
+            seen.add(rid)
+            if n < 0 or r.generated + n > r.max_new_tokens:
+                raise ValueError(f"new_tokens {n} for rid {rid} out of range "
+                                 f"(generated {r.generated}, max_new_tokens "
+                                 f"{r.max_new_tokens})")
+
+        self._last_now = now_f
+        for rid, n, fin in zip(rid_list, new_list, fin_list):
+            r = self._reqs[rid]
+            r.generated += n
+            r.remaining = min(max(r.remaining - n, 0.0),
+                              float(r.max_new_tokens - r.generated))
+            if self._cfg.policy is Policy.MLFQ:
+                self._mlfq_account(r, n)
+            if fin or r.generated == r.max_new_tokens:
+                self._remove(rid)
+                self._counts["finished"] += 1
+
+    def _update(self, rids: Any, values: Any, name: str) -> list[tuple[_Request, float]]:
+        """Shared validation of `update_predictions` / `update_scores`."""
+        rids_a = _int64_array_arg(rids, "rids")
+        vals_a = _array_arg(values, name, "iuf")
+        n_rows = _same_length([(rids_a, "rids"), (vals_a, name)])
+        rid_list = _int_values(rids_a)
+        # Same int64 -> double rounding as a C++ static_cast.
+        val_list = [float(v) for v in vals_a.astype(np.float64).tolist()] if n_rows else []
+        rows = []
+        for rid, v in zip(rid_list, val_list):
+            if rid not in self._reqs:
+                raise KeyError(rid)
+            if not math.isfinite(v) or (name == "remaining" and v < 0):
+                rule = "finite and >= 0" if name == "remaining" else "finite"
+                raise ValueError(f"{name} for rid {rid} must be {rule}, got {v!r}")
+            rows.append((self._reqs[rid], v))
+        return rows
+
+    def update_predictions(self, rids: Any, remaining: Any) -> None:
+        """Replace predicted remaining lengths; fix `predicted_len` the first time."""
+        for r, v in self._update(rids, remaining, "remaining"):
+            if math.isnan(r.predicted_len):
+                r.predicted_len = float(r.generated) + v
+            r.remaining = min(v, float(r.max_new_tokens - r.generated))
+
+    def update_scores(self, rids: Any, scores: Any) -> None:
+        """Replace LTR scores (lower runs first)."""
+        for r, v in self._update(rids, scores, "scores"):
+            r.score = v
+
+    def _remove(self, rid: int) -> None:
+        """End a live request, freeing its batch slot and KV wherever it is."""
+        del self._reqs[rid]
+        if rid in self._running:
+            self._running.remove(rid)
+
+    def abort(self, rid: int) -> None:
+        """End a live request in any state."""
+        rid = _int_arg(rid, "rid")
+        if rid not in self._reqs:
+            raise KeyError(rid)
+        self._remove(rid)
+        self._counts["aborted"] += 1
+
+    def get(self, rid: int) -> RequestView:
+        """Snapshot of a live request."""
+        rid = _int_arg(rid, "rid")
+        if rid not in self._reqs:
+            raise KeyError(rid)
+        r = self._reqs[rid]
+        return RequestView(
+            rid=r.rid, state=r.state, kv=r.kv, arrival=r.arrival, prompt_len=r.prompt_len,
+            max_new_tokens=r.max_new_tokens, generated=r.generated,
+            predicted_len=r.predicted_len, remaining=r.remaining, score=r.score,
+            preemptions=r.preemptions,
+            level=r.level if self._cfg.policy is Policy.MLFQ else 0,
+            promoted=self._cfg.policy is Policy.LTR and r.promoted_left > 0)
+
+    def stats(self) -> dict[str, int]:
+        """Counters since construction and current occupancy."""
+        reqs = list(self._reqs.values())
+
+        def count(state: RequestState, kv: KvLocation | None = None) -> int:
+            return sum(1 for r in reqs if r.state is state and (kv is None or r.kv is kv))
+
+        c = self._counts
+        return {
+            "iterations": self._it,
+            "added": c["added"],
+            "finished": c["finished"],
+            "aborted": c["aborted"],
+            "live": len(reqs),
+            "waiting": count(RequestState.WAITING),
+            "running": count(RequestState.RUNNING),
+            "preempted": count(RequestState.PREEMPTED),
+            "kept": count(RequestState.PREEMPTED, KvLocation.DEVICE),
+            "swapped": count(RequestState.PREEMPTED, KvLocation.HOST),
+            "dropped": count(RequestState.PREEMPTED, KvLocation.DROPPED),
+            "preemptions": c["preemptions"],
+            "swap_outs": c["swap_outs"],
+            "swap_ins": c["swap_ins"],
+            "drops": c["drops"],
+            "recomputes": c["recomputes"],
+            "kv_capacity_blocks": self._C,
+            "kv_reserved_blocks": self._reserved(),
+            "swap_capacity_blocks": self._S,
+            "swap_used_blocks": self._swap_used(),
+        }
+
+    def __len__(self) -> int:
+        """Number of live requests."""
+        return len(self._reqs)
+
+    def __contains__(self, rid: object) -> bool:
+        """Whether `rid` is live; anything that is not an int64 integer is not."""
+        try:
+            return _int_arg(rid, "rid") in self._reqs
+        except TypeError:
+            return False

@@ -1,0 +1,320 @@
+// pybind11 module trail_ext._C: the scheduler core, with strict argument conversion.
+// Arguments are converted (and rejected) here, before the core sees them, so a bad
+// argument raises TypeError/ValueError and never reaches C++ as garbage.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include "scheduler/scheduler.h"
+
+namespace py = pybind11;
+using namespace trail;
+
+namespace {
+
+template <class... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+
+py::object& np_asarray() {
+  // Leaked on purpose: destroying a py::object after interpreter shutdown would crash.
+  static py::object* fn = new py::object(py::module_::import("numpy").attr("asarray"));
+  return *fn;
+}
+
+int64_t as_int(py::handle obj, const char* what) {
+  if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr()))
+    throw TypeError(cat(what, " must be an integer, got ", std::string(py::str(py::repr(obj)))));
+  py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
+  if (!idx) throw py::error_already_set();
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
+  if (overflow) throw TypeError(cat(what, "=", std::string(py::str(idx)), " does not fit in int64"));
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return v;
+}
+
+double as_real(py::handle obj) {
+  const double v = PyFloat_AsDouble(obj.ptr());
+  if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  return v;
+}
+
+py::array as_1d(py::handle obj, const char* what) {
+  py::array arr = py::isinstance<py::array>(obj) ? py::reinterpret_borrow<py::array>(obj)
+                                                 : py::array(np_asarray()(obj));
+  if (arr.ndim() != 1)
+    throw ValueError(cat(what, " must be one-dimensional, got ndim=", arr.ndim()));
+  return arr;
+}
+
+using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using U8 = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+I64 int_array(py::handle obj, const char* what) {
+  if (py::array_t<int64_t, py::array::c_style>::check_(obj)) {
+    auto a = py::reinterpret_borrow<I64>(obj);
+    if (a.ndim() == 1) return a;
+  }
+  py::array arr = as_1d(obj, what);
+  const char kind = arr.dtype().kind();
+  if (arr.size() > 0 && kind != 'i' && kind != 'u')
+    throw TypeError(cat(what, " must hold integers, got dtype ",
+                        std::string(py::str(arr.dtype()))));
+  return I64::ensure(arr);
+}
+
+F64 real_array(py::handle obj, const char* what) {
+  if (py::array_t<double, py::array::c_style>::check_(obj)) {
+    auto a = py::reinterpret_borrow<F64>(obj);
+    if (a.ndim() == 1) return a;
+  }
+  py::array arr = as_1d(obj, what);
+  const char kind = arr.dtype().kind();
+  if (arr.size() > 0 && kind != 'i' && kind != 'u' && kind != 'f')
+    throw TypeError(cat(what, " must hold real numbers, got dtype ",
+                        std::string(py::str(arr.dtype()))));
+  return F64::ensure(arr);
+}
+
+U8 flag_array(py::handle obj, const char* what) {
+  py::array arr = as_1d(obj, what);
+  const char kind = arr.dtype().kind();
+  if (arr.size() > 0 && kind != 'b' && kind != 'i' && kind != 'u')
+    throw TypeError(cat(what, " must hold booleans, got dtype ",
+                        std::string(py::str(arr.dtype()))));
+  if (kind == 'i' || kind == 'u') {
+    I64 ints = I64::ensure(arr);
+    const int64_t* p = ints.data();
+    for (py::ssize_t i = 0; i < ints.size(); ++i)
+      if (p[i] != 0 && p[i] != 1)
+        throw ValueError(cat(what, "[", i, "]=", p[i], ": must be a boolean (0 or 1)"));
+  }
+  return U8::ensure(arr);
+}
+
+void same_length(py::ssize_t a, py::ssize_t b, const char* what) {
+  if (a != b) throw ValueError(cat(what, ": got ", a, " rids but ", b, " values"));
+}
+
+py::array_t<int64_t> to_numpy(const std::vector<int64_t>& v) {
+  return py::array_t<int64_t>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+const char* name_of(RequestState s) {
+  switch (s) {
+    case RequestState::WAITING: return "WAITING";
+    case RequestState::RUNNING: return "RUNNING";
+    case RequestState::PREEMPTED: return "PREEMPTED";
+  }
+  return "?";
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "TRAIL native core: the request scheduler (see docs/scheduler.md).";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const trail::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const trail::KeyError& e) {
+      PyErr_SetString(PyExc_KeyError, e.what());
+    } catch (const trail::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    }
+  });
+
+  py::enum_<Policy>(m, "Policy", "Scheduling policy; each is a rank function (lower runs first).")
+      .value("FCFS", Policy::FCFS)
+      .value("SJF", Policy::SJF)
+      .value("SRPT", Policy::SRPT)
+      .value("TRAIL", Policy::TRAIL)
+      .value("LTR", Policy::LTR)
+      .value("MLFQ", Policy::MLFQ);
+  py::enum_<PreemptMode>(m, "PreemptMode", "What happens to a rank-preempted request's KV.")
+      .value("KEEP", PreemptMode::KEEP)
+      .value("SWAP", PreemptMode::SWAP)
+      .value("RECOMPUTE", PreemptMode::RECOMPUTE);
+  py::enum_<RequestState>(m, "RequestState", "Lifecycle state of a live request.")
+      .value("WAITING", RequestState::WAITING)
+      .value("RUNNING", RequestState::RUNNING)
+      .value("PREEMPTED", RequestState::PREEMPTED);
+  py::enum_<KvLocation>(m, "KvLocation", "Where a request's KV cache lives.")
+      .value("NONE", KvLocation::NONE)
+      .value("DEVICE", KvLocation::DEVICE)
+      .value("HOST", KvLocation::HOST)
+      .value("DROPPED", KvLocation::DROPPED);
+
+  py::class_<SchedulerConfig>(m, "SchedulerConfig", "Scheduler settings (docs/scheduler.md).")
+      .def(py::init([](Policy policy, int64_t max_running, int64_t kv_capacity_tokens,
+                       int64_t block_size, double c, PreemptMode preempt_mode,
+                       int64_t swap_capacity_tokens, int64_t max_preemptions,
+                       int64_t starvation_steps, int64_t starvation_period,
+                       double default_predicted_len, int64_t mlfq_levels,
+                       int64_t mlfq_base_quantum, double mlfq_prefill_ratio) {
+             return SchedulerConfig{policy, max_running, kv_capacity_tokens, block_size, c,
+                                    preempt_mode, swap_capacity_tokens, max_preemptions,
+                                    starvation_steps, starvation_period, default_predicted_len,
+                                    mlfq_levels, mlfq_base_quantum, mlfq_prefill_ratio};
+           }),
+           py::kw_only(), py::arg("policy") = Policy::TRAIL, py::arg("max_running") = 48,
+           py::arg("kv_capacity_tokens") = 65536, py::arg("block_size") = 16,
+           py::arg("c") = 0.8, py::arg("preempt_mode") = PreemptMode::KEEP,
+           py::arg("swap_capacity_tokens") = 0, py::arg("max_preemptions") = -1,
+           py::arg("starvation_steps") = 0, py::arg("starvation_period") = 0,
+           py::arg("default_predicted_len") = 128.0, py::arg("mlfq_levels") = 4,
+           py::arg("mlfq_base_quantum") = 16, py::arg("mlfq_prefill_ratio") = 64.0)
+      .def_readwrite("policy", &SchedulerConfig::policy)
+      .def_readwrite("max_running", &SchedulerConfig::max_running)
+      .def_readwrite("kv_capacity_tokens", &SchedulerConfig::kv_capacity_tokens)
+      .def_readwrite("block_size", &SchedulerConfig::block_size)
+      .def_readwrite("c", &SchedulerConfig::c)
+      .def_readwrite("preempt_mode", &SchedulerConfig::preempt_mode)
+      .def_readwrite("swap_capacity_tokens", &SchedulerConfig::swap_capacity_tokens)
+      .def_readwrite("max_preemptions", &SchedulerConfig::max_preemptions)
+      .def_readwrite("starvation_steps", &SchedulerConfig::starvation_steps)
+      .def_readwrite("starvation_period", &SchedulerConfig::starvation_period)
+      .def_readwrite("default_predicted_len", &SchedulerConfig::default_predicted_len)
+      .def_readwrite("mlfq_levels", &SchedulerConfig::mlfq_levels)
+      .def_readwrite("mlfq_base_quantum", &SchedulerConfig::mlfq_base_quantum)
+      .def_readwrite("mlfq_prefill_ratio", &SchedulerConfig::mlfq_prefill_ratio);
+
+  py::class_<Decision>(m, "Decision", "One iteration's decision; int64 arrays of rids.")
+      .def_readonly("iteration", &Decision::iteration)
+      .def_property_readonly("admitted", [](const Decision& d) { return to_numpy(d.admitted); })
+      .def_property_readonly("resumed", [](const Decision& d) { return to_numpy(d.resumed); })
+      .def_property_readonly("swapped_in", [](const Decision& d) { return to_numpy(d.swapped_in); })
+      .def_property_readonly("recomputed", [](const Decision& d) { return to_numpy(d.recomputed); })
+      .def_property_readonly("preempted", [](const Decision& d) { return to_numpy(d.preempted); })
+      .def_property_readonly("swapped_out", [](const Decision& d) { return to_numpy(d.swapped_out); })
+      .def_property_readonly("dropped", [](const Decision& d) { return to_numpy(d.dropped); })
+      .def_property_readonly("running", [](const Decision& d) { return to_numpy(d.running); })
+      .def("__repr__", [](const Decision& d) {
+        return cat("Decision(iteration=", d.iteration, ", running=", d.running.size(),
+                   ", admitted=", d.admitted.size(), ", resumed=", d.resumed.size(),
+                   ", preempted=", d.preempted.size(), ")");
+      });
+
+  py::class_<RequestView>(m, "RequestView", "A snapshot of one live request.")
+      .def_readonly("rid", &RequestView::rid)
+      .def_readonly("state", &RequestView::state)
+      .def_readonly("kv", &RequestView::kv)
+      .def_readonly("arrival", &RequestView::arrival)
+      .def_readonly("prompt_len", &RequestView::prompt_len)
+      .def_readonly("max_new_tokens", &RequestView::max_new_tokens)
+      .def_readonly("generated", &RequestView::generated)
+      .def_readonly("predicted_len", &RequestView::predicted_len)
+      .def_readonly("remaining", &RequestView::remaining)
+      .def_readonly("score", &RequestView::score)
+      .def_readonly("preemptions", &RequestView::preemptions)
+      .def_readonly("level", &RequestView::level)
+      .def_readonly("promoted", &RequestView::promoted)
+      .def("__repr__", [](const RequestView& v) {
+        return cat("RequestView(rid=", v.rid, ", state=", name_of(v.state),
+                   ", generated=", v.generated, ", remaining=", v.remaining, ")");
+      });
+
+  py::class_<Scheduler>(m, "Scheduler", "The TRAIL request scheduler (docs/scheduler.md).")
+      .def(py::init<const SchedulerConfig&>(), py::arg("config"))
+      .def_property_readonly("config", &Scheduler::config)
+      .def(
+          "add",
+          [](Scheduler& s, py::handle rid, py::handle arrival, py::handle prompt_len,
+             py::handle max_new_tokens, py::handle predicted_len, py::handle score) {
+            s.add(as_int(rid, "rid"), as_real(arrival), as_int(prompt_len, "prompt_len"),
+                  as_int(max_new_tokens, "max_new_tokens"), as_real(predicted_len),
+                  as_real(score));
+          },
+          py::arg("rid"), py::arg("arrival"), py::arg("prompt_len"), py::arg("max_new_tokens"),
+          py::arg("predicted_len") = NAN, py::arg("score") = NAN,
+          "Queue a request (predicted_len/score NaN = unknown).")
+      .def(
+          "schedule", [](Scheduler& s, py::handle now) { return s.schedule(as_real(now)); },
+          py::arg("now"), "Decide this iteration's batch at time `now`.")
+      .def(
+          "on_step",
+          [](Scheduler& s, py::handle now, py::handle rids, py::handle new_tokens,
+             py::handle finished) {
+            const double t = as_real(now);
+            I64 r = int_array(rids, "rids");
+            I64 n = int_array(new_tokens, "new_tokens");
+            U8 f = flag_array(finished, "finished");
+            same_length(r.size(), n.size(), "on_step new_tokens");
+            same_length(r.size(), f.size(), "on_step finished");
+            s.on_step(t, r.data(), n.data(), f.data(), static_cast<size_t>(r.size()));
+          },
+          py::arg("now"), py::arg("rids"), py::arg("new_tokens"), py::arg("finished"),
+          "Report tokens generated by running requests and which of them finished.")
+      .def(
+          "update_predictions",
+          [](Scheduler& s, py::handle rids, py::handle remaining) {
+            I64 r = int_array(rids, "rids");
+            F64 v = real_array(remaining, "remaining");
+            same_length(r.size(), v.size(), "update_predictions");
+            s.update_predictions(r.data(), v.data(), static_cast<size_t>(r.size()));
+          },
+          py::arg("rids"), py::arg("remaining"),
+          "Set predicted remaining output tokens of live requests.")
+      .def(
+          "update_scores",
+          [](Scheduler& s, py::handle rids, py::handle scores) {
+            I64 r = int_array(rids, "rids");
+            F64 v = real_array(scores, "scores");
+            same_length(r.size(), v.size(), "update_scores");
+            s.update_scores(r.data(), v.data(), static_cast<size_t>(r.size()));
+          },
+          py::arg("rids"), py::arg("scores"), "Set LTR scores (lower runs first).")
+      .def(
+          "abort", [](Scheduler& s, py::handle rid) { s.abort(as_int(rid, "rid")); },
+          py::arg("rid"), "End a live request in any state and free what it holds.")
+      .def(
+          "get", [](const Scheduler& s, py::handle rid) { return s.get(as_int(rid, "rid")); },
+          py::arg("rid"), "Snapshot of one live request.")
+      .def(
+          "stats",
+          [](const Scheduler& s) {
+            const Stats st = s.stats();
+            py::dict d;
+            d["iterations"] = st.iterations;
+            d["added"] = st.added;
+            d["finished"] = st.finished;
+            d["aborted"] = st.aborted;
+            d["live"] = st.live;
+            d["waiting"] = st.waiting;
+            d["running"] = st.running;
+            d["preempted"] = st.preempted;
+            d["kept"] = st.kept;
+            d["swapped"] = st.swapped;
+            d["dropped"] = st.dropped;
+            d["preemptions"] = st.preemptions;
+            d["swap_outs"] = st.swap_outs;
+            d["swap_ins"] = st.swap_ins;
+            d["drops"] = st.drops;
+            d["recomputes"] = st.recomputes;
+            d["kv_capacity_blocks"] = st.kv_capacity_blocks;
+            d["kv_reserved_blocks"] = st.kv_reserved_blocks;
+            d["swap_capacity_blocks"] = st.swap_capacity_blocks;
+            d["swap_used_blocks"] = st.swap_used_blocks;
+            return d;
+          },
+          "Counters and current occupancy.")
+      .def("__len__", &Scheduler::size)
+      .def("__contains__", [](const Scheduler& s, py::handle rid) {
+        if (PyBool_Check(rid.ptr()) || !PyIndex_Check(rid.ptr())) return false;
+        int overflow = 0;
+        py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(rid.ptr()));
+        const long long v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
+        return !overflow && s.contains(v);
+      });
+}
