@@ -69,6 +69,13 @@ I64 int_array(py::handle obj, const char* what) {
   if (arr.size() > 0 && kind != 'i' && kind != 'u')
     throw TypeError(cat(what, " must hold integers, got dtype ",
                         std::string(py::str(arr.dtype()))));
+  if (kind == 'u' && arr.itemsize() == 8) {
+    // uint64 values above int64's range would wrap silently in the cast below.
+    auto u = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+    for (py::ssize_t i = 0; i < u.size(); ++i)
+      if (u.data()[i] > static_cast<uint64_t>(INT64_MAX))
+        throw TypeError(cat(what, "[", i, "]=", u.data()[i], " does not fit in int64"));
+  }
   return I64::ensure(arr);
 }
 

@@ -1,0 +1,110 @@
+"""Type stubs for the native module trail_ext._C (see docs/scheduler.md)."""
+
+from enum import Enum
+from typing import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = Sequence[int] | npt.NDArray[np.integer]
+RealArray = Sequence[float] | npt.NDArray[np.floating] | npt.NDArray[np.integer]
+FlagArray = Sequence[bool] | npt.NDArray[np.bool_] | npt.NDArray[np.integer]
+
+class Policy(Enum):
+    FCFS = 0
+    SJF = 1
+    SRPT = 2
+    TRAIL = 3
+    LTR = 4
+    MLFQ = 5
+
+class PreemptMode(Enum):
+    KEEP = 0
+    SWAP = 1
+    RECOMPUTE = 2
+
+class RequestState(Enum):
+    WAITING = 0
+    RUNNING = 1
+    PREEMPTED = 2
+
+class KvLocation(Enum):
+    NONE = 0
+    DEVICE = 1
+    HOST = 2
+    DROPPED = 3
+
+class SchedulerConfig:
+    policy: Policy
+    max_running: int
+    kv_capacity_tokens: int
+    block_size: int
+    c: float
+    preempt_mode: PreemptMode
+    swap_capacity_tokens: int
+    max_preemptions: int
+    starvation_steps: int
+    starvation_period: int
+    default_predicted_len: float
+    mlfq_levels: int
+    mlfq_base_quantum: int
+    mlfq_prefill_ratio: float
+    def __init__(self, *, policy: Policy = ..., max_running: int = 48,
+                 kv_capacity_tokens: int = 65536, block_size: int = 16, c: float = 0.8,
+                 preempt_mode: PreemptMode = ..., swap_capacity_tokens: int = 0,
+                 max_preemptions: int = -1, starvation_steps: int = 0,
+                 starvation_period: int = 0, default_predicted_len: float = 128.0,
+                 mlfq_levels: int = 4, mlfq_base_quantum: int = 16,
+                 mlfq_prefill_ratio: float = 64.0) -> None: ...
+
+class Decision:
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def admitted(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def resumed(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def swapped_in(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def recomputed(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def preempted(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def swapped_out(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def dropped(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def running(self) -> npt.NDArray[np.int64]: ...
+
+class RequestView:
+    rid: int
+    state: RequestState
+    kv: KvLocation
+    arrival: float
+    prompt_len: int
+    max_new_tokens: int
+    generated: int
+    predicted_len: float
+    remaining: float
+    score: float
+    preemptions: int
+    level: int
+    promoted: bool
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig) -> None: ...
+    @property
+    def config(self) -> SchedulerConfig: ...
+    def add(self, rid: int, arrival: float, prompt_len: int, max_new_tokens: int,
+            predicted_len: float = ..., score: float = ...) -> None: ...
+    def schedule(self, now: float) -> Decision: ...
+    def on_step(self, now: float, rids: IntArray, new_tokens: IntArray,
+                finished: FlagArray) -> None: ...
+    def update_predictions(self, rids: IntArray, remaining: RealArray) -> None: ...
+    def update_scores(self, rids: IntArray, scores: RealArray) -> None: ...
+    def abort(self, rid: int) -> None: ...
+    def get(self, rid: int) -> RequestView: ...
+    def stats(self) -> dict[str, int]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, rid: object) -> bool: ...
