@@ -65,14 +65,8 @@ def test_empty_batches_are_fine(impl: Any) -> None:
     assert s.get(1).generated == 0
 
 
-def test_scalar_arguments_are_typed(impl: Any) -> None:
+def test_real_scalars_reject_strings_and_accept_numpy(impl: Any) -> None:
     s = small(impl)
-    with pytest.raises(TypeError):
-        s.add(1.5, 0.0, 4, 8)
-    with pytest.raises(TypeError):
-        s.add(True, 0.0, 4, 8)
-    with pytest.raises(TypeError):
-        s.add(1, 0.0, 4.0, 8)
     with pytest.raises(TypeError):
         s.add(1, "soon", 4, 8)
     s.add(np.int64(1), np.float32(0.5), np.int32(4), 8)  # numpy scalars are numbers too

@@ -29,26 +29,25 @@ VIEW_FIELDS = ("rid", "arrival", "prompt_len", "max_new_tokens", "generated", "p
                "remaining", "score", "preemptions", "level", "promoted")
 
 
-@st.composite
-def configs(draw: st.DrawFn, ample_memory: bool = False) -> dict[str, Any]:
-    """Small configurations, so that memory pressure and full batches happen often."""
-    block_size = draw(st.integers(1, 4))
-    blocks = 10_000 if ample_memory else draw(st.integers(3, 16))
+def draw_config(pick: "Picker", ample_memory: bool = False) -> dict[str, Any]:
+    """A configuration; small, so that memory pressure and full batches happen often."""
+    bs = pick.int(1, 4)
+    blocks = 10_000 if ample_memory else pick.int(3, 24)
     return dict(
-        policy=draw(st.sampled_from(POLICIES)),
-        max_running=draw(st.integers(1, 5)),
-        kv_capacity_tokens=block_size * blocks + draw(st.integers(0, block_size - 1)),
-        block_size=block_size,
-        c=draw(st.sampled_from([0.0, 0.25, 0.5, 0.8, 1.0, 2.0])),
-        preempt_mode=draw(st.sampled_from(MODES)),
-        swap_capacity_tokens=draw(st.sampled_from([0, 4, 12, 40, 1000])),
-        max_preemptions=draw(st.sampled_from([-1, 0, 1, 2])),
-        starvation_steps=draw(st.sampled_from([0, 0, 1, 2, 4])),
-        starvation_period=draw(st.integers(0, 3)),
-        default_predicted_len=draw(st.sampled_from([1.0, 6.0, 128.0])),
-        mlfq_levels=draw(st.integers(1, 4)),
-        mlfq_base_quantum=draw(st.integers(1, 4)),
-        mlfq_prefill_ratio=draw(st.sampled_from([1.0, 4.0, 16.0])),
+        policy=pick.choice(POLICIES),
+        max_running=pick.int(1, 6),
+        kv_capacity_tokens=bs * blocks + pick.int(0, bs - 1),
+        block_size=bs,
+        c=pick.choice([0.0, 0.25, 0.5, 0.8, 1.0, 2.0]),
+        preempt_mode=pick.choice(MODES),
+        swap_capacity_tokens=pick.choice([0, 4, 12, 40, 1000]),
+        max_preemptions=pick.choice([-1, -1, 0, 1, 2]),
+        starvation_steps=pick.choice([0, 0, 1, 2, 4]),
+        starvation_period=pick.int(0, 3),
+        default_predicted_len=pick.choice([1.0, 6.0, 128.0]),
+        mlfq_levels=pick.int(1, 4),
+        mlfq_base_quantum=pick.int(1, 4),
+        mlfq_prefill_ratio=pick.choice([1.0, 4.0, 16.0]),
     )
 
 
@@ -265,10 +264,10 @@ DIFF_SETTINGS = settings(max_examples=250, deadline=None,
 
 
 @DIFF_SETTINGS
-@given(cfg=configs(), data=st.data())
-def test_native_matches_reference(cfg: dict[str, Any], data: st.DataObject) -> None:
-    pair = Pair(cfg)
+@given(data=st.data())
+def test_native_matches_reference(data: st.DataObject) -> None:
     pick = Picker(data=data)
+    pair = Pair(draw_config(pick))
     for _ in range(data.draw(st.integers(10, 100))):
         random_event(pair, pick)
     s = pair.native.stats()
@@ -283,9 +282,10 @@ def test_native_matches_reference(cfg: dict[str, Any], data: st.DataObject) -> N
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=configs(ample_memory=True), data=st.data())
-def test_preemption_rules_with_ample_memory(cfg: dict[str, Any], data: st.DataObject) -> None:
+@given(data=st.data())
+def test_preemption_rules_with_ample_memory(data: st.DataObject) -> None:
     """With ample memory: FCFS/SJF never preempt; TRAIL preempts only within c·L."""
+    cfg = draw_config(Picker(data=data), ample_memory=True)
     pair = Pair(cfg)
     for _ in range(data.draw(st.integers(5, 60))):
         before = {rid: pair.native.get(rid) for rid in pair.running()}
@@ -307,35 +307,13 @@ def test_preemption_rules_with_ample_memory(cfg: dict[str, Any], data: st.DataOb
     drain(pair)
 
 
-def random_config(rng: np.random.Generator) -> dict[str, Any]:
-    """A uniformly drawn configuration (the fuzz test's counterpart of `configs`)."""
-    bs = int(rng.integers(1, 5))
-    return dict(
-        policy=POLICIES[int(rng.integers(len(POLICIES)))],
-        max_running=int(rng.integers(1, 7)),
-        kv_capacity_tokens=bs * int(rng.integers(3, 25)) + int(rng.integers(0, bs)),
-        block_size=bs,
-        c=float(rng.choice([0.0, 0.25, 0.5, 0.8, 1.0, 2.0])),
-        preempt_mode=MODES[int(rng.integers(len(MODES)))],
-        swap_capacity_tokens=int(rng.choice([0, 4, 12, 40, 1000])),
-        max_preemptions=int(rng.choice([-1, -1, 0, 1, 2])),
-        starvation_steps=int(rng.choice([0, 0, 1, 2, 4])),
-        starvation_period=int(rng.integers(0, 4)),
-        default_predicted_len=float(rng.choice([1.0, 6.0, 128.0])),
-        mlfq_levels=int(rng.integers(1, 5)),
-        mlfq_base_quantum=int(rng.integers(1, 5)),
-        mlfq_prefill_ratio=float(rng.choice([1.0, 4.0, 16.0])),
-    )
-
-
 def test_seeded_fuzz_matches_reference() -> None:
     """Uniform random sequences (no shrinking bias towards simple cases) over many seeds."""
     totals = dict.fromkeys(("preemptions", "swap_outs", "swap_ins", "drops", "recomputes",
                             "aborted", "finished"), 0)
     for seed in range(150):
-        rng = np.random.default_rng(seed)
-        pair = Pair(random_config(rng))
-        pick = Picker(rng=rng)
+        pick = Picker(rng=np.random.default_rng(seed))
+        pair = Pair(draw_config(pick))
         for _ in range(150):
             random_event(pair, pick)
         drain(pair)
