@@ -9,19 +9,13 @@
 #include <sstream>
 #include <string>
 
+#include "kernels/probe_step.h"
 #include "scheduler/scheduler.h"
 
 namespace py = pybind11;
 using namespace trail;
 
 namespace {
-
-template <class... Args>
-std::string cat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
-}
 
 py::object& np_asarray() {
   // Leaked on purpose: destroying a py::object after interpreter shutdown would crash.
@@ -123,6 +117,85 @@ const char* name_of(RequestState s) {
     case RequestState::PREEMPTED: return "PREEMPTED";
   }
   return "?";
+}
+
+// ---------------------------------------------------------------- probe step buffers
+
+template <class T>
+const T* view(py::handle obj, const char* what, std::initializer_list<py::ssize_t> shape,
+              bool writable = false) {
+  if (!py::array_t<T, py::array::c_style>::check_(obj))
+    throw TypeError(cat("probe_step: ", what, " must be a C-contiguous numpy array of ",
+                        std::string(py::str(py::dtype::of<T>())), ", got ",
+                        std::string(py::str(py::repr(py::type::handle_of(obj))))));
+  auto a = py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(obj);
+  if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
+    throw ValueError(cat("probe_step: ", what, " must have ", shape.size(), " dimensions, got ",
+                         a.ndim()));
+  py::ssize_t i = 0;
+  for (py::ssize_t want : shape) {
+    if (want >= 0 && a.shape(i) != want)
+      throw ValueError(cat("probe_step: ", what, " has size ", a.shape(i), " in dimension ", i,
+                           ", expected ", want));
+    ++i;
+  }
+  if (writable && !a.writeable())
+    throw ValueError(cat("probe_step: ", what, " must be writable"));
+  return a.data();
+}
+
+void probe_step_numpy(py::handle hidden, const std::string& hidden_dtype, py::handle slots,
+                      py::handle first, py::handle w1, py::handle b1, py::handle w2,
+                      py::handle b2, py::handle transition, py::handle centers, py::handle cap,
+                      py::handle state, py::handle pred, py::handle pre) {
+  kernels::ProbeStepArgs a;
+  if (!py::isinstance<py::array>(hidden))
+    throw TypeError("probe_step: hidden must be a numpy array");
+  auto h = py::reinterpret_borrow<py::array>(hidden);
+  if (h.ndim() != 2) throw ValueError(cat("probe_step: hidden must be 2-D, got ", h.ndim(), "-D"));
+  const py::ssize_t item = h.itemsize();
+  if (hidden_dtype == "float32") {
+    if (!py::array_t<float>::check_(hidden))
+      throw TypeError("probe_step: float32 hidden must be a float32 array");
+    a.hidden_dtype = kernels::DType::F32;
+  } else if (hidden_dtype == "bfloat16" || hidden_dtype == "float16") {
+    if (item != 2 || (h.dtype().kind() == 'f' && hidden_dtype == "bfloat16"))
+      throw TypeError("probe_step: 16-bit hidden states arrive as their raw 16-bit patterns");
+    a.hidden_dtype = hidden_dtype == "bfloat16" ? kernels::DType::BF16 : kernels::DType::F16;
+  } else {
+    throw TypeError(cat("probe_step: unsupported hidden dtype ", hidden_dtype));
+  }
+  if (h.strides(1) != item || h.strides(0) % item != 0 || h.strides(0) < h.shape(1) * item)
+    throw ValueError("probe_step: hidden rows must be contiguous");
+  a.B = h.shape(0);
+  a.D = h.shape(1);
+  a.hidden_stride = h.strides(0) / item;
+  a.hidden = h.data();
+  const py::ssize_t B = a.B, D = a.D;
+  if (!py::isinstance<py::array>(w1)) throw TypeError("probe_step: w1 must be a numpy array");
+  const auto w1a = py::reinterpret_borrow<py::array>(w1);
+  if (w1a.ndim() != 2) throw ValueError("probe_step: w1 must be 2-D [H, D]");
+  const py::ssize_t H = w1a.shape(0);
+  if (!py::isinstance<py::array>(w2) || py::reinterpret_borrow<py::array>(w2).ndim() != 2)
+    throw ValueError("probe_step: w2 must be a 2-D numpy array [K, H]");
+  const py::ssize_t K = py::reinterpret_borrow<py::array>(w2).shape(0);
+  a.H = H;
+  a.K = K;
+  a.slots = view<int32_t>(slots, "slots", {B});
+  a.first = reinterpret_cast<const uint8_t*>(view<bool>(first, "first", {B}));
+  a.w1 = view<float>(w1, "w1", {H, D});
+  a.b1 = view<float>(b1, "b1", {H});
+  a.w2 = view<float>(w2, "w2", {K, H});
+  a.b2 = view<float>(b2, "b2", {K});
+  a.transition = view<float>(transition, "transition", {K, K});
+  a.centers = view<float>(centers, "centers", {K});
+  a.cap = view<float>(cap, "cap", {B});
+  a.state = const_cast<float*>(view<float>(state, "state", {-1, K}, true));
+  a.S = py::reinterpret_borrow<py::array>(state).shape(0);
+  a.pred = const_cast<float*>(view<float>(pred, "pred", {B}, true));
+  if (!pre.is_none()) a.pre = view<float>(pre, "pre", {B, H});
+  py::gil_scoped_release release;  // the buffers stay alive: the caller holds them
+  kernels::probe_step(a);
 }
 
 }  // namespace
@@ -231,6 +304,13 @@ PYBIND11_MODULE(_C, m) {
         return cat("RequestView(rid=", v.rid, ", state=", name_of(v.state),
                    ", generated=", v.generated, ", remaining=", v.remaining, ")");
       });
+
+  m.def("probe_step", &probe_step_numpy, py::arg("hidden"), py::arg("hidden_dtype"),
+        py::arg("slots"), py::arg("first"), py::arg("w1"), py::arg("b1"), py::arg("w2"),
+        py::arg("b2"), py::arg("transition"), py::arg("centers"), py::arg("cap"),
+        py::arg("state"), py::arg("pred"), py::arg("pre") = py::none(),
+        "Fused probe step on numpy buffers (use torch.ops.trail.probe_step instead).");
+  m.def("probe_isa", &kernels::probe_isa, "Instruction set the CPU probe kernels use here.");
 
   py::class_<Scheduler>(m, "Scheduler", "The TRAIL request scheduler (docs/scheduler.md).")
       .def(py::init<const SchedulerConfig&>(), py::arg("config"))

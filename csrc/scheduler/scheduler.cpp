@@ -2,18 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 namespace trail {
 namespace {
-
-template <class... Args>
-std::string cat(const Args&... args) {
-  std::ostringstream os;
-  os.precision(17);
-  (os << ... << args);
-  return os.str();
-}
 
 template <class T>
 void require(bool ok, const char* field, T value, const char* rule) {

@@ -3,8 +3,9 @@
 #pragma once
 
 #include <cstdint>
+
+#include "common/errors.h"
 #include <limits>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -55,17 +56,6 @@ struct Stats {
           running = 0, preempted = 0, kept = 0, swapped = 0, dropped = 0, preemptions = 0,
           swap_outs = 0, swap_ins = 0, drops = 0, recomputes = 0, kv_capacity_blocks = 0,
           kv_reserved_blocks = 0, swap_capacity_blocks = 0, swap_used_blocks = 0;
-};
-
-// The bindings map these onto Python's ValueError / KeyError / TypeError.
-struct ValueError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-struct KeyError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-struct TypeError : std::runtime_error {
-  using std::runtime_error::runtime_error;
 };
 
 }  // namespace trail
