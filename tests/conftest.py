@@ -1,10 +1,18 @@
-"""Shared fixtures: `impl` runs a test against both scheduler implementations."""
+"""Shared fixtures: `impl` runs a test against both scheduler implementations.
+
+TRITON_INTERPRET=1 is set here, before any module defining a Triton kernel is imported, so
+that the Triton probe kernel runs on CPU tensors (slowly: tests use tiny shapes there).
+"""
 
 from __future__ import annotations
 
-import types
+import os
 
-import pytest
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import types  # noqa: E402
+
+import pytest  # noqa: E402
 
 
 def _native() -> types.ModuleType:

@@ -165,11 +165,12 @@ void probe_step_numpy(py::handle hidden, const std::string& hidden_dtype, py::ha
   } else {
     throw TypeError(cat("probe_step: unsupported hidden dtype ", hidden_dtype));
   }
-  if (h.strides(1) != item || h.strides(0) % item != 0 || h.strides(0) < h.shape(1) * item)
+  if (h.shape(0) > 0 &&
+      (h.strides(1) != item || h.strides(0) % item != 0 || h.strides(0) < h.shape(1) * item))
     throw ValueError("probe_step: hidden rows must be contiguous");
   a.B = h.shape(0);
   a.D = h.shape(1);
-  a.hidden_stride = h.strides(0) / item;
+  a.hidden_stride = h.shape(0) > 0 ? h.strides(0) / item : h.shape(1);
   a.hidden = h.data();
   const py::ssize_t B = a.B, D = a.D;
   if (!py::isinstance<py::array>(w1)) throw TypeError("probe_step: w1 must be a numpy array");

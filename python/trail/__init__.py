@@ -7,5 +7,8 @@ Submodules: :mod:`trail.sched_ref` (plain-Python twin of the native scheduler in
 """
 
 from trail import ops as ops  # registers torch.ops.trail.*
+from trail.probe import Bins, Probe
+
+__all__ = ["Bins", "Probe", "ops"]
 
 __version__ = "0.1.0"

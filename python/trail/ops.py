@@ -81,6 +81,8 @@ def _probe_step_cpu(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1
 
     b = hidden.shape[0]
     pred = torch.empty(b, dtype=torch.float32)
+    if b == 0:
+        return pred
     x = hidden.detach()
     if x.dtype == torch.float64:
         x = x.float()  # the C++ path computes in fp32; the reference also takes float64

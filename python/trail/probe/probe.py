@@ -1,0 +1,252 @@
+"""`trail.Probe`: the remaining-length probe with its per-slot bin distributions.
+
+A Probe is a small MLP (hidden → H → ReLU → K bins, torch.nn.Linear layers) over one
+layer's hidden state, plus a state buffer [num_slots, K] holding each serving slot's current
+distribution over remaining-length bins. `step()` runs `torch.ops.trail.probe_step` for a
+batch: the probe's output refines each slot's distribution by a Bayesian update with the
+transition Tᵏ for the k tokens generated since that slot's last prediction.
+
+Checkpoints are a directory with `probe.safetensors` (weights) and `probe.json` (layer,
+bin edges, sizes, model identity); never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from trail.probe.bins import Bins
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "probe.safetensors"
+CONFIG_FILE = "probe.json"
+
+IntLike = int | Sequence[int] | Tensor
+
+
+class Probe(nn.Module):
+    """MLP remaining-length probe over one layer's hidden state, with per-slot distributions."""
+
+    def __init__(self, hidden_size: int, bins: Bins | None = None, hidden_dim: int = 512,
+                 layer: int = 0, num_slots: int = 256, model_id: str = "",
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        bins = bins if bins is not None else Bins.uniform()
+        for name, value in (("hidden_size", hidden_size), ("hidden_dim", hidden_dim),
+                            ("num_slots", num_slots)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Probe: {name} must be a positive int, got {value!r}")
+        if not isinstance(layer, int) or layer < 0:
+            raise ValueError(f"Probe: layer must be a non-negative int, got {layer!r}")
+        self.bins = bins
+        self.layer = layer
+        self.model_id = model_id
+        self.fc1 = nn.Linear(hidden_size, hidden_dim, device=device)
+        self.fc2 = nn.Linear(hidden_dim, bins.k, device=device)
+        self.register_buffer("centers", bins.centers.to(device), persistent=False)
+        self.register_buffer("state", torch.full((num_slots, bins.k), 1.0 / bins.k,
+                                                 device=device), persistent=False)
+        self._transitions: dict[tuple[int, torch.device], Tensor] = {}
+
+    # ------------------------------------------------------------------ shape
+
+    @property
+    def hidden_size(self) -> int:
+        """Width D of the hidden states the probe reads."""
+        return self.fc1.in_features
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width H of the probe's hidden layer."""
+        return self.fc1.out_features
+
+    @property
+    def num_bins(self) -> int:
+        """Number K of remaining-length bins."""
+        return self.bins.k
+
+    @property
+    def num_slots(self) -> int:
+        """Number S of serving slots with a distribution in `state`."""
+        return self.state.shape[0]
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """Bin logits [B, K] for hidden states [B, D] (used for training)."""
+        return self.fc2(torch.relu(self.fc1(hidden.to(self.fc1.weight.dtype))))
+
+    # ------------------------------------------------------------------ serving
+
+    def transition(self, tokens: int = 1) -> Tensor:
+        """Tᵏ for k = `tokens` on the probe's device (cached)."""
+        key = (int(tokens), self.state.device)
+        t = self._transitions.get(key)
+        if t is None:
+            t = self.bins.transition(int(tokens)).to(self.state.device)
+            self._transitions[key] = t
+        return t
+
+    @torch.no_grad()
+    def step(self, hidden: Tensor, slots: IntLike, first: bool | Sequence[bool] | Tensor,
+             generated: IntLike, max_new_tokens: IntLike, tokens_since_last: IntLike = 1
+             ) -> Tensor:
+        """Refine the slots' distributions with new hidden states; return predicted remaining.
+
+        hidden [B, D]; slots, first, generated, max_new_tokens and tokens_since_last are one
+        value per row (or one for all). The prediction is capped at max_new_tokens - generated.
+        """
+        if hidden.dim() != 2 or hidden.shape[1] != self.hidden_size:
+            raise ValueError(f"Probe.step: hidden must be [B, {self.hidden_size}], "
+                             f"got {tuple(hidden.shape)}")
+        b = hidden.shape[0]
+        device = self.state.device
+        slot_t = self._host_slots(slots, b)
+        first_t = _per_row(first, b, torch.bool, "first")
+        gen = _per_row(generated, b, torch.float32, "generated")
+        limit = _per_row(max_new_tokens, b, torch.float32, "max_new_tokens")
+        cap = torch.clamp(limit - gen, min=0.0)
+        since = _per_row(tokens_since_last, b, torch.int64, "tokens_since_last")
+        if bool((since < 0).any()):
+            raise ValueError(f"Probe.step: tokens_since_last must be >= 0, got {since.tolist()}")
+        w = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        if b == 0:
+            return torch.empty(0, dtype=torch.float32, device=device)
+        kinds = torch.unique(since)
+        if len(kinds) == 1:  # the usual case: one launch for the whole batch
+            return torch.ops.trail.probe_step(
+                hidden, slot_t.to(device), first_t.to(device), *w, self.transition(int(kinds[0])),
+                self.centers, cap.to(device), self.state)
+        pred = torch.empty(b, dtype=torch.float32, device=device)
+        for k in kinds.tolist():  # rows skipped different numbers of tokens: one Tᵏ each
+            rows = (since == k).nonzero().flatten()
+            pred[rows.to(device)] = torch.ops.trail.probe_step(
+                hidden[rows.to(hidden.device)], slot_t[rows].to(device), first_t[rows].to(device),
+                *w, self.transition(k), self.centers, cap[rows].to(device), self.state)
+        return pred
+
+    def _host_slots(self, slots: IntLike, b: int) -> Tensor:
+        """Slots as int32 on the host, checked: in range and unique (the kernels rely on it)."""
+        s = _per_row(slots, b, torch.int64, "slots")
+        if b and (int(s.min()) < 0 or int(s.max()) >= self.num_slots):
+            raise ValueError(f"Probe.step: slots must be in [0, {self.num_slots}), "
+                             f"got {s.tolist()}")
+        if len(torch.unique(s)) != b:
+            raise ValueError(f"Probe.step: slots repeat within one batch: {s.tolist()}")
+        return s.to(torch.int32)
+
+    def distribution(self, slots: IntLike) -> Tensor:
+        """Current bin distributions [len(slots), K] of these slots (a copy)."""
+        idx = _as_index(slots, self.num_slots)
+        return self.state[idx.to(self.state.device)].clone()
+
+    def reset(self, slots: IntLike | None = None) -> None:
+        """Set these slots' distributions (all if None) to uniform."""
+        with torch.no_grad():
+            if slots is None:
+                self.state.fill_(1.0 / self.num_bins)
+            else:
+                idx = _as_index(slots, self.num_slots)
+                self.state[idx.to(self.state.device)] = 1.0 / self.num_bins
+
+    def resize_slots(self, num_slots: int) -> None:
+        """Reallocate the state for `num_slots` slots, all uniform."""
+        if not isinstance(num_slots, int) or num_slots < 1:
+            raise ValueError(f"Probe: num_slots must be a positive int, got {num_slots!r}")
+        self.state = torch.full((num_slots, self.num_bins), 1.0 / self.num_bins,
+                                device=self.state.device)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-serialisable description saved beside the weights."""
+        return {"format": "trail-probe", "version": FORMAT_VERSION, "layer": self.layer,
+                "bin_edges": list(self.bins.edges), "hidden_size": self.hidden_size,
+                "hidden_dim": self.hidden_dim, "num_bins": self.num_bins,
+                "model_id": self.model_id}
+
+    def save(self, path: str | pathlib.Path) -> pathlib.Path:
+        """Write `path/probe.safetensors` and `path/probe.json`; returns the directory."""
+        from safetensors.torch import save_file
+
+        out = pathlib.Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().float().cpu().contiguous()
+                   for k, v in self.state_dict().items()}
+        save_file(tensors, str(out / WEIGHTS_FILE))
+        (out / CONFIG_FILE).write_text(json.dumps(self.config(), indent=1) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path, num_slots: int = 256,
+             device: torch.device | str | None = None,
+             hidden_size: int | None = None) -> "Probe":
+        """Load a checkpoint written by `save`; refuses shapes that disagree with its config.
+
+        `hidden_size`, if given, must match the checkpoint (the serving model's width).
+        """
+        from safetensors.torch import load_file
+
+        d = pathlib.Path(path)
+        cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"Probe.load: {p} does not exist")
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.get("format") != "trail-probe" or cfg.get("version") != FORMAT_VERSION:
+            raise ValueError(f"Probe.load: {cfg_path} is not a trail-probe v{FORMAT_VERSION} "
+                             f"config (format={cfg.get('format')!r}, "
+                             f"version={cfg.get('version')!r})")
+        bins = Bins(tuple(float(e) for e in cfg["bin_edges"]))
+        if bins.k != cfg["num_bins"]:
+            raise ValueError(f"Probe.load: {len(cfg['bin_edges'])} bin edges in {cfg_path} do "
+                             f"not make num_bins={cfg['num_bins']}")
+        if hidden_size is not None and hidden_size != cfg["hidden_size"]:
+            raise ValueError(f"Probe.load: checkpoint reads hidden size {cfg['hidden_size']}, "
+                             f"the model has {hidden_size}")
+        tensors = load_file(str(w_path))
+        want = {"fc1.weight": (cfg["hidden_dim"], cfg["hidden_size"]),
+                "fc1.bias": (cfg["hidden_dim"],),
+                "fc2.weight": (cfg["num_bins"], cfg["hidden_dim"]),
+                "fc2.bias": (cfg["num_bins"],)}
+        if set(tensors) != set(want):
+            raise ValueError(f"Probe.load: {w_path} holds {sorted(tensors)}, "
+                             f"expected {sorted(want)}")
+        for name, shape in want.items():
+            if tuple(tensors[name].shape) != shape:
+                raise ValueError(f"Probe.load: {name} has shape {tuple(tensors[name].shape)} "
+                                 f"in {w_path}, but {cfg_path} implies {shape}")
+        probe = cls(cfg["hidden_size"], bins, cfg["hidden_dim"], int(cfg["layer"]), num_slots,
+                    str(cfg.get("model_id", "")), device=device)
+        probe.load_state_dict({k: v.float() for k, v in tensors.items()})
+        return probe
+
+
+def _per_row(value: Any, b: int, dtype: torch.dtype, name: str) -> Tensor:
+    """One value per row as a host tensor (a scalar is repeated)."""
+    t = value.detach().to("cpu") if isinstance(value, Tensor) else torch.as_tensor(value)
+    if t.dim() == 0:
+        t = t.expand(b)
+    if t.shape != (b,):
+        raise ValueError(f"Probe.step: {name} must have one value per row ({b}), "
+                         f"got shape {tuple(t.shape)}")
+    if dtype != torch.bool and t.dtype == torch.bool:
+        raise TypeError(f"Probe.step: {name} must be numeric, got bool")
+    if dtype in (torch.int64, torch.int32) and t.is_floating_point():
+        if not bool(torch.all(t == torch.round(t))):
+            raise TypeError(f"Probe.step: {name} must hold integers, got {t.tolist()}")
+    out = t.to(dtype)
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        raise ValueError(f"Probe.step: {name} must be finite, got {t.tolist()}")
+    return out
+
+
+def _as_index(slots: IntLike, num_slots: int) -> Tensor:
+    s = slots.detach().to("cpu") if isinstance(slots, Tensor) else torch.as_tensor(slots)
+    s = s.reshape(-1).to(torch.int64)
+    if s.numel() and (int(s.min()) < 0 or int(s.max()) >= num_slots):
+        raise ValueError(f"slots must be in [0, {num_slots}), got {s.tolist()}")
+    return s
+
