@@ -134,6 +134,17 @@ def test_triton_matches_reference(b: int, d: int, h: int, k: int, dtype: torch.d
     assert_close(run(probe_step_triton, args), run(probe_step_reference, args))
 
 
+@pytest.mark.parametrize("wdtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("fn", [probe_step_triton, OP], ids=["triton", "op"])
+def test_low_precision_weights(fn: Callable[..., torch.Tensor], wdtype: torch.dtype) -> None:
+    """Probe weights in bf16/fp16 (a user's half-precision probe layers pass straight in)."""
+    args = make_args(8, 64, 32, 10, seed=9, dtype=wdtype)
+    for i in (3, 4, 5, 6):
+        args[i] = args[i].to(wdtype)
+    assert_close(run(fn, args), run(probe_step_reference, args), rtol=1e-3, atol_pred=1e-2,
+                 atol_state=1e-4)
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(b=st.integers(1, 20), d=st.integers(1, 70), h=st.integers(1, 40), k=st.integers(1, 12),
        seed=st.integers(0, 2**16), bad=st.integers(-1, 19))

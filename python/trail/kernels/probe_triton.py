@@ -15,6 +15,8 @@ duplicate slots in one batch are undefined here. `trail.Probe` checks both on th
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -120,7 +122,11 @@ def probe_step_triton(hidden: torch.Tensor, slots: torch.Tensor, first: torch.Te
     if hidden.stride(1) != 1:
         hidden = hidden.contiguous()
     w1, w2 = w1.contiguous(), w2.contiguous()
-    dot_fp32 = w1.dtype == torch.float32 or w1.dtype == torch.float64
+    # Triton's CPU interpreter (3.9) computes bf16 tl.dot wrongly; bf16 products are exact in
+    # fp32, so upcasting there computes the same thing (fp16 dots are fine and stay native).
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    dot_fp32 = w1.dtype in (torch.float32, torch.float64) or (
+        interpreted and torch.bfloat16 in (w1.dtype, hidden.dtype))
     block_b = 16  # tl.dot's smallest tile
     grid = (triton.cdiv(b, block_b),)
     _probe_step_kernel[grid](

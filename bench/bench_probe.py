@@ -1,0 +1,61 @@
+"""CPU microbenchmark of the probe step (pytest-benchmark): fused C++ op vs unfused reference.
+
+The paper's probe shape: D=4096 (Llama-3-8B hidden size), H=512, K=10 bins, fp32, one
+thread (torch.set_num_threads(1)), B ∈ {1, 8, 64, 256} rows. `op` is
+torch.ops.trail.probe_step (the C++ kernel; from trail.ops.CPU_GEMM_MIN_ROWS rows on, layer
+1 goes through torch's GEMM and the rest stays fused); `reference` is the plain-torch
+specification (an unfused sequence of torch ops).
+
+    python -m pytest bench/bench_probe.py --benchmark-json=probe.json
+    python bench/summarize_probe.py probe.json bench/results
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+import trail
+from trail.kernels.reference import probe_step_reference
+from trail.probe import Bins
+from trail_ext import _C
+
+D, H, K, SLOTS = 4096, 512, 10, 1024
+IMPLS = {"op": torch.ops.trail.probe_step, "reference": probe_step_reference}
+
+
+def make_args(b: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    bins = Bins.uniform(K, 512.0)
+    return [torch.randn(b, D, generator=g), torch.randperm(SLOTS, generator=g)[:b].int(),
+            torch.rand(b, generator=g) < 0.1,
+            torch.randn(H, D, generator=g) / math.sqrt(D), torch.zeros(H),
+            torch.randn(K, H, generator=g) / math.sqrt(H), torch.zeros(K),
+            bins.transition(1), bins.centers, torch.full((b,), 400.0),
+            torch.full((SLOTS, K), 1.0 / K)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("b", [1, 8, 64, 256])
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_probe_step(benchmark: Any, impl: str, b: int) -> None:
+    args = make_args(b)
+    fn = IMPLS[impl]
+    benchmark.extra_info.update(impl=impl, batch=b, D=D, H=H, K=K, threads=1,
+                                isa=_C.probe_isa(),
+                                path=("gemm+fused tail" if b >= trail.ops.CPU_GEMM_MIN_ROWS
+                                      else "fused") if impl == "op" else "unfused torch")
+    with torch.no_grad():
+        pred = benchmark.pedantic(fn, args=tuple(args), rounds=60 if b <= 64 else 30,
+                                  iterations=1, warmup_rounds=3)
+    assert pred.shape == (b,) and torch.isfinite(pred).all()

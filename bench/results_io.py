@@ -1,0 +1,34 @@
+"""Shared helpers for the benchmark summarizers: machine description and output files."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import platform
+from typing import Any
+
+
+def machine_lines(raw: dict[str, Any]) -> list[str]:
+    """Markdown bullet lines naming the machine, versions and time of a pytest-benchmark run."""
+    import numpy
+    import torch
+
+    import trail
+
+    mi = raw["machine_info"]
+    cpu = mi.get("cpu", {})
+    return [f"- machine: {cpu.get('brand_raw', platform.processor())}, "
+            f"{cpu.get('count', '?')} cores, {mi['system']} {mi['release']}",
+            f"- python {mi['python_version']}, torch {torch.__version__}, numpy "
+            f"{numpy.__version__}, trail {trail.__version__}, commit "
+            f"{raw.get('commit_info', {}).get('id', '?')[:10]}",
+            f"- run: {raw['datetime']}"]
+
+
+def write_json(path: pathlib.Path, raw: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    """Write medians with the machine they were measured on."""
+    mi = raw["machine_info"]
+    path.write_text(json.dumps(
+        {"date": raw["datetime"], "machine": mi.get("cpu", {}).get("brand_raw"),
+         "cores": mi.get("cpu", {}).get("count"), "python": mi["python_version"],
+         "results": results}, indent=1) + "\n")
