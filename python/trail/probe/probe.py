@@ -158,6 +158,16 @@ class Probe(nn.Module):
         self.state = torch.full((num_slots, self.num_bins), 1.0 / self.num_bins,
                                 device=self.state.device)
 
+    def grow_slots(self, num_slots: int) -> None:
+        """Make room for `num_slots` slots, keeping existing distributions (new ones uniform)."""
+        if not isinstance(num_slots, int) or num_slots < self.num_slots:
+            raise ValueError(f"Probe.grow_slots: {num_slots!r} is fewer than the "
+                             f"{self.num_slots} slots there are")
+        grown = torch.full((num_slots, self.num_bins), 1.0 / self.num_bins,
+                           device=self.state.device)
+        grown[: self.num_slots] = self.state
+        self.state = grown
+
     # ------------------------------------------------------------------ checkpoints
 
     def config(self) -> dict[str, Any]:

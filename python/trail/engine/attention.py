@@ -1,0 +1,96 @@
+"""The engine's attention: a function registered with transformers' AttentionInterface.
+
+All sequences of one forward are flattened into a single row of T tokens (each with its
+own position id). For every layer the function writes the new keys and values into each
+request's blocks of the paged cache, then attends:
+- prefill rows (a whole prompt, or prompt + generated tokens when recomputing) attend
+  causally over their own new keys and values, which is everything they have;
+- decode rows (one token each) attend over their cached keys and values, gathered from
+  their blocks into one padded batch with a mask.
+The per-forward metadata arrives through `forward_context`, set by the model runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from trail.engine.kv_cache import PagedKVCache
+
+NAME = "trail_paged"
+
+
+@dataclass
+class ForwardBatch:
+    """Where each new token goes and what each row attends to, for one forward."""
+
+    cache: PagedKVCache
+    slot_mapping: torch.Tensor                  # [T] flat cache slot of each new token
+    prefills: list[tuple[int, int]]             # (offset, length) in the flattened batch
+    decode_rows: torch.Tensor                   # [n] positions of decode tokens in the batch
+    decode_slots: torch.Tensor                  # [n, max_len] flat slots of their context
+    decode_mask: torch.Tensor                   # [n, 1, 1, max_len] True where attended
+    calls: set[int] = field(default_factory=set)  # layers that ran through this function
+
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def forward_context(batch: ForwardBatch) -> Iterator[ForwardBatch]:
+    """Make `batch` the metadata the attention function sees during one forward."""
+    _state.batch = batch
+    try:
+        yield batch
+    finally:
+        _state.batch = None
+
+
+def paged_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                    value: torch.Tensor, attention_mask: torch.Tensor | None,
+                    scaling: float | None = None, dropout: float = 0.0,
+                    **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention over the paged cache for query [1, H, T, D], key/value [1, KVH, T, D]."""
+    batch: ForwardBatch | None = getattr(_state, "batch", None)
+    if batch is None:
+        raise RuntimeError(f"attention '{NAME}' ran outside the TRAIL engine's forward")
+    if kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None:
+        raise NotImplementedError("the TRAIL engine supports neither sliding-window attention "
+                                  "nor logit soft-capping")
+    layer = module.layer_idx
+    batch.calls.add(layer)
+    q, k, v = query[0], key[0], value[0]  # [H, T, D], [KVH, T, D]
+    k_cache, v_cache = batch.cache.layer(layer)
+    k_cache.index_copy_(0, batch.slot_mapping, k.transpose(0, 1).to(k_cache.dtype))
+    v_cache.index_copy_(0, batch.slot_mapping, v.transpose(0, 1).to(v_cache.dtype))
+
+    n_heads, total, head_dim = q.shape
+    out = q.new_empty(total, n_heads, head_dim)
+    gqa = n_heads != k.shape[0]
+    for off, length in batch.prefills:
+        o = F.scaled_dot_product_attention(
+            q[None, :, off:off + length], k[None, :, off:off + length],
+            v[None, :, off:off + length], is_causal=True, scale=scaling, enable_gqa=gqa)
+        out[off:off + length] = o[0].transpose(0, 1)
+    if batch.decode_rows.numel():
+        ctx_k = k_cache[batch.decode_slots].permute(0, 2, 1, 3)  # [n, KVH, L, D]
+        ctx_v = v_cache[batch.decode_slots].permute(0, 2, 1, 3)
+        qd = q[:, batch.decode_rows].transpose(0, 1)[:, :, None]  # [n, H, 1, D]
+        o = F.scaled_dot_product_attention(qd, ctx_k.to(qd.dtype), ctx_v.to(qd.dtype),
+                                           attn_mask=batch.decode_mask, scale=scaling,
+                                           enable_gqa=gqa)
+        out[batch.decode_rows] = o[:, :, 0]
+    return out[None], None
+
+
+def register() -> str:
+    """Register the attention function with transformers (idempotent); returns its name."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, paged_attention)
+    return NAME

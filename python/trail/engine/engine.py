@@ -1,0 +1,262 @@
+"""The engine: a continuous-batching decoding loop over a Hugging Face causal LM.
+
+Each `step()` is schedule → run → postprocess:
+1. `trail_ext.Scheduler.schedule(now)` decides the batch (admissions, preemptions, resumes);
+2. the engine carries the decision out on its paged KV cache (free dropped requests' blocks,
+   copy swapped ones out and in, allocate what the batch needs) and runs one forward over
+   the batch: prompts of admitted requests, prompt + generated tokens of recomputed ones, the
+   last token of every other running request;
+3. it samples one token per request, lets the probe (if any) refine predicted remaining
+   lengths, and reports tokens, finished requests and predictions back to the scheduler.
+The engine never decides policy; the scheduler never touches tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+import trail_ext as te
+from trail.engine.metrics import Report, aggregate
+from trail.engine.request import Request, RequestOutput
+from trail.engine.runner import ModelRunner, SeqInput
+from trail.engine.sampling import Sampler, SamplingParams
+from trail.probe.probe import Probe
+
+Arrival = tuple[float, Sequence[int], SamplingParams]
+
+
+@dataclass
+class EngineConfig:
+    """Engine settings: the scheduler's (which also size the KV cache) and the probe's."""
+
+    scheduler: te.SchedulerConfig
+    probe: Probe | None = None
+    predict_every: int = 1
+    max_model_len: int | None = None  # None: the model's max_position_embeddings
+    check_invariants: bool = False  # assert KV accounting == pool usage every step (tests)
+
+
+class Engine:
+    """Serves requests on `model` with TRAIL's scheduler and (optionally) its probe."""
+
+    def __init__(self, model: nn.Module, config: EngineConfig) -> None:
+        if not isinstance(config.predict_every, int) or config.predict_every < 1:
+            raise ValueError(f"EngineConfig.predict_every must be a positive int, "
+                             f"got {config.predict_every!r}")
+        limit = getattr(model.config, "max_position_embeddings", None)
+        max_len = config.max_model_len if config.max_model_len is not None else limit
+        if max_len is None:
+            raise ValueError("EngineConfig.max_model_len is needed: the model's config has no "
+                             "max_position_embeddings")
+        if max_len < 2 or (limit is not None and max_len > limit):
+            raise ValueError(f"EngineConfig.max_model_len={max_len} must be in [2, {limit}] "
+                             "(the model's max_position_embeddings)")
+        self.max_model_len = int(max_len)
+        self.config = config
+        sc = config.scheduler
+        self.scheduler = te.Scheduler(sc)
+        self.probe = config.probe
+        hidden = int(model.config.hidden_size)
+        if self.probe is not None and self.probe.hidden_size != hidden:
+            raise ValueError(f"the probe reads hidden size {self.probe.hidden_size}, "
+                             f"the model has {hidden}")
+        self.runner = ModelRunner(model, sc.block_size, sc.kv_capacity_tokens // sc.block_size,
+                                  hook_layer=None if self.probe is None else self.probe.layer)
+        if self.probe is not None:
+            self.probe.to(self.runner.device)
+        self.kv = self.runner.kv
+        self._reqs: dict[int, Request] = {}
+        self._next_rid = 0
+        self._free_slots: list[int] = []
+        self._slots_used = 0
+        self._t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ requests
+
+    def now(self) -> float:
+        """Seconds since the engine started (the clock of arrivals and timings)."""
+        return time.perf_counter() - self._t0
+
+    def add_request(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
+                    arrival: float | None = None, predicted_len: float = math.nan,
+                    score: float = math.nan) -> int:
+        """Queue a request; returns its id. Bad input raises ValueError and queues nothing."""
+        params = params if params is not None else SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
+        prompt = [int(t) for t in (prompt_ids.tolist() if torch.is_tensor(prompt_ids)
+                                   else prompt_ids)]
+        if not prompt:
+            raise ValueError("empty prompt: a request needs at least one token")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(f"prompt of {len(prompt)} tokens leaves no room to generate within "
+                             f"max_model_len={self.max_model_len}")
+        bad = [t for t in prompt if not 0 <= t < self.runner.vocab_size]
+        if bad:
+            raise ValueError(f"token ids outside the vocabulary [0, {self.runner.vocab_size}): "
+                             f"{bad[:8]}")
+        max_new = min(params.max_new_tokens, self.max_model_len - len(prompt))
+        rid = self._next_rid
+        arrival = self.now() if arrival is None else float(arrival)
+        self.scheduler.add(rid, arrival, len(prompt), max_new, predicted_len, score)
+        self._next_rid += 1
+        self._reqs[rid] = Request(rid, prompt, params, max_new, arrival, Sampler(params))
+        return rid
+
+    def abort(self, rid: int) -> RequestOutput:
+        """End a live request now; returns its record (finish_reason 'aborted')."""
+        if rid not in self._reqs:
+            raise KeyError(f"unknown request id {rid}")
+        self.scheduler.abort(rid)
+        return self._retire(self._reqs[rid], self.now(), "aborted")
+
+    def has_unfinished(self) -> bool:
+        """Whether any request is still waiting, running or preempted."""
+        return bool(self._reqs)
+
+    # ------------------------------------------------------------------ the loop
+
+    def step(self) -> list[RequestOutput]:
+        """One iteration: schedule, run one forward, sample; returns requests that finished."""
+        d = self.scheduler.schedule(self.now())
+        for rid in d.dropped.tolist():
+            self.kv.free(rid)
+        for rid in d.swapped_out.tolist():
+            self.kv.swap_out(rid)
+        for rid in d.swapped_in.tolist():
+            self.kv.swap_in(rid)
+        for rid in d.preempted.tolist():
+            self._reqs[rid].preemptions += 1
+        running = d.running.tolist()
+        if not running:
+            return []
+        admitted, recomputed = set(d.admitted.tolist()), set(d.recomputed.tolist())
+        seqs = []
+        for rid in running:
+            r = self._reqs[rid]
+            self.kv.ensure(rid, len(r.prompt_ids) + len(r.output_ids) + 1)
+            if rid in admitted:
+                seqs.append(SeqInput(rid, r.prompt_ids, 0, prefill=True, mean_hidden=True))
+                if self.probe is not None:
+                    r.probe_slot = self._take_slot()
+            elif rid in recomputed:  # rebuild the whole prefix; sample where it left off
+                seqs.append(SeqInput(rid, r.prompt_ids + r.output_ids, 0, prefill=True,
+                                     mean_hidden=False))
+            else:
+                seqs.append(SeqInput(rid, r.output_ids[-1:],
+                                     len(r.prompt_ids) + len(r.output_ids) - 1, prefill=False,
+                                     mean_hidden=False))
+        if self.config.check_invariants:
+            reserved = self.scheduler.stats()["kv_reserved_blocks"]
+            if reserved != self.kv.used_blocks:
+                raise AssertionError(f"KV accounting {reserved} blocks != pool usage "
+                                     f"{self.kv.used_blocks}")
+
+        logits, hidden = self.runner.forward(seqs)
+        now = self.now()
+        finished_flags, done = [], []
+        for i, rid in enumerate(running):
+            r = self._reqs[rid]
+            token = r.sampler.sample(logits[i])
+            r.output_ids.append(token)
+            if r.first_token_time is None:
+                r.first_token_time = now
+            if token in r.params.stop_token_ids:
+                done.append((r, "stop"))
+            elif len(r.output_ids) >= r.max_new_tokens:
+                done.append((r, "length"))
+            finished_flags.append(bool(done) and done[-1][0] is r)
+        self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
+        if self.probe is not None and hidden is not None:
+            self._predict(running, admitted, hidden, finished_flags)
+        return [self._retire(r, now, reason) for r, reason in done]
+
+    def _predict(self, running: list[int], admitted: set[int], hidden: torch.Tensor,
+                 finished: list[bool]) -> None:
+        """Refine predictions of the rows that are due; tell the scheduler."""
+        rows, first, since = [], [], []
+        for i, rid in enumerate(running):
+            if finished[i]:
+                continue
+            r = self._reqs[rid]
+            if rid in admitted:
+                rows.append(i), first.append(True), since.append(1)
+                r.since_prediction = 0
+                continue
+            r.since_prediction += 1
+            if r.since_prediction >= self.config.predict_every:
+                rows.append(i), first.append(False), since.append(r.since_prediction)
+                r.since_prediction = 0
+        if not rows:
+            return
+        reqs = [self._reqs[running[i]] for i in rows]
+        pred = self.probe.step(hidden[rows], [r.probe_slot for r in reqs], first,
+                               [len(r.output_ids) for r in reqs],
+                               [r.max_new_tokens for r in reqs], since).cpu()
+        for r, p in zip(reqs, pred.tolist()):
+            r.predictions.append(p)
+        self.scheduler.update_predictions([r.rid for r in reqs], pred.double().numpy())
+
+    def _retire(self, r: Request, now: float, reason: str) -> RequestOutput:
+        self.kv.free(r.rid)
+        if r.probe_slot is not None:
+            self._free_slots.append(r.probe_slot)
+        del self._reqs[r.rid]
+        return r.finish(now, reason)
+
+    def _take_slot(self) -> int:
+        """A probe state slot for a newly admitted request (the state grows as needed)."""
+        if self._free_slots:
+            return self._free_slots.pop()
+        if self._slots_used == self.probe.num_slots:
+            self.probe.grow_slots(2 * self.probe.num_slots)
+        self._slots_used += 1
+        return self._slots_used - 1
+
+    # ------------------------------------------------------------------ workloads
+
+    def run(self, workload: Iterable[Arrival], progress: bool = True) -> Report:
+        """Replay arrivals (seconds from now, prompt ids, params) on the wall clock to the end."""
+        arrivals = sorted(workload, key=lambda a: a[0])
+        start = self.now()
+        outputs: list[RequestOutput] = []
+        bar = _progress(len(arrivals), progress)
+        i = 0
+        while i < len(arrivals) or self.has_unfinished():
+            t = self.now() - start
+            while i < len(arrivals) and arrivals[i][0] <= t:
+                at, prompt, params = arrivals[i]
+                self.add_request(prompt, params, arrival=start + at)
+                i += 1
+            if self.has_unfinished():
+                finished = self.step()
+                outputs.extend(finished)
+                bar(len(finished))
+            elif i < len(arrivals):
+                time.sleep(max(0.0, arrivals[i][0] - (self.now() - start)))
+        bar(0, close=True)
+        return Report(outputs, aggregate(outputs, self.now() - start))
+
+
+def _progress(total: int, enabled: bool):  # noqa: ANN202 - a tiny closure
+    """A progress bar over finished requests (tqdm when available)."""
+    if not enabled:
+        return lambda n, close=False: None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return lambda n, close=False: None
+    bar = tqdm(total=total, desc="requests", unit="req")
+
+    def update(n: int, close: bool = False) -> None:
+        bar.update(n)
+        if close:
+            bar.close()
+
+    return update

@@ -1,0 +1,146 @@
+"""The model runner: one forward of a mixed prefill/decode batch through a Hugging Face model.
+
+It owns the paged KV cache, routes the model's attention through the engine's paged
+attention function, and captures layer L's hidden states with a forward hook (the output
+of `layers[L]` is `hidden_states[L + 1]`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trail.engine import attention
+from trail.engine.kv_cache import PagedKVCache
+
+
+@dataclass
+class SeqInput:
+    """One sequence of a forward: feed `tokens` at positions start.., sample after the last."""
+
+    rid: int
+    tokens: list[int]
+    start: int
+    prefill: bool        # a whole prefix from position 0 (prompt, or prompt + generated)
+    mean_hidden: bool    # hand the probe the mean over these tokens (a prompt) or the last
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's list of decoder layers (what the hidden-state hook attaches to)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and n is not None and len(module) == n:
+            return module
+    raise ValueError(f"{type(model).__name__} has no list of {n} decoder layers to hook "
+                     "(the engine needs one to capture hidden states)")
+
+
+class ModelRunner:
+    """Runs batches through `model` with a paged KV cache of `num_blocks` blocks."""
+
+    def __init__(self, model: nn.Module, block_size: int, num_blocks: int,
+                 hook_layer: int | None = None) -> None:
+        cfg = model.config
+        for attr in ("num_hidden_layers", "num_attention_heads", "hidden_size", "vocab_size"):
+            if getattr(cfg, attr, None) is None:
+                raise ValueError(f"{type(model).__name__}'s config has no {attr}")
+        self.model = model
+        self.vocab_size = int(cfg.vocab_size)
+        self.num_layers = int(cfg.num_hidden_layers)
+        heads = int(cfg.num_attention_heads)
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.kv = PagedKVCache(self.num_layers, kv_heads, head_dim, block_size, num_blocks,
+                               self.device, self.dtype)
+        model.set_attn_implementation(attention.register())
+        self.layers = find_decoder_layers(model)
+        self._captured: torch.Tensor | None = None
+        self._hook = None
+        if hook_layer is not None:
+            if not 0 <= hook_layer < len(self.layers):
+                raise ValueError(f"hidden-state layer {hook_layer} is not one of the model's "
+                                 f"{len(self.layers)} layers")
+            self._hook = self.layers[hook_layer].register_forward_hook(self._capture)
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    def _capture(self, module: nn.Module, args: tuple, output: object) -> None:
+        self._captured = output[0] if isinstance(output, tuple) else output
+
+    def close(self) -> None:
+        """Remove the hidden-state hook."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    @torch.no_grad()
+    def forward(self, seqs: list[SeqInput]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [n, vocab] at each sequence's last token, and layer-L hidden states [n, D]."""
+        dev = self.device
+        ids, pos, slots, last = [], [], [], []
+        prefills, decode_rows, decode_seqs = [], [], []
+        off = 0
+        for s in seqs:
+            n = len(s.tokens)
+            ids.extend(s.tokens)
+            pos.extend(range(s.start, s.start + n))
+            slots.extend(self.kv.slots(s.rid, s.start, n))
+            if s.prefill:
+                prefills.append((off, n))
+            else:
+                decode_rows.append(off + n - 1)
+                decode_seqs.append(s)
+            off += n
+            last.append(off - 1)
+        decode_slots, decode_mask = self._decode_context(decode_seqs)
+        batch = attention.ForwardBatch(
+            cache=self.kv, slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
+            prefills=prefills, decode_rows=torch.tensor(decode_rows, dtype=torch.long, device=dev),
+            decode_slots=decode_slots, decode_mask=decode_mask)
+        last_t = torch.tensor(last, dtype=torch.long, device=dev)
+        kwargs = {"logits_to_keep": last_t} if self._logits_to_keep else {}
+        self._captured = None
+        with attention.forward_context(batch):
+            out = self.model(input_ids=torch.tensor([ids], device=dev),
+                             position_ids=torch.tensor([pos], device=dev), use_cache=False,
+                             **kwargs)
+        if len(batch.calls) != self.num_layers:
+            raise RuntimeError(f"{type(self.model).__name__} did not route attention through "
+                               "transformers' AttentionInterface in every layer "
+                               f"({len(batch.calls)} of {self.num_layers}); the engine cannot "
+                               "serve it")
+        logits = out.logits[0]
+        if not self._logits_to_keep:
+            logits = logits[last_t]
+        hidden = None
+        if self._captured is not None:
+            h = self._captured[0]
+            rows = []
+            off = 0
+            for s in seqs:
+                n = len(s.tokens)
+                rows.append(h[off:off + n].mean(dim=0) if s.mean_hidden else h[off + n - 1])
+                off += n
+            hidden = torch.stack(rows)
+        return logits.float(), hidden
+
+    def _decode_context(self, seqs: list[SeqInput]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded flat slots [n, L] of each decode row's whole context, and its mask."""
+        dev, bs = self.device, self.kv.block_size
+        if not seqs:
+            return (torch.zeros(0, 1, dtype=torch.long, device=dev),
+                    torch.zeros(0, 1, 1, 1, dtype=torch.bool, device=dev))
+        lengths = torch.tensor([s.start + 1 for s in seqs], device=dev)
+        width = max(len(self.kv.tables[s.rid]) for s in seqs)
+        table = torch.zeros(len(seqs), width, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            t = self.kv.tables[s.rid]
+            table[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        flat = (table.to(dev)[:, :, None] * bs + torch.arange(bs, device=dev)).flatten(1)
+        span = int(lengths.max())
+        mask = torch.arange(span, device=dev)[None, :] < lengths[:, None]
+        return flat[:, :span], mask[:, None, None, :]

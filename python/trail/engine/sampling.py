@@ -1,0 +1,60 @@
+"""Sampling parameters and the per-request sampler."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to generate for one request: greedy when temperature == 0."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+    stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens <= 0:
+            raise ValueError(f"SamplingParams: max_new_tokens must be a positive int, "
+                             f"got {self.max_new_tokens!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise ValueError(f"SamplingParams: temperature must be finite and >= 0, "
+                             f"got {self.temperature!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ValueError(f"SamplingParams: top_p must be in (0, 1], got {self.top_p!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"SamplingParams: seed must be an int or None, got {self.seed!r}")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+
+class Sampler:
+    """Draws one request's tokens from its own generator.
+
+    Each request owns its random stream and draws from it only when it samples a token, so
+    batching, preemption and recomputation never change which tokens it gets.
+    """
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self.generator = torch.Generator()
+        seed = params.seed if params.seed is not None else int(torch.seed() % (2**63))
+        self.generator.manual_seed(seed)
+
+    def sample(self, logits: torch.Tensor) -> int:
+        """Next token from one row of logits [vocab]."""
+        p = self.params
+        if p.temperature == 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits.double() / p.temperature, dim=-1)
+        if p.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < p.top_p  # always keeps the top one
+            probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
+        return int(torch.multinomial(probs.cpu(), 1, generator=self.generator))
