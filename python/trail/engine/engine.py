@@ -76,6 +76,19 @@ class Engine:
         self._free_slots: list[int] = []
         self._slots_used = 0
         self._t0 = time.perf_counter()
+        # Seconds spent per phase of step(), summed over steps (see phase_times()).
+        self._phase = dict.fromkeys(("schedule", "kv", "forward", "sample", "probe",
+                                     "scheduler_update"), 0.0)
+        self._steps = 0
+
+    def phase_times(self, reset: bool = False) -> dict[str, float]:
+        """Mean seconds per step spent in each phase (schedule, kv, forward, sample, probe...)."""
+        steps = max(self._steps, 1)
+        out = {k: v / steps for k, v in self._phase.items()}
+        if reset:
+            self._phase = dict.fromkeys(self._phase, 0.0)
+            self._steps = 0
+        return out
 
     # ------------------------------------------------------------------ requests
 
@@ -124,7 +137,9 @@ class Engine:
 
     def step(self) -> list[RequestOutput]:
         """One iteration: schedule, run one forward, sample; returns requests that finished."""
+        t0 = time.perf_counter()
         d = self.scheduler.schedule(self.now())
+        t1 = time.perf_counter()
         for rid in d.dropped.tolist():
             self.kv.free(rid)
         for rid in d.swapped_out.tolist():
@@ -135,6 +150,7 @@ class Engine:
             self._reqs[rid].preemptions += 1
         running = d.running.tolist()
         if not running:
+            self._phase["schedule"] += t1 - t0
             return []
         admitted, recomputed = set(d.admitted.tolist()), set(d.recomputed.tolist())
         seqs = []
@@ -158,7 +174,9 @@ class Engine:
                 raise AssertionError(f"KV accounting {reserved} blocks != pool usage "
                                      f"{self.kv.used_blocks}")
 
+        t2 = time.perf_counter()
         logits, hidden = self.runner.forward(seqs)
+        t3 = time.perf_counter()
         now = self.now()
         finished_flags, done = [], []
         for i, rid in enumerate(running):
@@ -172,9 +190,16 @@ class Engine:
             elif len(r.output_ids) >= r.max_new_tokens:
                 done.append((r, "length"))
             finished_flags.append(bool(done) and done[-1][0] is r)
+        t4 = time.perf_counter()
         self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
+        t5 = time.perf_counter()
         if self.probe is not None and hidden is not None:
             self._predict(running, admitted, hidden, finished_flags)
+        t6 = time.perf_counter()
+        for phase, dt in (("schedule", t1 - t0), ("kv", t2 - t1), ("forward", t3 - t2),
+                          ("sample", t4 - t3), ("scheduler_update", t5 - t4), ("probe", t6 - t5)):
+            self._phase[phase] += dt
+        self._steps += 1
         return [self._retire(r, now, reason) for r, reason in done]
 
     def _predict(self, running: list[int], admitted: set[int], hidden: torch.Tensor,
