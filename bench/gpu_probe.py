@@ -130,7 +130,7 @@ def main() -> None:
         sys.exit("bench/gpu_probe.py needs a CUDA GPU and none is visible "
                  "(use --smoke to check the script on a CPU)")
     bench = timer(device)
-    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name() if device == "cuda" else (platform.machine() or "cpu")
     print(f"probe step on {name}: D={d} H={h} K={k}, bf16 hidden and weights", flush=True)
 
     bandwidth = copy_bandwidth(device, 1 << (30 if device == "cuda" else 24), bench)

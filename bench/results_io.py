@@ -8,6 +8,21 @@ import platform
 from typing import Any
 
 
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), with its core count."""
+    import os
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
 def machine_lines(raw: dict[str, Any]) -> list[str]:
     """Markdown bullet lines naming the machine, versions and time of a pytest-benchmark run."""
     import numpy

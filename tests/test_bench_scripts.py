@@ -18,3 +18,10 @@ def test_gpu_probe_script_smoke_runs_on_cpu() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "smoke run done" in out.stdout
     assert '"max_rel_err"' in out.stdout
+
+
+def test_engine_benchmark_smoke_runs() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_engine.py"), "--smoke"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "smoke run done" in out.stdout and "engine step (no probe)" in out.stdout

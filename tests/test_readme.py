@@ -12,7 +12,9 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index: int) -> None:
+def test_readme_python_block_runs(index: int, tmp_path: pathlib.Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # examples may write files (e.g. a report into ./out)
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
 
 

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "kernels/paged_attention.h"
 #include "kernels/probe_step.h"
 #include "scheduler/scheduler.h"
 
@@ -199,6 +200,44 @@ void probe_step_numpy(py::handle hidden, const std::string& hidden_dtype, py::ha
   kernels::probe_step(a);
 }
 
+void paged_attention_numpy(py::handle q, py::handle k_cache, py::handle v_cache,
+                           py::handle block_tables, py::handle context_lens, int64_t block_size,
+                           double scale, py::handle out, int threads) {
+  kernels::PagedAttentionArgs a;
+  auto shape_of = [](py::handle h, const char* what) {
+    if (!py::isinstance<py::array>(h))
+      throw TypeError(cat("paged_attention: ", what, " must be a numpy array"));
+    return py::reinterpret_borrow<py::array>(h);
+  };
+  const auto qa = shape_of(q, "q"), ka = shape_of(k_cache, "k_cache"),
+             ta = shape_of(block_tables, "block_tables");
+  if (qa.ndim() != 3 || ka.ndim() != 4 || ta.ndim() != 2)
+    throw ValueError("paged_attention: q [n, H, D], caches [blocks, KVH, block_size, D], "
+                     "tables [n, W]");
+  const py::ssize_t n = qa.shape(0), H = qa.shape(1), D = qa.shape(2);
+  const py::ssize_t blocks = ka.shape(0), KVH = ka.shape(1);
+  if (ka.shape(2) != block_size)
+    throw ValueError(cat("paged_attention: caches hold blocks of ", ka.shape(2),
+                         " tokens, block_size=", block_size));
+  a.q = view<float>(q, "q", {n, H, D});
+  a.k_cache = view<float>(k_cache, "k_cache", {blocks, KVH, block_size, D});
+  a.v_cache = view<float>(v_cache, "v_cache", {blocks, KVH, block_size, D});
+  a.block_tables = view<int32_t>(block_tables, "block_tables", {n, ta.shape(1)});
+  a.context_lens = view<int32_t>(context_lens, "context_lens", {n});
+  a.out = const_cast<float*>(view<float>(out, "out", {n, H, D}, true));
+  a.num_blocks = blocks;
+  a.table_width = ta.shape(1);
+  a.n = n;
+  a.H = H;
+  a.KVH = KVH;
+  a.D = D;
+  a.block_size = block_size;
+  a.scale = static_cast<float>(scale);
+  a.threads = threads;
+  py::gil_scoped_release release;
+  kernels::paged_attention_decode(a);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -311,6 +350,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("b2"), py::arg("transition"), py::arg("centers"), py::arg("cap"),
         py::arg("state"), py::arg("pred"), py::arg("pre") = py::none(),
         "Fused probe step on numpy buffers (use torch.ops.trail.probe_step instead).");
+  m.def("paged_attention_decode", &paged_attention_numpy, py::arg("q"), py::arg("k_cache"),
+        py::arg("v_cache"), py::arg("block_tables"), py::arg("context_lens"),
+        py::arg("block_size"), py::arg("scale"), py::arg("out"), py::arg("threads") = 1,
+        "Decode attention reading a paged KV cache in place (fp32, CPU).");
   m.def("probe_isa", &kernels::probe_isa, "Instruction set the CPU probe kernels use here.");
 
   py::class_<Scheduler>(m, "Scheduler", "The TRAIL request scheduler (docs/scheduler.md).")

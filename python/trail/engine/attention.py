@@ -5,8 +5,10 @@ own position id). For every layer the function writes the new keys and values in
 request's blocks of the paged cache, then attends:
 - prefill rows (a whole prompt, or prompt + generated tokens when recomputing) attend
   causally over their own new keys and values, which is everything they have;
-- decode rows (one token each) attend over their cached keys and values, gathered from
-  their blocks into one padded batch with a mask.
+- decode rows (one token each) attend over their cached keys and values.
+  On the CPU with a float32 cache, a C++ kernel (csrc/kernels/paged_attention.cpp) reads the
+  blocks in place through each row's block table; elsewhere the context is gathered into one
+  padded batch for scaled_dot_product_attention (the reference path, also used by tests).
 The per-forward metadata arrives through `forward_context`, set by the model runner.
 """
 
@@ -33,9 +35,21 @@ class ForwardBatch:
     slot_mapping: torch.Tensor                  # [T] flat cache slot of each new token
     prefills: list[tuple[int, int]]             # (offset, length) in the flattened batch
     decode_rows: torch.Tensor                   # [n] positions of decode tokens in the batch
-    decode_slots: torch.Tensor                  # [n, max_len] flat slots of their context
-    decode_mask: torch.Tensor                   # [n, 1, 1, max_len] True where attended
+    decode_tables: torch.Tensor                 # [n, W] int32 block tables (host)
+    decode_lens: torch.Tensor                   # [n] int32 context lengths (host)
+    use_kernel: bool = True                     # paged C++ kernel when the cache allows it
     calls: set[int] = field(default_factory=set)  # layers that ran through this function
+    _gather: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def gather_index(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Block tables [n, W] (long, on the cache's device), mask [n, 1, 1, L], and L."""
+        if self._gather is None:
+            dev = self.cache.data.device
+            lens = self.decode_lens.to(dev, torch.long)
+            span = int(lens.max())
+            mask = torch.arange(span, device=dev)[None, :] < lens[:, None]
+            self._gather = (self.decode_tables.to(dev, torch.long), mask[:, None, None, :], span)
+        return self._gather
 
 
 _state = threading.local()
@@ -65,9 +79,8 @@ def paged_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     layer = module.layer_idx
     batch.calls.add(layer)
     q, k, v = query[0], key[0], value[0]  # [H, T, D], [KVH, T, D]
+    batch.cache.write(layer, batch.slot_mapping, k.transpose(0, 1), v.transpose(0, 1))
     k_cache, v_cache = batch.cache.layer(layer)
-    k_cache.index_copy_(0, batch.slot_mapping, k.transpose(0, 1).to(k_cache.dtype))
-    v_cache.index_copy_(0, batch.slot_mapping, v.transpose(0, 1).to(v_cache.dtype))
 
     n_heads, total, head_dim = q.shape
     out = q.new_empty(total, n_heads, head_dim)
@@ -78,13 +91,28 @@ def paged_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
             v[None, :, off:off + length], is_causal=True, scale=scaling, enable_gqa=gqa)
         out[off:off + length] = o[0].transpose(0, 1)
     if batch.decode_rows.numel():
-        ctx_k = k_cache[batch.decode_slots].permute(0, 2, 1, 3)  # [n, KVH, L, D]
-        ctx_v = v_cache[batch.decode_slots].permute(0, 2, 1, 3)
-        qd = q[:, batch.decode_rows].transpose(0, 1)[:, :, None]  # [n, H, 1, D]
-        o = F.scaled_dot_product_attention(qd, ctx_k.to(qd.dtype), ctx_v.to(qd.dtype),
-                                           attn_mask=batch.decode_mask, scale=scaling,
-                                           enable_gqa=gqa)
-        out[batch.decode_rows] = o[:, :, 0]
+        qd = q[:, batch.decode_rows].transpose(0, 1)  # [n, H, D]
+        if (batch.use_kernel and k_cache.device.type == "cpu"
+                and k_cache.dtype == torch.float32 and qd.dtype == torch.float32):
+            from trail_ext import _C
+
+            qd = qd.contiguous()
+            od = torch.empty_like(qd)
+            _C.paged_attention_decode(
+                qd.numpy(), k_cache.numpy(), v_cache.numpy(), batch.decode_tables.numpy(),
+                batch.decode_lens.numpy(), batch.cache.block_size,
+                scaling if scaling is not None else head_dim ** -0.5, od.numpy(),
+                torch.get_num_threads())
+            out[batch.decode_rows] = od
+        else:
+            tables, mask, span = batch.gather_index()
+            # [n, W, KVH, bs, D] -> [n, KVH, W·bs, D], cut to the longest context
+            ctx_k = k_cache[tables].permute(0, 2, 1, 3, 4).flatten(2, 3)[:, :, :span]
+            ctx_v = v_cache[tables].permute(0, 2, 1, 3, 4).flatten(2, 3)[:, :, :span]
+            o = F.scaled_dot_product_attention(qd[:, :, None], ctx_k.to(qd.dtype),
+                                               ctx_v.to(qd.dtype), attn_mask=mask,
+                                               scale=scaling, enable_gqa=gqa)
+            out[batch.decode_rows] = o[:, :, 0]
     return out[None], None
 
 

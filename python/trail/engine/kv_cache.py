@@ -11,7 +11,11 @@ import torch
 
 
 class PagedKVCache:
-    """K and V for every layer in [num_blocks, block_size, kv_heads, head_dim] blocks."""
+    """K and V for every layer in [num_blocks, kv_heads, block_size, head_dim] blocks.
+
+    Head-major blocks: one head's positions in a block are contiguous, so decode attention
+    reads each block as one sequential run per head (vLLM's layout).
+    """
 
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, block_size: int,
                  num_blocks: int, device: torch.device | str, dtype: torch.dtype) -> None:
@@ -20,17 +24,24 @@ class PagedKVCache:
                              f"kv_heads={num_kv_heads} head_dim={head_dim} "
                              f"block_size={block_size} blocks={num_blocks}")
         self.block_size, self.num_blocks = block_size, num_blocks
-        # One tensor: [layers, 2 (K, V), blocks, block_size, kv_heads, head_dim].
-        self.data = torch.zeros(num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim,
+        # One tensor: [layers, 2 (K, V), blocks, kv_heads, block_size, head_dim].
+        self.data = torch.zeros(num_layers, 2, num_blocks, num_kv_heads, block_size, head_dim,
                                 device=device, dtype=dtype)
         self._free = list(range(num_blocks - 1, -1, -1))
         self.tables: dict[int, list[int]] = {}
         self.host: dict[int, torch.Tensor] = {}
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat [blocks·block_size, kv_heads, head_dim] views of one layer's K and V."""
+        """[blocks, kv_heads, block_size, head_dim] views of one layer's K and V."""
         kv = self.data[index]
-        return kv[0].flatten(0, 1), kv[1].flatten(0, 1)
+        return kv[0], kv[1]
+
+    def write(self, index: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store new keys/values [T, kv_heads, head_dim] at flat slots [T] of layer `index`."""
+        kc, vc = self.layer(index)
+        block, offset = slots // self.block_size, slots % self.block_size
+        kc[block, :, offset] = k.to(kc.dtype)
+        vc[block, :, offset] = v.to(vc.dtype)
 
     @property
     def used_blocks(self) -> int:

@@ -67,6 +67,7 @@ class ModelRunner:
                                  f"{len(self.layers)} layers")
             self._hook = self.layers[hook_layer].register_forward_hook(self._capture)
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.use_kernel = True  # False: always gather + SDPA (the reference path)
 
     def _capture(self, module: nn.Module, args: tuple, output: object) -> None:
         self._captured = output[0] if isinstance(output, tuple) else output
@@ -96,11 +97,11 @@ class ModelRunner:
                 decode_seqs.append(s)
             off += n
             last.append(off - 1)
-        decode_slots, decode_mask = self._decode_context(decode_seqs)
+        tables, lens = self._decode_tables(decode_seqs)
         batch = attention.ForwardBatch(
             cache=self.kv, slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
             prefills=prefills, decode_rows=torch.tensor(decode_rows, dtype=torch.long, device=dev),
-            decode_slots=decode_slots, decode_mask=decode_mask)
+            decode_tables=tables, decode_lens=lens, use_kernel=self.use_kernel)
         last_t = torch.tensor(last, dtype=torch.long, device=dev)
         kwargs = {"logits_to_keep": last_t} if self._logits_to_keep else {}
         self._captured = None
@@ -128,19 +129,13 @@ class ModelRunner:
             hidden = torch.stack(rows)
         return logits.float(), hidden
 
-    def _decode_context(self, seqs: list[SeqInput]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded flat slots [n, L] of each decode row's whole context, and its mask."""
-        dev, bs = self.device, self.kv.block_size
+    def _decode_tables(self, seqs: list[SeqInput]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block tables [n, W] and context lengths [n] of the decode rows (int32, host)."""
         if not seqs:
-            return (torch.zeros(0, 1, dtype=torch.long, device=dev),
-                    torch.zeros(0, 1, 1, 1, dtype=torch.bool, device=dev))
-        lengths = torch.tensor([s.start + 1 for s in seqs], device=dev)
+            return torch.zeros(0, 1, dtype=torch.int32), torch.zeros(0, dtype=torch.int32)
         width = max(len(self.kv.tables[s.rid]) for s in seqs)
-        table = torch.zeros(len(seqs), width, dtype=torch.long)
+        table = torch.zeros(len(seqs), width, dtype=torch.int32)
         for i, s in enumerate(seqs):
             t = self.kv.tables[s.rid]
-            table[i, :len(t)] = torch.tensor(t, dtype=torch.long)
-        flat = (table.to(dev)[:, :, None] * bs + torch.arange(bs, device=dev)).flatten(1)
-        span = int(lengths.max())
-        mask = torch.arange(span, device=dev)[None, :] < lengths[:, None]
-        return flat[:, :span], mask[:, None, None, :]
+            table[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
+        return table, torch.tensor([s.start + 1 for s in seqs], dtype=torch.int32)
