@@ -40,6 +40,17 @@ def machine_lines(raw: dict[str, Any]) -> list[str]:
             f"- run: {raw['datetime']}"]
 
 
+def summary_args(doc: str) -> "argparse.Namespace":
+    """Command line of a summarizer: RUN.json OUT_DIR [--label NAME]."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("run_json", type=pathlib.Path)
+    ap.add_argument("out_dir", type=pathlib.Path)
+    ap.add_argument("--label", default=None, help="file name suffix (default: the run's date)")
+    return ap.parse_args()
+
+
 def write_json(path: pathlib.Path, raw: dict[str, Any], results: list[dict[str, Any]]) -> None:
     """Write medians with the machine they were measured on."""
     mi = raw["machine_info"]

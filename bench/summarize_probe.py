@@ -5,23 +5,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import machine_lines, write_json  # noqa: E402
+from results_io import machine_lines, summary_args, write_json  # noqa: E402
 
 TARGETS = {1: 1.2, 8: 2.0, 64: 1.0, 256: 1.0}  # minimum speed-up of the op over the reference
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_json", type=pathlib.Path)
-    ap.add_argument("out_dir", type=pathlib.Path)
-    ap.add_argument("--label", default=None, help="file name suffix (default: the run's date)")
-    args = ap.parse_args()
+    args = summary_args(__doc__)
     raw = json.loads(args.run_json.read_text())
     rows = {(b["extra_info"]["impl"], b["extra_info"]["batch"]): b for b in raw["benchmarks"]}
     batches = sorted({bb for _, bb in rows})

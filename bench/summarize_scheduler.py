@@ -8,12 +8,14 @@ OUT/scheduler_<label>.png (median µs per iteration vs waiting requests, log-log
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
-import platform
+import sys
 from collections import defaultdict
 from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from results_io import machine_lines, summary_args, write_json  # noqa: E402
 
 TARGET_US = 25.0  # issue target: native median per iteration at W = 10k
 
@@ -95,30 +97,17 @@ def plot(rows: dict[tuple[str, str, int], dict], path: pathlib.Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_json", type=pathlib.Path)
-    ap.add_argument("out_dir", type=pathlib.Path)
-    ap.add_argument("--label", default=None, help="file name suffix (default: the run's date)")
-    args = ap.parse_args()
+    args = summary_args(__doc__)
     raw, rows = load(args.run_json)
-    mi = raw["machine_info"]
     date = raw["datetime"][:10]
     label = args.label or date
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    import numpy
-
-    import trail
-
     lines = [f"# Scheduler benchmark ({date})", "",
              "One serving-loop iteration = `schedule` + `on_step` + `update_predictions` for "
              "256 running requests + `add` of replacements; TRAIL policy, c = 0.8; medians. "
              "`driver_only` is the benchmark driver's own numpy work with a no-op scheduler "
-             "(included in every other column). See bench/bench_scheduler.py.", "",
-             f"- machine: {mi.get('cpu', {}).get('brand_raw', platform.processor())}, "
-             f"{mi.get('cpu', {}).get('count', '?')} cores, {mi['system']} {mi['release']}",
-             f"- python {mi['python_version']}, numpy {numpy.__version__}, "
-             f"trail {trail.__version__}, commit {raw.get('commit_info', {}).get('id', '?')[:10]}",
-             f"- run: {raw['datetime']}", ""]
+             "(included in every other column). See bench/bench_scheduler.py.", ""]
+    lines += machine_lines(raw) + [""]
     for scenario in ("steady", "drain"):
         if not any(s == scenario for s, _, _ in rows):
             continue
@@ -126,11 +115,9 @@ def main() -> None:
         lines.append("")
     md = args.out_dir / f"scheduler_{label}.md"
     md.write_text("\n".join(lines))
-    (args.out_dir / f"scheduler_{label}.json").write_text(json.dumps(
-        {"date": raw["datetime"], "machine": mi.get("cpu", {}).get("brand_raw"),
-         "cores": mi.get("cpu", {}).get("count"), "python": mi["python_version"],
-         "results": [{"scenario": s, "impl": i, "waiting": w, **v}
-                     for (s, i, w), v in sorted(rows.items())]}, indent=1))
+    write_json(args.out_dir / f"scheduler_{label}.json", raw,
+               [{"scenario": s, "impl": i, "waiting": w, **v}
+                for (s, i, w), v in sorted(rows.items())])
     plot(rows, args.out_dir / f"scheduler_{label}.png")
     print(md.read_text())
 

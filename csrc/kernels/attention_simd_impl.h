@@ -6,26 +6,10 @@
 
 #include "kernels/attention_simd.h"
 
-#define TRAIL_CAT2(a, b) a##b
-#define TRAIL_CAT(a, b) TRAIL_CAT2(a, b)
+#include "kernels/simd_common.h"
 
 namespace trail::kernels {
 namespace {
-
-constexpr int VL = TRAIL_VBYTES / 4;
-typedef float vf __attribute__((vector_size(TRAIL_VBYTES)));
-typedef float vfu __attribute__((vector_size(TRAIL_VBYTES), aligned(4)));
-typedef int32_t vi __attribute__((vector_size(TRAIL_VBYTES)));
-
-inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
-inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
-inline vf splat(float x) { return vf{} + x; }
-
-inline float hsum(vf v) {
-  float s = 0.0f;
-  for (int i = 0; i < VL; ++i) s += v[i];
-  return s;
-}
 
 // exp(x) for x <= 0 (softmax arguments), Cephes-style: 2^n · p(r), |rel err| < 2e-7.
 inline vf vexp(vf x) {
@@ -70,15 +54,7 @@ void TRAIL_CAT(attend_, TRAIL_ISA)(const float* q, const float* k_cache, const f
     const int64_t t0 = b * block_size, t1 = t0 + block_size < len ? t0 + block_size : len;
     for (int64_t t = t0; t < t1; ++t) {
       const float* k = kb + (t - t0) * D;
-      for (int64_t j = 0; j < group; ++j) {
-        const float* qj = q + j * D;
-        vf acc = vf{};
-        int64_t d = 0;
-        for (; d + VL <= D; d += VL) acc += load(qj + d) * load(k + d);
-        float s = hsum(acc);
-        for (; d < D; ++d) s += qj[d] * k[d];
-        scores[j * len + t] = s * scale;
-      }
+      for (int64_t j = 0; j < group; ++j) scores[j * len + t] = dot(q + j * D, k, D) * scale;
     }
   }
   // 2. Softmax per head.

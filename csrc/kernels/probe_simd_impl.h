@@ -6,23 +6,10 @@
 
 #include "kernels/probe_simd.h"
 
-#define TRAIL_CAT2(a, b) a##b
-#define TRAIL_CAT(a, b) TRAIL_CAT2(a, b)
+#include "kernels/simd_common.h"
 
 namespace trail::kernels {
 namespace {  // internal linkage: every instruction set gets its own copy
-
-constexpr int VL = TRAIL_VBYTES / 4;
-typedef float vf __attribute__((vector_size(TRAIL_VBYTES)));
-typedef float vfu __attribute__((vector_size(TRAIL_VBYTES), aligned(4)));
-
-inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
-
-inline float hsum(vf v) {
-  float s = 0.0f;
-  for (int i = 0; i < VL; ++i) s += v[i];
-  return s;
-}
 
 // z[r][h] = x[r] · w[h] for an RB × HB tile. W1 rows stream through once per tile; the
 // RB·HB accumulators stay in registers over the whole reduction.
@@ -111,15 +98,7 @@ void TRAIL_CAT(layer2_, TRAIL_ISA)(float* z, const float* b1, const float* w2, c
       const float v = zr[h] + b1[h];
       zr[h] = v < 0.0f ? 0.0f : v;  // ReLU that keeps NaN, as torch.relu does
     }
-    for (int64_t k = 0; k < K; ++k) {
-      const float* wk = w2 + k * H;
-      vf acc = vf{};
-      int64_t h = 0;
-      for (; h + VL <= H; h += VL) acc += load(zr + h) * load(wk + h);
-      float s = hsum(acc);
-      for (; h < H; ++h) s += zr[h] * wk[h];
-      logits[b * K + k] = s + b2[k];
-    }
+    for (int64_t k = 0; k < K; ++k) logits[b * K + k] = dot(zr, w2 + k * H, H) + b2[k];
   }
 }
 
