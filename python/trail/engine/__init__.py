@@ -6,9 +6,10 @@ KV blocks the scheduler accounts for; attention.py is the paged attention regist
 transformers; sampling.py, request.py and metrics.py hold the rest.
 """
 
-from trail.engine.engine import Engine, EngineConfig
+from trail.engine.engine import Engine, EngineConfig, StepRecord
 from trail.engine.metrics import Report, aggregate
 from trail.engine.request import RequestOutput
 from trail.engine.sampling import SamplingParams
 
-__all__ = ["Engine", "EngineConfig", "Report", "RequestOutput", "SamplingParams", "aggregate"]
+__all__ = ["Engine", "EngineConfig", "Report", "RequestOutput", "SamplingParams", "StepRecord",
+           "aggregate"]

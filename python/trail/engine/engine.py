@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -40,6 +40,18 @@ class EngineConfig:
     predict_every: int = 1
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     check_invariants: bool = False  # assert KV accounting == pool usage every step (tests)
+    capture_layers: tuple[int, ...] = ()  # hidden states handed to Engine.observer
+
+
+@dataclass
+class StepRecord:
+    """What an observer sees after each step (e.g. `trail collect` storing embeddings)."""
+
+    rids: list[int]                    # the batch
+    generated: list[int]               # tokens generated after this step, per row
+    first: list[bool]                  # the row was prefilled from its prompt this step
+    finished: list[bool]               # the row finished this step
+    hidden: dict[int, torch.Tensor]    # layer -> [n, D]: prompt mean (first rows) or last token
 
 
 class Engine:
@@ -66,8 +78,10 @@ class Engine:
         if self.probe is not None and self.probe.hidden_size != hidden:
             raise ValueError(f"the probe reads hidden size {self.probe.hidden_size}, "
                              f"the model has {hidden}")
+        layers = tuple(config.capture_layers) + (() if self.probe is None else (self.probe.layer,))
         self.runner = ModelRunner(model, sc.block_size, sc.kv_capacity_tokens // sc.block_size,
-                                  hook_layer=None if self.probe is None else self.probe.layer)
+                                  hook_layers=layers)
+        self.observer: Callable[[StepRecord], None] | None = None
         if self.probe is not None:
             self.probe.to(self.runner.device)
         self.kv = self.runner.kv
@@ -193,9 +207,12 @@ class Engine:
         t4 = time.perf_counter()
         self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
         t5 = time.perf_counter()
-        if self.probe is not None and hidden is not None:
-            self._predict(running, admitted, hidden, finished_flags)
+        if self.probe is not None:
+            self._predict(running, admitted, hidden[self.probe.layer], finished_flags)
         t6 = time.perf_counter()
+        if self.observer is not None:
+            self.observer(StepRecord(running, [len(self._reqs[r].output_ids) for r in running],
+                                     [r in admitted for r in running], finished_flags, hidden))
         for phase, dt in (("schedule", t1 - t0), ("kv", t2 - t1), ("forward", t3 - t2),
                           ("sample", t4 - t3), ("scheduler_update", t5 - t4), ("probe", t6 - t5)):
             self._phase[phase] += dt

@@ -42,7 +42,7 @@ class ModelRunner:
     """Runs batches through `model` with a paged KV cache of `num_blocks` blocks."""
 
     def __init__(self, model: nn.Module, block_size: int, num_blocks: int,
-                 hook_layer: int | None = None) -> None:
+                 hook_layers: tuple[int, ...] = ()) -> None:
         cfg = model.config
         for attr in ("num_hidden_layers", "num_attention_heads", "hidden_size", "vocab_size"):
             if getattr(cfg, attr, None) is None:
@@ -59,28 +59,30 @@ class ModelRunner:
                                self.device, self.dtype)
         model.set_attn_implementation(attention.register())
         self.layers = find_decoder_layers(model)
-        self._captured: torch.Tensor | None = None
-        self._hook = None
-        if hook_layer is not None:
-            if not 0 <= hook_layer < len(self.layers):
-                raise ValueError(f"hidden-state layer {hook_layer} is not one of the model's "
+        self._captured: dict[int, torch.Tensor] = {}
+        self._hooks = []
+        for layer in sorted(set(hook_layers)):
+            if not 0 <= layer < len(self.layers):
+                raise ValueError(f"hidden-state layer {layer} is not one of the model's "
                                  f"{len(self.layers)} layers")
-            self._hook = self.layers[hook_layer].register_forward_hook(self._capture)
+            self._hooks.append(self.layers[layer].register_forward_hook(self._capture(layer)))
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.use_kernel = True  # False: always gather + SDPA (the reference path)
 
-    def _capture(self, module: nn.Module, args: tuple, output: object) -> None:
-        self._captured = output[0] if isinstance(output, tuple) else output
+    def _capture(self, layer: int):  # noqa: ANN202 - a forward hook
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            self._captured[layer] = output[0] if isinstance(output, tuple) else output
+        return hook
 
     def close(self) -> None:
-        """Remove the hidden-state hook."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        """Remove the hidden-state hooks."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
     @torch.no_grad()
-    def forward(self, seqs: list[SeqInput]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [n, vocab] at each sequence's last token, and layer-L hidden states [n, D]."""
+    def forward(self, seqs: list[SeqInput]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Logits [n, vocab] at each sequence's last token, and hooked layers' states [n, D]."""
         dev = self.device
         ids, pos, slots, last = [], [], [], []
         prefills, decode_rows, decode_seqs = [], [], []
@@ -104,7 +106,7 @@ class ModelRunner:
             decode_tables=tables, decode_lens=lens, use_kernel=self.use_kernel)
         last_t = torch.tensor(last, dtype=torch.long, device=dev)
         kwargs = {"logits_to_keep": last_t} if self._logits_to_keep else {}
-        self._captured = None
+        self._captured = {}
         with attention.forward_context(batch):
             out = self.model(input_ids=torch.tensor([ids], device=dev),
                              position_ids=torch.tensor([pos], device=dev), use_cache=False,
@@ -117,16 +119,18 @@ class ModelRunner:
         logits = out.logits[0]
         if not self._logits_to_keep:
             logits = logits[last_t]
-        hidden = None
-        if self._captured is not None:
-            h = self._captured[0]
-            rows = []
-            off = 0
-            for s in seqs:
-                n = len(s.tokens)
-                rows.append(h[off:off + n].mean(dim=0) if s.mean_hidden else h[off + n - 1])
-                off += n
-            hidden = torch.stack(rows)
+        hidden: dict[int, torch.Tensor] = {}
+        if self._captured:
+            if all(not s.mean_hidden for s in seqs):  # decode-only: the last tokens, one gather
+                hidden = {layer: h[0][last_t] for layer, h in self._captured.items()}
+            else:
+                bounds, off = [], 0
+                for s in seqs:
+                    bounds.append((off, len(s.tokens), s.mean_hidden))
+                    off += len(s.tokens)
+                for layer, h in self._captured.items():
+                    hidden[layer] = torch.stack([h[0][o:o + n].mean(dim=0) if mean
+                                                 else h[0][o + n - 1] for o, n, mean in bounds])
         return logits.float(), hidden
 
     def _decode_tables(self, seqs: list[SeqInput]) -> tuple[torch.Tensor, torch.Tensor]:

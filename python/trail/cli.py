@@ -1,0 +1,215 @@
+"""The `trail` command line: collect embeddings, train and evaluate probes, the demo model.
+
+    trail collect --model demo --prompts demo:2000 --out runs/collect --profile
+    trail train-probe --data runs/collect --layer 2 --out runs/probe
+    trail eval-probe --data runs/collect --out runs/eval
+    trail demo-model --out runs/demo
+
+Every subcommand takes --help. Errors print one line and exit with status 1 (2 for bad
+command-line usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from typing import Any, Sequence
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers must be integers separated by commas, "
+                                         f"got {text!r}") from None
+
+
+def _load_model(spec: str, seed: int) -> tuple[Any, Any, str]:
+    """(model, tokenizer, model_id) for 'demo' or a save_pretrained folder."""
+    import torch
+
+    if spec == "demo":
+        from trail.demo import load_demo
+
+        model, tokenizer = load_demo(seed=seed)
+        return model, tokenizer, f"trail-demo-seed{seed}"
+    path = pathlib.Path(spec)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--model {spec}: not 'demo' and not a save_pretrained folder")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                 local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer, str(path.resolve())
+
+
+def _prompts(spec: str, seed: int) -> list[str]:
+    """Prompts from a JSONL file, or `demo:N` for N prompts of the demo language."""
+    from trail.probe.collect import read_prompts
+
+    if spec.startswith("demo:"):
+        from trail.demo import demo_prompts
+
+        n = int(spec.split(":", 1)[1])
+        return demo_prompts(n, seed=seed)
+    if not pathlib.Path(spec).is_file():
+        raise FileNotFoundError(f"--prompts {spec}: no such file (or use demo:N)")
+    return read_prompts(spec)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from trail.probe.collect import CollectConfig, collect
+
+    model, tokenizer, model_id = _load_model(args.model, args.demo_seed)
+    prompts = _prompts(args.prompts, args.seed)
+    if args.limit is not None:
+        prompts = prompts[: args.limit]
+    layers = None if args.profile else (args.layers or [model.config.num_hidden_layers // 3])
+    cfg = CollectConfig(layers=layers, samples_per_request=args.samples,
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        top_p=args.top_p, seed=args.seed, max_running=args.max_running)
+    manifest = collect(model, tokenizer, prompts, args.out, cfg, model_id=model_id,
+                       progress=not args.quiet)
+    print(f"collected {len(manifest['done'])} of {len(prompts)} requests "
+          f"({len(manifest['skipped'])} skipped) for layers {manifest['layers']} in {args.out}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from trail.probe.train import TrainConfig
+
+    return TrainConfig(hidden_dim=args.hidden_dim, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       val_fraction=args.val_fraction, seed=args.seed)
+
+
+def cmd_train_probe(args: argparse.Namespace) -> int:
+    from trail.probe import Bins
+    from trail.probe.collect import load_samples, read_manifest
+    from trail.probe.train import train_probe
+
+    bins = (Bins.uniform(args.num_bins, args.max_len) if args.bins == "uniform"
+            else Bins.geometric(args.num_bins))
+    manifest = read_manifest(args.data)
+    samples = load_samples(args.data, args.layer)
+    probe, report = train_probe(samples, args.layer, bins, _train_config(args),
+                                manifest.get("model_id", ""), progress=not args.quiet)
+    out = probe.save(args.out)
+    (out / "training_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"probe for layer {args.layer}: validation MAE {report['val_mae']:.2f} tokens, "
+          f"accuracy {report['val_accuracy']:.3f}; saved to {out}")
+    return 0
+
+
+def cmd_eval_probe(args: argparse.Namespace) -> int:
+    from trail.probe.evaluate import evaluate
+
+    baseline = {"auto": None, "on": True, "off": False}[args.baseline]
+    report = evaluate(args.data, args.out, layers=args.layers, cfg=_train_config(args),
+                      num_bins=args.num_bins, max_len=args.max_len, baseline=baseline,
+                      progress=not args.quiet)
+    mae = report["mae"]
+    print(f"best layer {report['best_layer']}; MAE (tokens): " +
+          ", ".join(f"{k} {v:.2f}" for k, v in mae.items()) + f"; report in {args.out}")
+    return 0
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from trail.demo import load_demo, measure_lengths
+
+    model, tokenizer = load_demo(seed=args.seed, progress=not args.quiet)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"demo model (seed {args.seed}): {params:,} parameters, "
+          f"{model.config.num_hidden_layers} layers")
+    if args.measure:
+        stats = measure_lengths(model, tokenizer, n=args.measure, seed=args.seed)
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "demo_lengths.json").write_text(json.dumps(stats, indent=1, default=str) + "\n")
+        print(json.dumps({k: v for k, v in stats.items() if not isinstance(v, (list, dict))},
+                         indent=1, default=str))
+    return 0
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (the paper's recipe by default)")
+    g.add_argument("--hidden-dim", type=int, default=512)
+    g.add_argument("--epochs", type=int, default=30)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=0.01, help="peak learning rate (cosine to 0)")
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of requests held out (split by request)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--num-bins", type=int, default=10)
+    g.add_argument("--max-len", type=float, default=512.0, help="uniform bins over 0..max-len")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `trail` and its subcommands."""
+    parser = argparse.ArgumentParser(prog="trail", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help="store hidden states with true remaining lengths")
+    p.add_argument("--model", default="demo", help="'demo' or a save_pretrained folder")
+    p.add_argument("--demo-seed", type=int, default=0, help="which demo model (with --model demo)")
+    p.add_argument("--prompts", default="demo:2000",
+                   help="JSONL with 'prompt' (or Alpaca 'instruction'/'input'), or demo:N")
+    p.add_argument("--out", required=True, help="collection directory (resumable)")
+    layers = p.add_mutually_exclusive_group()
+    layers.add_argument("--layers", type=_layers, help="comma-separated layer indices")
+    layers.add_argument("--profile", action="store_true", help="every layer")
+    p.add_argument("--samples", type=int, default=16, help="decode steps kept per request")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-running", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("train-probe", help="train a probe on a collection for one layer")
+    p.add_argument("--data", required=True, help="a `trail collect` directory")
+    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--bins", choices=["uniform", "geometric"], default="uniform")
+    p.add_argument("--quiet", action="store_true")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train_probe)
+
+    p = sub.add_parser("eval-probe", help="MAE per layer, refinement, baseline, error profile")
+    p.add_argument("--data", required=True, help="a `trail collect` directory")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--layers", type=_layers, default=None, help="default: all collected")
+    p.add_argument("--baseline", choices=["auto", "on", "off"], default="auto",
+                   help="the MiniLM prompt-only baseline (auto: if installed)")
+    p.add_argument("--quiet", action="store_true")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_eval_probe)
+
+    p = sub.add_parser("demo-model", help="train (or load from cache) the demo model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--measure", type=int, default=0,
+                   help="also generate N answers at temperature 1 and report their lengths")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `trail` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as exc:
+        print(f"trail {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

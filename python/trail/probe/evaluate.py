@@ -1,0 +1,244 @@
+"""`trail eval-probe`: which layer, how good, and how it compares with a prompt-only predictor.
+
+On a collection (see collect.py), split by request with the training seed:
+1. trains a probe per collected layer and picks the layer with the lowest validation MAE of
+   per-step predictions (the expected remaining length of one state alone);
+2. at that layer compares, on held-out requests: the prefill-only prediction (made once from
+   the prompt's mean state, then counted down as tokens are generated), per-step predictions,
+   and Bayesian-refined predictions (the op's update across the request's sampled steps, with
+   Tᵏ for the k tokens between them — what the engine does with `predict_every` = k);
+   overall and by age (tokens generated so far); plus a bin confusion matrix;
+3. repeats 2 with geometric bins;
+4. trains and scores the prompt-only baseline (MiniLM, `trail.probe.baseline`) on the same
+   split when it is installed;
+5. exports the refined predictions' error profile (residual quantiles by age and true bin),
+   which the simulator samples from;
+and writes report.json, PNG plots and the chosen layer's probe checkpoint into the output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from dataclasses import asdict
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from trail.probe.bins import Bins
+from trail.probe.collect import Samples, load_samples, read_collected_prompts, read_manifest
+from trail.probe.probe import Probe
+from trail.probe.train import TrainConfig, expected_remaining, split_by_request, train_probe
+
+AGE_EDGES = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+QUANTILES = tuple(np.linspace(0.0, 1.0, 21).round(2))
+
+
+def _mae(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.abs(pred - true).mean()) if len(true) else math.nan
+
+
+def mae_by_age(pred: np.ndarray, true: np.ndarray, age: np.ndarray) -> dict[str, float]:
+    """MAE per age bucket ("1", "2-4", …, "500+")."""
+    out = {}
+    edges = list(AGE_EDGES) + [math.inf]
+    for lo, hi in zip(edges, edges[1:]):
+        m = (age >= lo) & (age < hi)
+        if m.any():
+            label = f"{lo}" if hi == lo + 1 else (f"{lo}+" if hi == math.inf else f"{lo}-{hi - 1}")
+            out[label] = _mae(pred[m], true[m])
+    return out
+
+
+@torch.no_grad()
+def refined_predictions(probe: Probe, s: Samples, rows: np.ndarray, max_new_tokens: int
+                        ) -> np.ndarray:
+    """Bayesian-refined prediction at each sample in `rows` (a request's samples in age order).
+
+    Each request's prefill sample starts its distribution; every later sample updates it with
+    Tᵏ, k = tokens since the previous sample, exactly as the engine's probe step does.
+    """
+    order = rows[np.lexsort((s.age[rows], s.request[rows]))]
+    requests = np.unique(s.request[order])
+    slot_of = {int(r): i for i, r in enumerate(requests)}
+    probe.resize_slots(max(1, len(requests)))
+    per_request = [order[s.request[order] == r] for r in requests]
+    pred = np.full(len(s.age), np.nan)
+    depth = max(len(p) for p in per_request)
+    for j in range(depth):
+        idx = np.array([p[j] for p in per_request if len(p) > j])
+        prev = np.array([p[j - 1] if j else p[0] for p in per_request if len(p) > j])
+        since = np.maximum(s.age[idx] - s.age[prev], 0) if j else np.ones(len(idx), np.int64)
+        out = probe.step(torch.from_numpy(s.x[idx]), [slot_of[int(r)] for r in s.request[idx]],
+                         j == 0, torch.from_numpy(s.age[idx]), max_new_tokens,
+                         torch.from_numpy(since))
+        pred[idx] = out.numpy()
+    return pred[rows]
+
+
+def prefill_only_predictions(probe: Probe, s: Samples, rows: np.ndarray) -> np.ndarray:
+    """The prefill sample's prediction, counted down by the tokens generated since."""
+    with torch.no_grad():
+        pre = expected_remaining(probe(torch.from_numpy(s.x[s.prefill])), probe.bins).numpy()
+    at_prefill = dict(zip(s.request[s.prefill].tolist(), pre.tolist()))
+    base = np.array([at_prefill.get(int(r), math.nan) for r in s.request[rows]])
+    return np.maximum(base - (s.age[rows] - 1), 0.0)
+
+
+def error_profile(pred: np.ndarray, true: np.ndarray, age: np.ndarray, bins: Bins
+                  ) -> dict[str, Any]:
+    """Residual quantiles (pred − true) by age bucket × true bin, for the simulator to sample."""
+    edges = list(AGE_EDGES) + [math.inf]
+    tb = bins.index(torch.from_numpy(true)).numpy()
+    table = []
+    for a, (lo, hi) in enumerate(zip(edges, edges[1:])):
+        for b in range(bins.k):
+            m = (age >= lo) & (age < hi) & (tb == b)
+            if m.sum() >= 5:
+                table.append({"age_bucket": a, "true_bin": b, "count": int(m.sum()),
+                              "residual_quantiles": np.quantile(pred[m] - true[m],
+                                                                QUANTILES).tolist()})
+    return {"age_edges": list(AGE_EDGES), "bin_edges": list(bins.edges),
+            "quantiles": list(QUANTILES), "cells": table,
+            "note": "residual = predicted - true remaining tokens (Bayesian-refined probe); "
+                    "sample a cell's residual by interpolating its quantiles at u ~ U(0,1)"}
+
+
+def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
+             layers: Sequence[int] | None = None, cfg: TrainConfig | None = None,
+             num_bins: int = 10, max_len: float = 512.0, baseline: bool | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run the whole evaluation; writes report.json, plots and probe/ into `out_dir`."""
+    cfg = cfg or TrainConfig()
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(collection)
+    layers = list(layers) if layers is not None else list(manifest["layers"])
+    uniform, geometric = Bins.uniform(num_bins, max_len), Bins.geometric(num_bins)
+    max_new = int(manifest["config"]["max_new_tokens"])
+
+    per_layer, probes = {}, {}
+    for layer in layers:
+        s = load_samples(collection, layer)
+        probe, rep = train_probe(s, layer, uniform, cfg, manifest.get("model_id", ""), progress)
+        per_layer[layer] = {"val_mae_per_step": rep["val_mae"],
+                            "val_accuracy": rep["val_accuracy"], "train_seconds": rep["seconds"]}
+        probes[layer] = (probe, rep)
+    best = min(per_layer, key=lambda layer: per_layer[layer]["val_mae_per_step"])
+    probe, train_report = probes[best]
+    s = load_samples(collection, best)
+    _, val = split_by_request(s.request, cfg.val_fraction, cfg.seed)
+    rows = np.flatnonzero(val)
+    true, age = s.remaining[rows].astype(float), s.age[rows]
+
+    with torch.no_grad():
+        logits = probe(torch.from_numpy(s.x[rows]))
+    preds = {"per_step": expected_remaining(logits, uniform).numpy(),
+             "prefill_only": prefill_only_predictions(probe, s, rows),
+             "refined": refined_predictions(probe, s, rows, max_new)}
+    geo_probe, _ = train_probe(s, best, geometric, cfg, manifest.get("model_id", ""), progress)
+    with torch.no_grad():
+        geo_step = expected_remaining(geo_probe(torch.from_numpy(s.x[rows])), geometric).numpy()
+    geo_refined = refined_predictions(geo_probe, s, rows, max_new)
+
+    report: dict[str, Any] = {
+        "collection": str(collection), "model_id": manifest.get("model_id", ""),
+        "layers": {str(k): v for k, v in per_layer.items()}, "best_layer": best,
+        "train_config": asdict(cfg), "val_requests": int(len(np.unique(s.request[rows]))),
+        "val_samples": int(len(rows)),
+        "mae": {name: _mae(p, true) for name, p in preds.items()},
+        "mae_by_age": {name: mae_by_age(p, true, age) for name, p in preds.items()},
+        "geometric_bins": {"edges": list(geometric.edges), "mae_per_step": _mae(geo_step, true),
+                           "mae_refined": _mae(geo_refined, true)},
+        "mean_predictor_mae": _mae(np.full(len(true), s.remaining[~val].mean()), true),
+        "error_profile": error_profile(preds["refined"], true, age, uniform),
+    }
+    base = _prompt_only(collection, s, val, rows, uniform, cfg.seed, baseline, progress)
+    report["prompt_only"] = base
+    if "predictions" in base:
+        p = np.asarray(base.pop("predictions"))
+        report["mae"]["prompt_only"] = _mae(p, true)
+        report["mae_by_age"]["prompt_only"] = mae_by_age(p, true, age)
+    confusion = _confusion(logits, s.remaining[rows], uniform)
+    report["confusion"] = confusion.tolist()
+    probe.save(out / "probe")
+    report["probe_checkpoint"] = str(out / "probe")
+    report["training"] = {k: v for k, v in train_report.items() if k != "history"}
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    _plots(report, confusion, out)
+    return report
+
+
+def _prompt_only(collection: str | pathlib.Path, s: Samples, val: np.ndarray, rows: np.ndarray,
+                 bins: Bins, seed: int, wanted: bool | None, progress: bool) -> dict[str, Any]:
+    """The MiniLM prompt-only baseline on the same split (skipped, with the reason, if absent)."""
+    if wanted is False:
+        return {"skipped": "disabled"}
+    try:
+        from trail.probe.baseline import PromptOnlyPredictor
+        predictor = PromptOnlyPredictor()
+    except ImportError as exc:
+        if wanted:
+            raise
+        return {"skipped": f"not installed ({exc})"}
+    prompts = read_collected_prompts(collection)
+    totals = {int(r): int(t) for r, t in zip(s.request, s.total)}
+    train_ids = sorted({int(r) for r in s.request[~val]})
+    val_ids = sorted({int(r) for r in s.request[val]})
+    fit = predictor.fit([prompts[i] for i in train_ids], [totals[i] for i in train_ids], bins,
+                        seed=seed, progress=progress)
+    predicted_total = dict(zip(val_ids, predictor.predict([prompts[i] for i in val_ids])))
+    pred = np.array([max(predicted_total[int(r)] - a, 0.0)
+                     for r, a in zip(s.request[rows], s.age[rows])])
+    total_mae = _mae(np.array([predicted_total[i] for i in val_ids]),
+                     np.array([totals[i] for i in val_ids], float))
+    return {"encoder": "all-MiniLM-L6-v2 (frozen) + classifier over total-length bins",
+            "val_mae_total_length": total_mae, "fit": fit, "predictions": pred.tolist()}
+
+
+def _confusion(logits: torch.Tensor, remaining: np.ndarray, bins: Bins) -> np.ndarray:
+    """Row-normalised [true bin, predicted bin] counts of per-step argmax predictions."""
+    true = bins.index(torch.from_numpy(remaining)).numpy()
+    guess = logits.argmax(dim=1).numpy()
+    m = np.zeros((bins.k, bins.k))
+    np.add.at(m, (true, guess), 1)
+    return m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+
+
+def _plots(report: dict[str, Any], confusion: np.ndarray, out: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(report["layers"], key=int)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([int(k) for k in layers], [report["layers"][k]["val_mae_per_step"] for k in layers],
+            marker="o")
+    ax.set(xlabel="layer", ylabel="validation MAE (tokens)",
+           title=f"Per-step probe MAE by layer (best: {report['best_layer']})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "mae_by_layer.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, series in report["mae_by_age"].items():
+        ax.plot(list(series), list(series.values()), marker="o", label=name)
+    ax.set(xlabel="tokens generated so far", ylabel="MAE of remaining length (tokens)",
+           title="Remaining-length error by age")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "mae_by_age.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    im = ax.imshow(confusion, cmap="viridis", vmin=0, vmax=1)
+    ax.set(xlabel="predicted bin", ylabel="true bin", title="Bin confusion (row-normalised)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=120)
+    plt.close(fig)
