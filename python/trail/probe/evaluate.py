@@ -167,8 +167,38 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
     report["probe_checkpoint"] = str(out / "probe")
     report["training"] = {k: v for k, v in train_report.items() if k != "history"}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "report.md").write_text(summary_markdown(report))
     _plots(report, confusion, out)
     return report
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    """The report's headline numbers as a short markdown page."""
+    names = {"prefill_only": "probe, prefill only (counted down)", "per_step": "probe, per step",
+             "refined": "probe, Bayesian-refined", "prompt_only": "prompt-only (MiniLM)"}
+    lines = [f"# Probe evaluation: {report.get('model_id') or report['collection']}", "",
+             f"Best layer: **{report['best_layer']}** (lowest per-step validation MAE); "
+             f"{report['val_requests']} held-out requests, {report['val_samples']} samples.", "",
+             "| layer | per-step MAE | bin accuracy |", "|---:|---:|---:|"]
+    for layer, row in sorted(report["layers"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {layer} | {row['val_mae_per_step']:.2f} | {row['val_accuracy']:.3f} |")
+    lines += ["", "MAE of the remaining length (tokens) at the best layer, over all held-out "
+              "decode samples:", "", "| predictor | MAE |", "|---|---:|"]
+    for key, value in report["mae"].items():
+        lines.append(f"| {names.get(key, key)} | {value:.2f} |")
+    lines.append(f"| mean of training labels | {report['mean_predictor_mae']:.2f} |")
+    geo = report["geometric_bins"]
+    lines.append(f"| probe with geometric bins, per step / refined | {geo['mae_per_step']:.2f} / "
+                 f"{geo['mae_refined']:.2f} |")
+    if "skipped" in report["prompt_only"]:
+        lines += ["", f"Prompt-only baseline skipped: {report['prompt_only']['skipped']}."]
+    lines += ["", "MAE by age (tokens generated so far):", "",
+              "| predictor | " + " | ".join(next(iter(report["mae_by_age"].values()))) + " |",
+              "|---|" + "---:|" * len(next(iter(report["mae_by_age"].values())))]
+    for key, series in report["mae_by_age"].items():
+        lines.append(f"| {names.get(key, key)} | " +
+                     " | ".join(f"{v:.1f}" for v in series.values()) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _prompt_only(collection: str | pathlib.Path, s: Samples, val: np.ndarray, rows: np.ndarray,
