@@ -51,10 +51,13 @@ def _prompts(spec: str, seed: int) -> list[str]:
     from trail.probe.collect import read_prompts
 
     if spec.startswith("demo:"):
-        from trail.demo import demo_prompts
+        from trail.demo import sample_prompts
 
-        n = int(spec.split(":", 1)[1])
-        return demo_prompts(n, seed=seed)
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"--prompts {spec}: expected demo:N with N an integer") from None
+        return [p.text for p in sample_prompts(n, seed=seed)]
     if not pathlib.Path(spec).is_file():
         raise FileNotFoundError(f"--prompts {spec}: no such file (or use demo:N)")
     return read_prompts(spec)
