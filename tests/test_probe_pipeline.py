@@ -174,6 +174,8 @@ def test_evaluate_end_to_end(tmp_path: pathlib.Path) -> None:
     for name in ("per_step", "prefill_only", "refined"):
         assert np.isfinite(report["mae"][name]) and report["mae_by_age"][name]
     assert report["geometric_bins"]["edges"][1] == 2.0
+    assert np.isfinite(report["mae"]["refined_geometric"]) and report["better_bins"]
+    assert Probe.load(tmp_path / "e" / "probe_geometric").bins.edges[1] == 2.0
     assert report["error_profile"]["cells"] and report["prompt_only"] == {"skipped": "disabled"}
     for f in ("report.json", "mae_by_layer.png", "mae_by_age.png", "confusion.png"):
         assert (tmp_path / "e" / f).exists()

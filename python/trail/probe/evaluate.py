@@ -135,13 +135,14 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
 
     with torch.no_grad():
         logits = probe(torch.from_numpy(s.x[rows]))
-    preds = {"per_step": expected_remaining(logits, uniform).numpy(),
-             "prefill_only": prefill_only_predictions(probe, s, rows),
-             "refined": refined_predictions(probe, s, rows, max_new)}
     geo_probe, _ = train_probe(s, best, geometric, cfg, manifest.get("model_id", ""), progress)
     with torch.no_grad():
         geo_step = expected_remaining(geo_probe(torch.from_numpy(s.x[rows])), geometric).numpy()
-    geo_refined = refined_predictions(geo_probe, s, rows, max_new)
+    preds = {"per_step": expected_remaining(logits, uniform).numpy(),
+             "prefill_only": prefill_only_predictions(probe, s, rows),
+             "refined": refined_predictions(probe, s, rows, max_new),
+             "per_step_geometric": geo_step,
+             "refined_geometric": refined_predictions(geo_probe, s, rows, max_new)}
 
     report: dict[str, Any] = {
         "collection": str(collection), "model_id": manifest.get("model_id", ""),
@@ -150,10 +151,11 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
         "val_samples": int(len(rows)),
         "mae": {name: _mae(p, true) for name, p in preds.items()},
         "mae_by_age": {name: mae_by_age(p, true, age) for name, p in preds.items()},
-        "geometric_bins": {"edges": list(geometric.edges), "mae_per_step": _mae(geo_step, true),
-                           "mae_refined": _mae(geo_refined, true)},
+        "geometric_bins": {"edges": list(geometric.edges)},
         "mean_predictor_mae": _mae(np.full(len(true), s.remaining[~val].mean()), true),
         "error_profile": error_profile(preds["refined"], true, age, uniform),
+        "error_profile_geometric": error_profile(preds["refined_geometric"], true, age,
+                                                 geometric),
     }
     base = _prompt_only(collection, s, val, rows, uniform, cfg.seed, baseline, progress)
     report["prompt_only"] = base
@@ -164,7 +166,11 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
     confusion = _confusion(logits, s.remaining[rows], uniform)
     report["confusion"] = confusion.tolist()
     probe.save(out / "probe")
-    report["probe_checkpoint"] = str(out / "probe")
+    geo_probe.save(out / "probe_geometric")
+    report["probe_checkpoints"] = {"uniform": str(out / "probe"),
+                                   "geometric": str(out / "probe_geometric")}
+    report["better_bins"] = ("geometric" if report["mae"]["refined_geometric"]
+                             < report["mae"]["refined"] else "uniform")
     report["training"] = {k: v for k, v in train_report.items() if k != "history"}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "report.md").write_text(summary_markdown(report))
@@ -175,7 +181,9 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
 def summary_markdown(report: dict[str, Any]) -> str:
     """The report's headline numbers as a short markdown page."""
     names = {"prefill_only": "probe, prefill only (counted down)", "per_step": "probe, per step",
-             "refined": "probe, Bayesian-refined", "prompt_only": "prompt-only (MiniLM)"}
+             "refined": "probe, Bayesian-refined", "prompt_only": "prompt-only (MiniLM)",
+             "per_step_geometric": "probe, geometric bins, per step",
+             "refined_geometric": "probe, geometric bins, Bayesian-refined"}
     lines = [f"# Probe evaluation: {report.get('model_id') or report['collection']}", "",
              f"Best layer: **{report['best_layer']}** (lowest per-step validation MAE); "
              f"{report['val_requests']} held-out requests, {report['val_samples']} samples.", "",
@@ -187,9 +195,10 @@ def summary_markdown(report: dict[str, Any]) -> str:
     for key, value in report["mae"].items():
         lines.append(f"| {names.get(key, key)} | {value:.2f} |")
     lines.append(f"| mean of training labels | {report['mean_predictor_mae']:.2f} |")
-    geo = report["geometric_bins"]
-    lines.append(f"| probe with geometric bins, per step / refined | {geo['mae_per_step']:.2f} / "
-                 f"{geo['mae_refined']:.2f} |")
+    lines += ["", f"Uniform bins: {len(report['error_profile']['bin_edges']) - 1} over 0.."
+              f"{report['error_profile']['bin_edges'][-1]:g} tokens; geometric bins: edges "
+              f"{', '.join(f'{e:g}' for e in report['geometric_bins']['edges'])}. Better for the "
+              f"refined probe here: **{report['better_bins']}**."]
     if "skipped" in report["prompt_only"]:
         lines += ["", f"Prompt-only baseline skipped: {report['prompt_only']['skipped']}."]
     lines += ["", "MAE by age (tokens generated so far):", "",
