@@ -26,12 +26,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import transformers
-
 import trail
-import trail_ext as te
+import transformers
 from trail import Bins, Probe
 from trail.engine import Engine, EngineConfig, SamplingParams
+
+import trail_ext as te
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from results_io import cpu_name  # noqa: E402

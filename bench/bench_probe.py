@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-
 import trail
 from trail.kernels.reference import probe_step_reference
 from trail.probe import Bins
+
 from trail_ext import _C
 
 D, H, K, SLOTS = 4096, 512, 10, 1024

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from trail import sched_ref as ref
 
 import trail_ext as te
-from trail import sched_ref as ref
 
 RUNNING = 256
 BUF = 1 << 16

@@ -34,10 +34,8 @@ if "--smoke" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel module is imported
 
 import torch  # noqa: E402
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-
 import trail  # noqa: E402
+import triton  # noqa: E402
 from trail.kernels.probe_triton import probe_step_triton  # noqa: E402
 from trail.kernels.reference import probe_step_reference  # noqa: E402
 from trail.probe import Bins  # noqa: E402

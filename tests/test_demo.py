@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer
-
 from trail import demo
-from trail.demo import cache, language as lang, train
+from trail.demo import cache, train
+from trail.demo import language as lang
 from trail.demo.language import check_answer, make_rng, sample_answer, sample_prompt
 from trail.demo.tokenizer import build_tokenizer, decode_answer, encode_prompt
+from transformers import AutoTokenizer
 
 # One thread: two OpenMP threads stall badly when the 2 cores are shared (parallel tests).
 TINY = dict(hidden_size=32, num_layers=2, max_batch_tokens=512, threads=1)

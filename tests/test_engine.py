@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
-
-import trail_ext as te
 from trail import Bins, Probe
 from trail.engine import Engine, EngineConfig, SamplingParams
+
+import trail_ext as te
 
 VOCAB = 96
 

@@ -8,13 +8,13 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
+import trail  # noqa: F401  (registers torch.ops.trail.probe_step)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import trail  # noqa: F401  (registers torch.ops.trail.probe_step)
 from trail.kernels.probe_triton import probe_step_triton
 from trail.kernels.reference import probe_step_reference
 from trail.probe import Bins
+
 from trail_ext import _C
 
 OP: Callable[..., torch.Tensor] = torch.ops.trail.probe_step

@@ -8,13 +8,11 @@ import pathlib
 
 import pytest
 import torch
+import trail
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import trail
 from trail import Bins, Probe
 from trail.kernels.reference import probe_step_reference
-
 
 # ---------------------------------------------------------------- bins
 

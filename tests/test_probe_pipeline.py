@@ -9,14 +9,25 @@ import numpy as np
 import pytest
 import torch
 import transformers
-
-import trail_ext as te
 from trail import Bins, Probe
 from trail.cli import main
 from trail.engine import Engine, EngineConfig
-from trail.probe.collect import CollectConfig, Samples, collect, load_samples, read_manifest
+from trail.probe.collect import (
+    CollectConfig,
+    Samples,
+    collect,
+    load_samples,
+    read_manifest,
+)
 from trail.probe.evaluate import evaluate
-from trail.probe.train import TrainConfig, expected_remaining, split_by_request, train_probe
+from trail.probe.train import (
+    TrainConfig,
+    expected_remaining,
+    split_by_request,
+    train_probe,
+)
+
+import trail_ext as te
 
 
 def tiny_model(layers: int = 3, eos: int = 5) -> transformers.LlamaForCausalLM:

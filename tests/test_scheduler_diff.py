@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from trail import sched_ref as ref
 
 import trail_ext as te
-from trail import sched_ref as ref
 
 POLICIES = ["FCFS", "SJF", "SRPT", "TRAIL", "LTR", "MLFQ"]
 MODES = ["KEEP", "SWAP", "RECOMPUTE"]

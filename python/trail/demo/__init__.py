@@ -12,9 +12,16 @@ it, which only becomes visible during generation: the situation TRAIL's probe is
 """
 
 from trail.demo.cache import demo_path, load_demo, load_report
-from trail.demo.language import (Prompt, check_answer, conditional_length_mean,
-                                 conditional_length_median, make_rng, parse_prompt,
-                                 sample_answer, sample_prompt)
+from trail.demo.language import (
+    Prompt,
+    check_answer,
+    conditional_length_mean,
+    conditional_length_median,
+    make_rng,
+    parse_prompt,
+    sample_answer,
+    sample_prompt,
+)
 from trail.demo.prompts import prompts_file, sample_prompts
 from trail.demo.tokenizer import build_tokenizer, decode_answer, encode_prompt
 from trail.demo.train import train_demo_model

@@ -44,12 +44,21 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import trail_ext as te
-from trail.demo.language import (KINDS, Prompt, check_answer, conditional_length_mean,
-                                 conditional_length_median, conditional_length_var, make_rng,
-                                 sample_answer)
+from trail.demo.language import (
+    KINDS,
+    Prompt,
+    check_answer,
+    conditional_length_mean,
+    conditional_length_median,
+    conditional_length_var,
+    make_rng,
+    sample_answer,
+)
 from trail.demo.prompts import sample_prompts
 from trail.demo.tokenizer import decode_answer, encode_prompt
 from trail.engine import Engine, EngineConfig, RequestOutput, SamplingParams
+from trail.machine import describe
+from trail.progress import progress_bar
 
 
 def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -68,14 +77,12 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             max_new_tokens=max_new_tokens, temperature=temperature, seed=rng.getrandbits(63),
             stop_token_ids=(tokenizer.eos_token_id,))) for p in prompts]
         outputs: dict[int, RequestOutput] = {}
-        bar = _bar(len(prompts), progress)
+        bar = progress_bar(len(prompts), "generating", "answer", progress)
         while engine.has_unfinished():
             done = engine.step()
             outputs.update((o.rid, o) for o in done)
-            if bar is not None and done:
-                bar.update(len(done))
-        if bar is not None:
-            bar.close()
+            bar.update(len(done))
+        bar.close()
     finally:
         # The engine routes attention through its paged cache; give the caller the model back
         # as it came (e.g. for model.generate).
@@ -177,19 +184,6 @@ def measure_lengths(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 # --------------------------------------------------------------------------- output files
 
 
-def machine() -> str:
-    """The processor's model name with its core count and OS."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
 def plot_lengths(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Histogram of answer lengths (stacked by task kind) as a PNG."""
     import matplotlib
@@ -226,7 +220,7 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike[str], label
     stem = out / f"demo_model_{label}"
     summary = {k: v for k, v in result.items() if k != "samples"}
     meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(), "threads": torch.get_num_threads(),
+            "machine": describe(), "threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__}
     doc = {**meta, "training": training, "measure": summary}
@@ -279,16 +273,6 @@ def _markdown(doc: dict[str, Any], png: str) -> str:
               f"a constant (global median): {po['mae_global_median']:.1f}", "",
               f"![length histogram]({png})", ""]
     return "\n".join(lines)
-
-
-def _bar(total: int, enabled: bool):  # noqa: ANN202 - tqdm or None
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc="generating", unit="answer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

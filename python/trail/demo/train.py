@@ -21,6 +21,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from trail.demo.language import TRAIN_MIX, make_rng, sample_answer, sample_prompt
 from trail.demo.tokenizer import build_tokenizer
+from trail.machine import describe
+from trail.progress import progress_bar
 
 FORMAT_VERSION = 1          # bump when the language, tokenizer or recipe changes
 DEFAULT_STEPS = 2700
@@ -112,7 +114,7 @@ def train_demo_model(seed: int = 0, steps: int | None = None, threads: int = 2,
             return 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        bar = _bar(steps, progress)
+        bar = progress_bar(steps, "training demo model", "step", progress)
         curve, recent, tokens, answer_tokens = [], [], 0, 0
         t0 = time.perf_counter()
         model.train()
@@ -131,14 +133,11 @@ def train_demo_model(seed: int = 0, steps: int | None = None, threads: int = 2,
             recent.append(loss.detach().item())
             if (step + 1) % 50 == 0 or step + 1 == steps:
                 curve.append([step + 1, sum(recent) / len(recent)])
-                if bar is not None:
-                    bar.set_postfix(loss=f"{curve[-1][1]:.3f}")
+                bar.set_postfix(loss=f"{curve[-1][1]:.3f}")
                 recent = []
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
         train_time = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
+        bar.close()
     model.eval()
     model.config.use_cache = True
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -152,16 +151,6 @@ def train_demo_model(seed: int = 0, steps: int | None = None, threads: int = 2,
         "train_time_s": round(train_time, 2), "padded_tokens": tokens,
         "answer_tokens": answer_tokens, "final_loss": curve[-1][1], "loss_curve": curve,
         "torch": torch.__version__, "transformers": transformers.__version__,
-        "python": platform.python_version(), "machine": platform.machine(),
+        "python": platform.python_version(), "machine": describe(),
     }
     return model, tokenizer, report
-
-
-def _bar(total: int, enabled: bool):  # noqa: ANN202 - tqdm or None
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc="training demo model", unit="step")

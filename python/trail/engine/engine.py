@@ -27,6 +27,7 @@ from trail.engine.request import Request, RequestOutput
 from trail.engine.runner import ModelRunner, SeqInput
 from trail.engine.sampling import Sampler, SamplingParams
 from trail.probe.probe import Probe
+from trail.progress import progress_bar
 
 Arrival = tuple[float, Sequence[int], SamplingParams]
 
@@ -268,7 +269,7 @@ class Engine:
         arrivals = sorted(workload, key=lambda a: a[0])
         start = self.now()
         outputs: list[RequestOutput] = []
-        bar = _progress(len(arrivals), progress)
+        bar = progress_bar(len(arrivals), "requests", "req", progress)
         i = 0
         while i < len(arrivals) or self.has_unfinished():
             t = self.now() - start
@@ -279,26 +280,8 @@ class Engine:
             if self.has_unfinished():
                 finished = self.step()
                 outputs.extend(finished)
-                bar(len(finished))
+                bar.update(len(finished))
             elif i < len(arrivals):
                 time.sleep(max(0.0, arrivals[i][0] - (self.now() - start)))
-        bar(0, close=True)
+        bar.close()
         return Report(outputs, aggregate(outputs, self.now() - start))
-
-
-def _progress(total: int, enabled: bool):  # noqa: ANN202 - a tiny closure
-    """A progress bar over finished requests (tqdm when available)."""
-    if not enabled:
-        return lambda n, close=False: None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return lambda n, close=False: None
-    bar = tqdm(total=total, desc="requests", unit="req")
-
-    def update(n: int, close: bool = False) -> None:
-        bar.update(n)
-        if close:
-            bar.close()
-
-    return update

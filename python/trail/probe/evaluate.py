@@ -28,9 +28,19 @@ import numpy as np
 import torch
 
 from trail.probe.bins import Bins
-from trail.probe.collect import Samples, load_samples, read_collected_prompts, read_manifest
+from trail.probe.collect import (
+    Samples,
+    load_samples,
+    read_collected_prompts,
+    read_manifest,
+)
 from trail.probe.probe import Probe
-from trail.probe.train import TrainConfig, expected_remaining, split_by_request, train_probe
+from trail.probe.train import (
+    TrainConfig,
+    expected_remaining,
+    split_by_request,
+    train_probe,
+)
 
 AGE_EDGES = (1, 2, 5, 10, 20, 50, 100, 200, 500)
 QUANTILES = tuple(np.linspace(0.0, 1.0, 21).round(2))

@@ -20,6 +20,7 @@ import torch
 from trail.probe.bins import Bins
 from trail.probe.collect import Samples
 from trail.probe.probe import Probe
+from trail.progress import progress_bar
 
 
 @dataclass
@@ -80,7 +81,7 @@ def train_probe(samples: Samples, layer: int, bins: Bins, cfg: TrainConfig | Non
     gen = torch.Generator().manual_seed(cfg.seed)
     history = []
     start = time.perf_counter()
-    bar = _bar(cfg.epochs, progress)
+    bar = progress_bar(cfg.epochs, "train-probe", "epoch", progress)
     for epoch in range(cfg.epochs):
         probe.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen)]
@@ -127,17 +128,3 @@ def _fold_standardisation(probe: Probe, mu: torch.Tensor, sigma: torch.Tensor) -
     w = probe.fc1.weight / sigma
     probe.fc1.bias -= w @ mu
     probe.fc1.weight.copy_(w)
-
-
-def _bar(total: int, enabled: bool) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        enabled = False
-    if not enabled:
-        class _Quiet:
-            def update(self, n: int) -> None: ...
-            def set_postfix(self, **kw: Any) -> None: ...
-            def close(self) -> None: ...
-        return _Quiet()
-    return tqdm(total=total, desc="train-probe", unit="epoch")
