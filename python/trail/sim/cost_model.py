@@ -1,0 +1,177 @@
+"""Iteration time of an LLM serving step, from a roofline of the model's shape and the GPU.
+
+One iteration prefills `prefill_tokens` prompt tokens and decodes one token for each of
+`decode_batch` requests whose contexts hold `context_tokens` tokens in all. Its time is
+
+    overhead + max(FLOPs / (peak_flops · compute_efficiency),
+                   bytes / (mem_bandwidth · bandwidth_efficiency))
+
+FLOPs = 2 · params · (prefill_tokens + decode_batch)          (the weight matmuls)
+      + 4 · layers · heads · head_dim · context_tokens         (decode attention: QKᵀ and AV)
+      + 2 · layers · heads · head_dim · Σ prefill length²      (causal prefill attention)
+bytes = params · dtype_bytes                                   (weights, read once per step)
+      + kv_bytes_per_token · (context_tokens + prefill_tokens) (KV read and written)
+
+Swapping moves KV over the host link (`host_bandwidth`); recomputing re-prefills. The GPU
+numbers come from datasheets; the efficiencies and overhead are calibration constants kept
+with the preset in JSON (presets/*.json), to be fitted by `bench/gpu_calibrate.py` on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+PRESETS = ("llama3-8b-a100-80gb", "llama3-8b-h100")
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Roofline iteration-time model of one model on one GPU."""
+
+    name: str
+    params: float
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    dtype_bytes: int
+    peak_flops: float
+    mem_bandwidth: float
+    host_bandwidth: float
+    memory_bytes: float
+    overhead_s: float
+    compute_efficiency: float
+    bandwidth_efficiency: float
+
+    def __post_init__(self) -> None:
+        for field, value in asdict(self).items():
+            if field == "name":
+                continue
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"CostModel.{field}={value!r} must be a finite number >= 0")
+        for field in ("params", "layers", "heads", "kv_heads", "head_dim", "dtype_bytes",
+                      "peak_flops", "mem_bandwidth", "host_bandwidth", "memory_bytes"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"CostModel.{field}={getattr(self, field)!r} must be > 0")
+        for field in ("compute_efficiency", "bandwidth_efficiency"):
+            if not 0 < getattr(self, field) <= 1:
+                raise ValueError(f"CostModel.{field}={getattr(self, field)!r} must be in (0, 1]")
+
+    # ------------------------------------------------------------------ presets and JSON
+
+    @classmethod
+    def preset(cls, name: str) -> "CostModel":
+        """A shipped preset: 'llama3-8b-a100-80gb' (the paper's) or 'llama3-8b-h100'."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown cost-model preset {name!r}; choose one of {PRESETS}")
+        text = resources.files("trail.sim").joinpath("presets", f"{name}.json").read_text()
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_json(cls, path: str | pathlib.Path) -> "CostModel":
+        """Load a preset file (the format of presets/*.json)."""
+        return cls.from_dict(json.loads(pathlib.Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CostModel":
+        """Build from the nested preset layout {name, model, gpu, calibration}."""
+        try:
+            return cls(name=str(d["name"]), **d["model"], **d["gpu"], **d["calibration"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a cost-model preset ({exc}); expected keys name, model, "
+                             "gpu, calibration as in trail/sim/presets/*.json") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested preset layout (inverse of from_dict)."""
+        a = asdict(self)
+        return {"name": a["name"],
+                "model": {k: a[k] for k in ("params", "layers", "hidden", "heads", "kv_heads",
+                                            "head_dim", "dtype_bytes")},
+                "gpu": {k: a[k] for k in ("peak_flops", "mem_bandwidth", "host_bandwidth",
+                                          "memory_bytes")},
+                "calibration": {k: a[k] for k in ("overhead_s", "compute_efficiency",
+                                                  "bandwidth_efficiency")}}
+
+    def to_json(self, path: str | pathlib.Path) -> None:
+        """Write a preset file."""
+        pathlib.Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    # ------------------------------------------------------------------ costs
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """Bytes of K and V one token holds over all layers."""
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+
+    def kv_capacity_tokens(self, utilization: float = 0.9) -> int:
+        """Tokens of KV that fit beside the weights in `utilization` of the GPU's memory."""
+        if not 0 < utilization <= 1:
+            raise ValueError(f"utilization={utilization!r} must be in (0, 1]")
+        free = self.memory_bytes * utilization - self.params * self.dtype_bytes
+        if free <= 0:
+            raise ValueError(f"{self.name}: the weights do not fit in {self.memory_bytes:.3g} B")
+        return int(free // self.kv_bytes_per_token)
+
+    def iteration_time(self, prefill_tokens: float, decode_batch: float, context_tokens: float,
+                       prefill_sq_tokens: float | None = None) -> float:
+        """Seconds for one iteration (see the module docstring).
+
+        `prefill_sq_tokens` is Σ (prompt length)² over the prefills (their attention);
+        by default the prefill is taken as one sequence.
+        """
+        return float(self.iteration_times(np.asarray([prefill_tokens], float),
+                                          np.asarray([decode_batch], float),
+                                          np.asarray([context_tokens], float),
+                                          None if prefill_sq_tokens is None
+                                          else np.asarray([prefill_sq_tokens], float))[0])
+
+    def iteration_times(self, prefill_tokens: np.ndarray, decode_batch: np.ndarray,
+                        context_tokens: np.ndarray, prefill_sq_tokens: np.ndarray | None = None
+                        ) -> np.ndarray:
+        """Vectorised iteration_time over arrays of iterations."""
+        p = np.asarray(prefill_tokens, float)
+        b = np.asarray(decode_batch, float)
+        ctx = np.asarray(context_tokens, float)
+        if np.any(p < 0) or np.any(b < 0) or np.any(ctx < 0):
+            raise ValueError("token counts and batch sizes must be >= 0")
+        sq = p * p if prefill_sq_tokens is None else np.asarray(prefill_sq_tokens, float)
+        attn = self.layers * self.heads * self.head_dim
+        flops = 2.0 * self.params * (p + b) + 4.0 * attn * ctx + 2.0 * attn * sq
+        bytes_ = self.params * self.dtype_bytes + self.kv_bytes_per_token * (ctx + p)
+        compute = flops / (self.peak_flops * self.compute_efficiency)
+        memory = bytes_ / (self.mem_bandwidth * self.bandwidth_efficiency)
+        idle = (p == 0) & (b == 0)
+        return np.where(idle, 0.0, self.overhead_s + np.maximum(compute, memory))
+
+    def prefill_time(self, tokens: float) -> float:
+        """Seconds to prefill one sequence of `tokens` tokens alone (also: recompute)."""
+        return self.iteration_time(tokens, 0, 0) if tokens > 0 else 0.0
+
+    def swap_time(self, tokens: float) -> float:
+        """Seconds to move `tokens` tokens of KV across the host link (one direction)."""
+        return tokens * self.kv_bytes_per_token / self.host_bandwidth
+
+    def service_time(self, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+        """Seconds each request would take alone: its prefill, then decode steps at batch 1.
+
+        This is the 'size' that defines offered load (load = rate × mean service time).
+        """
+        p = np.asarray(prompt_tokens, float)
+        n = np.asarray(output_tokens, float)
+        prefill = self.iteration_times(p, np.zeros_like(p), np.zeros_like(p))
+        # Decode step k (k = 1 .. n-1) reads a context of p + k tokens: sum in closed form.
+        steps = np.maximum(n - 1, 0)
+        ctx_sum = steps * p + steps * (steps + 1) / 2
+        per_step = self.iteration_times(np.zeros_like(p), np.ones_like(p), np.zeros_like(p))
+        kv = (self.kv_bytes_per_token * ctx_sum / (self.mem_bandwidth * self.bandwidth_efficiency))
+        attn = 4.0 * self.layers * self.heads * self.head_dim * ctx_sum / (
+            self.peak_flops * self.compute_efficiency)
+        return prefill + steps * per_step + np.maximum(kv, attn)
