@@ -25,3 +25,9 @@ def test_engine_benchmark_smoke_runs() -> None:
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "smoke run done" in out.stdout and "engine step (no probe)" in out.stdout
+
+
+def test_theory_check_smoke_runs() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "theory_check.py"), "--smoke"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
