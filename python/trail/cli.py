@@ -4,6 +4,8 @@
     trail train-probe --data runs/collect --layer 2 --out runs/probe
     trail eval-probe --data runs/collect --out runs/eval
     trail demo-model --out runs/demo
+    trail simulate --trace azure-conv --policy trail --c 0.8 --load 0.8 [--compare]
+    trail theory --trace azure-conv --load 0.8
 
 Every subcommand takes --help. Errors print one line and exit with status 1 (2 for bad
 command-line usage).
@@ -137,6 +139,81 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from trail.sim.compare import COMPARE, SimSettings, at_load, run, setup, summary_row
+    from trail.sim.cost_model import CostModel
+    from trail.sim.traces import load_trace
+
+    names = list(COMPARE) if args.compare else [args.policy.upper()]
+    for name in names:
+        setup(name, args.predict_every)  # unknown names fail before any work
+
+    cost = (CostModel.from_json(args.preset) if pathlib.Path(args.preset).suffix == ".json"
+            else CostModel.preset(args.preset))
+    trace = load_trace(args.trace)
+    if args.limit is not None:
+        trace = trace.head(args.limit)
+    settings = SimSettings(cost=cost, load=args.load, c=args.c, max_running=args.max_running,
+                           block_size=args.block_size, predict_every=args.predict_every,
+                           seed=args.seed)
+    scaled, cap = at_load(trace, settings)
+    summary: dict[str, Any] = {"policies": {}, "load": args.load, "seed": args.seed,
+                               "trace": args.trace, "requests": len(trace), "preset": cost.name,
+                               "capacity_req_s": cap, "rate_req_s": scaled.rate,
+                               "c": args.c, "max_running": args.max_running}
+    print(f"{args.trace}: {len(trace)} requests at load {args.load} "
+          f"({scaled.rate:.2f} req/s of a {cap:.2f} req/s capacity), {cost.name}")
+    print(f"{'policy':8s} {'mean lat':>9s} {'p50':>8s} {'p99':>9s} {'mean TTFT':>10s} "
+          f"{'tok/s':>8s} {'preempt':>8s}")
+    for name in names:
+        row = summary_row(run(scaled, name, settings, progress=not args.quiet))
+        summary["policies"][name] = row
+        print(f"{name:8s} {row['mean_latency_s']:9.2f} {row['p50_latency_s']:8.2f} "
+              f"{row['p99_latency_s']:9.2f} {row['mean_ttft_s']:10.3f} "
+              f"{row['throughput_tok_s']:8.0f} {row['preemptions']:8d}")
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"wrote {out / 'summary.json'}")
+    return 0
+
+
+def cmd_theory(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from trail.sim.predictors import PromptOnly
+    from trail.sim.theory import (fcfs_mean_response_time, mean_response_time,
+                                  sjf_mean_response_time, srpt_mean_response_time)
+    from trail.sim.traces import load_trace
+
+    sizes = load_trace(args.trace).output_tokens.astype(float)
+    predicted = None
+    if args.prediction_mae > 0:
+        predicted, _ = PromptOnly(mae=args.prediction_mae).initial(
+            sizes, np.random.default_rng(args.seed))
+        predicted = np.maximum(predicted, 1e-9)
+    result: dict[str, Any] = {
+        "trace": args.trace, "load": args.load, "unit": "tokens of service (M/G/1)",
+        "prediction_mae": args.prediction_mae,
+        "FCFS": fcfs_mean_response_time(sizes, args.load),
+        "SJF": sjf_mean_response_time(sizes, args.load),
+        "SRPT": srpt_mean_response_time(sizes, args.load),
+        "TRAIL": {str(c): mean_response_time(sizes, args.load, c, predicted) for c in args.c}}
+    print(f"M/G/1 mean response time on {args.trace} output lengths at load {args.load} "
+          f"(tokens of service; predictions: "
+          f"{'exact' if predicted is None else f'MAE {args.prediction_mae}'}):")
+    for name in ("FCFS", "SJF", "SRPT"):
+        print(f"  {name:6s} {result[name]:10.1f}")
+    for c, v in result["TRAIL"].items():
+        print(f"  TRAIL c={c:<5s} {v:10.1f}")
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "theory.json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (the paper's recipe by default)")
     g.add_argument("--hidden-dim", type=int, default=512)
@@ -201,6 +278,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo_model)
+
+    p = sub.add_parser("simulate", help="replay a trace through the scheduler on a cost model")
+    p.add_argument("--trace", default="azure-conv",
+                   help="azure-conv, azure-code, or a CSV arrival_s,prompt_tokens,output_tokens")
+    p.add_argument("--policy", default="trail",
+                   help="FCFS, SJF (prompt-only), SRPT, TRAIL, TRAIL+ (oracle), LTR or MLFQ")
+    p.add_argument("--compare", action="store_true",
+                   help="run FCFS, SJF, SRPT, TRAIL, TRAIL+ and LTR side by side")
+    p.add_argument("--c", type=float, default=0.8, help="TRAIL's limited-preemption factor")
+    p.add_argument("--load", type=float, default=0.8,
+                   help="arrival rate as a fraction of the saturated capacity")
+    p.add_argument("--preset", default="llama3-8b-a100-80gb",
+                   help="cost-model preset name or a preset JSON file")
+    p.add_argument("--max-running", type=int, default=48)
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--predict-every", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="use the first N requests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write DIR/summary.json")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("theory", help="M/G/1 mean response time of TRAIL vs c (SOAP)")
+    p.add_argument("--trace", default="azure-conv", help="whose output lengths are the sizes")
+    p.add_argument("--load", type=float, default=0.8)
+    p.add_argument("--c", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.8, 1.0])
+    p.add_argument("--prediction-mae", type=float, default=0.0,
+                   help="noisy predictions with this MAE in tokens (0: exact)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write DIR/theory.json")
+    p.set_defaults(func=cmd_theory)
     return parser
 
 

@@ -1,0 +1,51 @@
+"""`trail simulate` and `trail theory` end to end (small inputs)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from trail.cli import main
+from trail.sim.theory import sjf_mean_response_time, srpt_mean_response_time
+from trail.sim.traces import load_trace
+
+SUMMARY_KEYS = {"mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
+                "throughput_tok_s", "preemptions", "submitted", "finished"}
+
+
+def test_simulate_compare_writes_the_summary(tmp_path: pathlib.Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    assert main(["simulate", "--trace", "azure-conv", "--compare", "--limit", "200",
+                 "--load", "0.9", "--quiet", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["policies"]) == {"FCFS", "SJF", "SRPT", "TRAIL", "TRAIL+", "LTR"}
+    for row in summary["policies"].values():
+        assert set(row) == SUMMARY_KEYS and row["finished"] == row["submitted"] == 200
+    assert summary["load"] == 0.9 and summary["seed"] == 0
+    assert "TRAIL+" in capsys.readouterr().out
+
+
+def test_simulate_one_policy_on_a_csv(tmp_path: pathlib.Path) -> None:
+    load_trace("azure-code").head(150).save_csv(tmp_path / "t.csv")
+    assert main(["simulate", "--trace", str(tmp_path / "t.csv"), "--policy", "trail",
+                 "--preset", "llama3-8b-h100", "--quiet", "--out", str(tmp_path / "o")]) == 0
+    assert list(json.loads((tmp_path / "o" / "summary.json").read_text())["policies"]) == ["TRAIL"]
+
+
+def test_theory_command_reduces_to_sjf_and_srpt(tmp_path: pathlib.Path) -> None:
+    assert main(["theory", "--trace", "azure-code", "--load", "0.7", "--c", "0", "1",
+                 "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "theory.json").read_text())
+    sizes = load_trace("azure-code").output_tokens.astype(float)
+    assert r["TRAIL"]["0.0"] == pytest.approx(sjf_mean_response_time(sizes, 0.7))
+    assert r["TRAIL"]["1.0"] == pytest.approx(srpt_mean_response_time(sizes, 0.7))
+    assert r["SRPT"] < r["SJF"] < r["FCFS"]
+
+
+def test_bad_simulate_arguments(capsys: pytest.CaptureFixture) -> None:
+    assert main(["simulate", "--policy", "fifo", "--limit", "10"]) == 1
+    assert "unknown policy" in capsys.readouterr().err
+    assert main(["simulate", "--trace", "no-such-trace", "--limit", "10"]) == 1
+    assert main(["simulate", "--load", "3", "--limit", "10"]) == 1
