@@ -49,3 +49,17 @@ def test_bad_simulate_arguments(capsys: pytest.CaptureFixture) -> None:
     assert "unknown policy" in capsys.readouterr().err
     assert main(["simulate", "--trace", "no-such-trace", "--limit", "10"]) == 1
     assert main(["simulate", "--load", "3", "--limit", "10"]) == 1
+
+
+def test_tune_c_recommends_a_swept_value(tmp_path: pathlib.Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    assert main(["tune-c", "--trace", "azure-conv", "--limit", "150", "--c", "0", "0.5", "1",
+                 "--quiet", "--out", str(tmp_path)]) == 0
+    sweep = json.loads((tmp_path / "tune_c.json").read_text())
+    assert [r["c"] for r in sweep["rows"]] == [0.0, 0.5, 1.0]
+    assert sweep["recommended_c"] in (0.0, 0.5, 1.0)
+    assert sweep["theory_best_c"] == 1.0  # exact predictions: full SRPT is optimal in M/G/1
+    assert sweep["rows"][0]["preemptions"] == 0  # c = 0 never preempts
+    assert (tmp_path / "latency_vs_c.png").stat().st_size > 1000
+    assert "recommended c" in capsys.readouterr().out
+    assert main(["tune-c", "--c", "1.5", "--limit", "20"]) == 1

@@ -5,6 +5,7 @@
     trail eval-probe --data runs/collect --out runs/eval
     trail demo-model --out runs/demo
     trail simulate --trace azure-conv --policy trail --c 0.8 --load 0.8 [--compare]
+    trail tune-c --trace azure-conv --load 0.8
     trail theory --trace azure-conv --load 0.8
 
 Every subcommand takes --help. Errors print one line and exit with status 1 (2 for bad
@@ -179,6 +180,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune_c(args: argparse.Namespace) -> int:
+    from trail.sim.compare import SimSettings, at_load, plot_sweep, sweep_c
+    from trail.sim.cost_model import CostModel
+    from trail.sim.traces import load_trace
+
+    cost = (CostModel.from_json(args.preset) if pathlib.Path(args.preset).suffix == ".json"
+            else CostModel.preset(args.preset))
+    trace = load_trace(args.trace)
+    if args.limit is not None:
+        trace = trace.head(args.limit)
+    settings = SimSettings(cost=cost, load=args.load, max_running=args.max_running,
+                           predict_every=args.predict_every, seed=args.seed)
+    scaled, cap = at_load(trace, settings)
+    sweep = sweep_c(scaled, settings, args.c, progress=not args.quiet)
+    print(f"TRAIL on {args.trace} ({len(trace)} requests) at load {args.load}, {cost.name}:")
+    print(f"{'c':>5s} {'mean lat':>9s} {'p99':>9s} {'mean TTFT':>10s} {'preempt':>8s} "
+          f"{'M/G/1 (tokens)':>15s}")
+    for r in sweep["rows"]:
+        print(f"{r['c']:5.2f} {r['mean_latency_s']:9.2f} {r['p99_latency_s']:9.2f} "
+              f"{r['mean_ttft_s']:10.3f} {r['preemptions']:8d} "
+              f"{r['theory_mean_response_tokens']:15.1f}")
+    print(f"recommended c = {sweep['recommended_c']} (simulation); "
+          f"M/G/1 theory prefers c = {sweep['theory_best_c']}")
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        sweep.update(trace=args.trace, load=args.load, preset=cost.name, capacity_req_s=cap)
+        (out / "tune_c.json").write_text(json.dumps(sweep, indent=1) + "\n")
+        plot_sweep(sweep, str(out / "latency_vs_c.png"))
+        print(f"wrote {out / 'tune_c.json'} and {out / 'latency_vs_c.png'}")
+    return 0
+
+
 def cmd_theory(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -299,6 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write DIR/summary.json")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("tune-c", help="sweep TRAIL's c by simulation and theory; recommend one")
+    p.add_argument("--trace", default="azure-conv")
+    p.add_argument("--load", type=float, default=0.8)
+    p.add_argument("--c", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    p.add_argument("--preset", default="llama3-8b-a100-80gb")
+    p.add_argument("--max-running", type=int, default=48)
+    p.add_argument("--predict-every", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="use the first N requests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write DIR/tune_c.json and DIR/latency_vs_c.png")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_tune_c)
 
     p = sub.add_parser("theory", help="M/G/1 mean response time of TRAIL vs c (SOAP)")
     p.add_argument("--trace", default="azure-conv", help="whose output lengths are the sizes")

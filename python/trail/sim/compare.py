@@ -84,3 +84,57 @@ def summary_row(result: SimResult) -> dict[str, float]:
             "mean_ttft_s": a.get("ttft_s_mean", np.nan),
             "throughput_tok_s": a["throughput_tok_s"], "preemptions": a["preemptions"],
             "submitted": a["submitted"], "finished": a["finished"]}
+
+
+def sweep_c(trace: Trace, settings: SimSettings, cs: list[float],
+            progress: bool = False) -> dict[str, Any]:
+    """Mean latency of TRAIL for each c, by simulation and by M/G/1 theory; the best c.
+
+    `trace` must already be at the wanted rate (see `at_load`). The recommendation is the c
+    with the lowest simulated mean latency; ties go to the smaller c (fewer preemptions).
+    """
+    from dataclasses import replace
+
+    from trail.sim.theory import mean_response_time
+
+    if not cs or any(not 0 <= c <= 1 for c in cs):
+        raise ValueError(f"c values must be in [0, 1], got {cs}")
+    rows = []
+    for c in sorted(set(cs)):
+        result = run(trace, "TRAIL", replace(settings, c=c), progress=progress)
+        row = summary_row(result)
+        row["c"] = c
+        row["theory_mean_response_tokens"] = mean_response_time(
+            trace.output_tokens.astype(float), min(settings.load, 0.99), c)
+        rows.append(row)
+    best = min(rows, key=lambda r: (round(r["mean_latency_s"], 9), r["c"]))
+    theory_best = min(rows, key=lambda r: (r["theory_mean_response_tokens"], r["c"]))
+    return {"rows": rows, "recommended_c": best["c"], "theory_best_c": theory_best["c"]}
+
+
+def plot_sweep(sweep: dict[str, Any], path: str) -> None:
+    """Mean latency versus c (simulated, with p99) beside the M/G/1 prediction (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cs = [r["c"] for r in sweep["rows"]]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(cs, [r["mean_latency_s"] for r in sweep["rows"]], marker="o", label="simulated mean")
+    ax.plot(cs, [r["p99_latency_s"] for r in sweep["rows"]], marker="s", linestyle="--",
+            label="simulated p99")
+    ax.set(xlabel="c (preemptible while generated <= c x predicted length)",
+           ylabel="latency (s)", yscale="log", title="TRAIL: latency versus c")
+    theory = ax.twinx()
+    theory.plot(cs, [r["theory_mean_response_tokens"] for r in sweep["rows"]], color="grey",
+                marker="^", label="M/G/1 theory (tokens)")
+    theory.set_ylabel("M/G/1 mean response (tokens of service)")
+    ax.axvline(sweep["recommended_c"], color="green", alpha=0.4)
+    lines = ax.get_legend_handles_labels()
+    more = theory.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
