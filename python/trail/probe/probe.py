@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from trail.probe.bins import Bins
+from trail.probe.checkpoint import open_checkpoint
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "probe.safetensors"
@@ -199,20 +200,8 @@ class Probe(nn.Module):
         """
         from safetensors.torch import load_file
 
-        d = pathlib.Path(path)
-        cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"Probe.load: {p} does not exist")
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("format") != "trail-probe" or cfg.get("version") != FORMAT_VERSION:
-            raise ValueError(f"Probe.load: {cfg_path} is not a trail-probe v{FORMAT_VERSION} "
-                             f"config (format={cfg.get('format')!r}, "
-                             f"version={cfg.get('version')!r})")
-        bins = Bins(tuple(float(e) for e in cfg["bin_edges"]))
-        if bins.k != cfg["num_bins"]:
-            raise ValueError(f"Probe.load: {len(cfg['bin_edges'])} bin edges in {cfg_path} do "
-                             f"not make num_bins={cfg['num_bins']}")
+        cfg, cfg_path, w_path, bins = open_checkpoint(path, CONFIG_FILE, WEIGHTS_FILE,
+                                                      "trail-probe", FORMAT_VERSION, "Probe.load")
         if hidden_size is not None and hidden_size != cfg["hidden_size"]:
             raise ValueError(f"Probe.load: checkpoint reads hidden size {cfg['hidden_size']}, "
                              f"the model has {hidden_size}")
