@@ -6,6 +6,7 @@ import argparse
 import json
 import pathlib
 import platform
+import subprocess
 from typing import Any
 
 
@@ -48,3 +49,16 @@ def write_json(path: pathlib.Path, raw: dict[str, Any], results: list[dict[str, 
         {"date": raw["datetime"], "machine": mi.get("cpu", {}).get("brand_raw"),
          "cores": mi.get("cpu", {}).get("count"), "python": mi["python_version"],
          "results": results}, indent=1) + "\n")
+
+
+def commit() -> str:
+    """Short commit id of the checkout, '+dirty' when it has changes."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"

@@ -20,7 +20,6 @@ import json
 import math
 import pathlib
 import platform
-import subprocess
 import sys
 import time
 from typing import Any
@@ -28,6 +27,9 @@ from typing import Any
 import numpy as np
 from trail.machine import describe
 from trail.sim import theory as th
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from results_io import commit  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RHOS = (0.5, 0.7, 0.9)
@@ -78,18 +80,6 @@ def formula_timing(repeats: int = 5) -> dict[str, float]:
             ts.append(time.perf_counter() - t0)
         out[name] = float(np.median(ts))
     return out
-
-
-def commit() -> str:
-    """Short commit id of the checkout, '+dirty' when it has changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
 
 
 def recheck(sizes: np.ndarray, pred: np.ndarray | None, rho: float, c: float, n_jobs: int,

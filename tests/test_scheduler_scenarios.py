@@ -172,6 +172,29 @@ def test_ltr_starvation_promotes_for_a_period(impl):
     assert s.get(1).promoted
 
 
+def test_size_based_starvation_guard_runs_a_long_waiting_request(impl):
+    # TRAIL/SRPT/SJF with the aging guard: the long request waits starvation_steps calls,
+    # then runs first and is not preempted for rank while promoted.
+    for policy in ("SJF", "SRPT", "TRAIL"):
+        s = make(impl, policy, max_running=1, starvation_steps=2, starvation_period=3)
+        s.add(1, 0.0, 10, 100, predicted_len=90.0)
+        s.add(2, 0.0, 10, 100, predicted_len=5.0)
+        assert ids(s.schedule(0.0).admitted) == [2], policy   # 1: left_out 1
+        step(s, 0.0, [(2, 1, False)])
+        assert ids(s.schedule(1.0).admitted) == [], policy    # 1: left_out 2
+        step(s, 1.0, [(2, 1, False)])
+        d = s.schedule(2.0)                                   # 1 promoted, runs first
+        if policy == "SJF":  # not preemptive: 1 is promoted but waits for the slot
+            assert s.get(1).promoted and ids(d.admitted) == [], policy
+            continue
+        assert ids(d.preempted) == [2] and ids(d.admitted) == [1], policy
+        step(s, 2.0, [(1, 1, False)])
+        s.add(3, 2.0, 10, 100, predicted_len=1.0)
+        d = s.schedule(3.0)                                   # a shorter arrival waits
+        assert ids(d.preempted) == [] and ids(d.admitted) == [], policy
+        assert s.get(1).promoted, policy
+
+
 def test_mlfq_initial_level_skip_join(impl):
     # quanta 2, 4, 8; prefill cost = prompt_len / 10
     s = make(impl, "MLFQ", mlfq_base_quantum=2, mlfq_levels=3, mlfq_prefill_ratio=10.0)

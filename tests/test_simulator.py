@@ -126,3 +126,34 @@ def test_probe_predictor_samples_an_error_profile() -> None:
     # a cell with no data borrows the nearest age bucket of the same bin
     assert np.allclose(probe.refresh(np.full(5, 100.0), np.ones(5), rng), 105.0)
     assert math.isfinite(float(young_short.mean()))
+
+
+@pytest.mark.parametrize("policy, predictor, memory, extra", [
+    ("FCFS", Oracle(), 1.0, {}), ("SJF", PromptOnly(), 1.0, {}),
+    ("SRPT", EmbeddingProbe(predict_every=4), 1.0, {}),
+    ("TRAIL", EmbeddingProbe(predict_every=8), 1.0, {}),
+    ("TRAIL", Oracle(), 0.02, {}),                       # tight KV: memory preemptions
+    ("TRAIL", Oracle(), 0.02, {"preempt_mode": te.PreemptMode.SWAP,
+                               "swap_capacity_tokens": 20_000}),
+    ("TRAIL", Oracle(), 1.0, {"starvation_steps": 50, "starvation_period": 10**6}),
+    ("LTR", LTR(), 1.0, {}), ("MLFQ", Oracle(), 1.0, {}),
+    ("SJF", PromptOnly(), 0.02, {"preempt_mode": te.PreemptMode.RECOMPUTE})])
+def test_fast_forward_changes_nothing_but_speed(policy: str, predictor: object, memory: float,
+                                                extra: dict) -> None:
+    """Runs of quiet iterations taken as one step give bit-identical per-request results."""
+    tr = workload(n=300, load=0.95, seed=4)
+    cfg = te.SchedulerConfig(policy=getattr(te.Policy, policy), max_running=16,
+                             kv_capacity_tokens=int(COST.kv_capacity_tokens() * memory),
+                             block_size=16, **extra)
+    runs = [simulate(tr.arrival_s, tr.prompt_tokens, tr.output_tokens, cfg, COST, predictor,
+                     predict_every=getattr(predictor, "predict_every", 1), seed=2,
+                     fast_forward=ff) for ff in (False, True)]
+    slow, fast = runs
+    assert np.array_equal(slow.finish, fast.finish)
+    assert np.array_equal(slow.first_token, fast.first_token)
+    assert np.array_equal(slow.preemptions, fast.preemptions)
+    assert slow.iterations == fast.iterations
+    assert {k: v for k, v in slow.stats.items() if k != "iterations"} == \
+        {k: v for k, v in fast.stats.items() if k != "iterations"}
+    if memory < 1.0 and policy == "TRAIL":
+        assert slow.stats["preemptions"] > 0  # the tight-memory cases do exercise pressure

@@ -17,14 +17,13 @@ inline bool preempts_for_rank(Policy p) {
 
 inline double primary_key(const SchedulerConfig& cfg, const Request& r) {
   constexpr double inf = std::numeric_limits<double>::infinity();
+  if (r.promo_left > 0) return -inf;  // starvation guard (LTR, SJF, SRPT, TRAIL)
   switch (cfg.policy) {
     case Policy::FCFS: return r.arrival;
     case Policy::SJF: return r.pred_known ? r.predicted_len : cfg.default_predicted_len;
     case Policy::SRPT:
     case Policy::TRAIL: return r.remaining;
-    case Policy::LTR:
-      if (r.promo_left > 0) return -inf;
-      return std::isnan(r.score) ? inf : r.score;
+    case Policy::LTR: return std::isnan(r.score) ? inf : r.score;
     case Policy::MLFQ: return static_cast<double>(r.level);
   }
   return 0.0;

@@ -180,7 +180,7 @@ void Scheduler::starvation_start() {
     Request& r = table_[idx];
     unfile(idx);
     r.left_out = 0;
-    if (cfg_.policy == Policy::LTR) {
+    if (cfg_.policy != Policy::MLFQ) {
       r.promo_left = cfg_.starvation_period;
     } else {  // MLFQ: back to the top queue
       r.level = 0;
@@ -286,8 +286,7 @@ Decision Scheduler::schedule(double now) {
   Decision d;
   d.iteration = iteration_;
   release_arrivals(now);
-  const bool starvation = cfg_.starvation_steps > 0 &&
-                          (cfg_.policy == Policy::LTR || cfg_.policy == Policy::MLFQ);
+  const bool starvation = cfg_.starvation_steps > 0 && cfg_.policy != Policy::FCFS;
   if (starvation) starvation_start();
 
   running_next_blocks_ = 0;

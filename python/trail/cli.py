@@ -151,42 +151,91 @@ def _sim_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
     return cost, (trace.head(args.limit) if args.limit is not None else trace)
 
 
+def _floats(text: str) -> list[float]:
+    """Comma-separated numbers, for flags like --loads 0.5,0.7,0.9."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
+    return values
+
+
+def _sim_settings(args: argparse.Namespace, cost: Any) -> Any:
+    from trail.sim.compare import SimSettings
+
+    return SimSettings(cost=cost, load=args.load, c=args.c, max_running=args.max_running,
+                       block_size=args.block_size, predict_every=args.predict_every,
+                       seed=args.seed, max_preemptions=args.max_preemptions,
+                       starvation_steps=args.starvation_steps)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from trail.sim.compare import COMPARE, SimSettings, at_load, run, setup, summary_row
+    from trail.sim.compare import COMPARE, at_load, run, setup, summary_row, sweep_loads
+    from trail.sim.plots import plot_latency_cdf, plot_rate_sweep
 
     names = list(COMPARE) if args.compare else [args.policy.upper()]
     for name in names:
         setup(name, args.predict_every)  # unknown names fail before any work
 
     cost, trace = _sim_inputs(args)
-    settings = SimSettings(cost=cost, load=args.load, c=args.c, max_running=args.max_running,
-                           block_size=args.block_size, predict_every=args.predict_every,
-                           seed=args.seed)
+    settings = _sim_settings(args, cost)
     scaled, cap = at_load(trace, settings)
     summary: dict[str, Any] = {"policies": {}, "load": args.load, "seed": args.seed,
                                "trace": args.trace, "requests": len(trace), "preset": cost.name,
                                "capacity_req_s": cap, "rate_req_s": scaled.rate,
-                               "c": args.c, "max_running": args.max_running}
+                               "c": args.c, "max_running": args.max_running,
+                               "max_preemptions": args.max_preemptions,
+                               "starvation_steps": args.starvation_steps}
     print(f"{args.trace}: {len(trace)} requests at load {args.load} "
           f"({scaled.rate:.2f} req/s of a {cap:.2f} req/s capacity), {cost.name}")
     print(f"{'policy':8s} {'mean lat':>9s} {'p50':>8s} {'p99':>9s} {'mean TTFT':>10s} "
           f"{'tok/s':>8s} {'preempt':>8s}")
+    latencies = {}
     for name in names:
-        row = summary_row(run(scaled, name, settings, progress=not args.quiet))
+        result = run(scaled, name, settings, progress=not args.quiet)
+        latencies[name] = result.finish - result.arrival
+        row = summary_row(result)
         summary["policies"][name] = row
         print(f"{name:8s} {row['mean_latency_s']:9.2f} {row['p50_latency_s']:8.2f} "
               f"{row['p99_latency_s']:9.2f} {row['mean_ttft_s']:10.3f} "
               f"{row['throughput_tok_s']:8.0f} {row['preemptions']:8d}")
-    if args.out:
-        out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out) if args.out else None
+    if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        print(f"wrote {out / 'summary.json'}")
+        title = f"{args.trace}, load {args.load}, {cost.name}"
+        plot_latency_cdf(latencies, str(out / "latency_cdf.png"), title)
+        print(f"wrote {out / 'summary.json'} and {out / 'latency_cdf.png'}")
+    if args.loads:
+        rows, _ = sweep_loads(trace, names, settings, args.loads, progress=not args.quiet)
+        print(f"{'load':>5s} {'req/s':>6s} {'policy':8s} {'mean lat':>9s} {'p99':>9s} "
+              f"{'mean TTFT':>10s}")
+        for r in rows:
+            print(f"{r['load']:5.2f} {r['rate_req_s']:6.2f} {r['policy']:8s} "
+                  f"{r['mean_latency_s']:9.2f} {r['p99_latency_s']:9.2f} {r['mean_ttft_s']:10.3f}")
+        if out:
+            (out / "rate_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
+            _write_csv(out / "rate_sweep.csv", rows)
+            plot_rate_sweep(rows, str(out / "rate_sweep.png"), f"{args.trace}, {cost.name}")
+            print(f"wrote {out / 'rate_sweep.json'}, .csv and .png")
     return 0
 
 
+def _write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
+    """Rows of one shape as CSV with a header."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def cmd_tune_c(args: argparse.Namespace) -> int:
-    from trail.sim.compare import SimSettings, at_load, plot_sweep, sweep_c
+    from trail.sim.compare import SimSettings, at_load, sweep_c
+    from trail.sim.plots import plot_sweep
 
     cost, trace = _sim_inputs(args)
     settings = SimSettings(cost=cost, load=args.load, max_running=args.max_running,
@@ -329,7 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predict-every", type=int, default=8)
     p.add_argument("--limit", type=int, default=None, help="use the first N requests")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write DIR/summary.json")
+    p.add_argument("--max-preemptions", type=int, default=-1,
+                   help="preemptions a request may suffer (-1: unbounded)")
+    p.add_argument("--starvation-steps", type=int, default=0,
+                   help="aging guard: run a request first once it has waited this many "
+                        "iterations (size-based policies; 0: off)")
+    p.add_argument("--loads", type=_floats, default=None,
+                   help="also sweep these loads, e.g. 0.5,0.7,0.9 (Figure 6: rate_sweep.*)")
+    p.add_argument("--out", default=None,
+                   help="write DIR/summary.json, latency_cdf.png (and rate_sweep.* with --loads)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_simulate)
 

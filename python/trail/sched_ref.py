@@ -66,7 +66,7 @@ class KvLocation(enum.Enum):
 
 
 _PREEMPTIVE = (Policy.SRPT, Policy.TRAIL, Policy.LTR, Policy.MLFQ)
-_STARVING = (Policy.LTR, Policy.MLFQ)
+_STARVING = (Policy.SJF, Policy.SRPT, Policy.TRAIL, Policy.LTR, Policy.MLFQ)
 
 
 @dataclass
@@ -141,8 +141,8 @@ class _Request:
         self.preemptions = 0
         self.level = level  # MLFQ only; 0 otherwise
         self.level_used = 0  # MLFQ: tokens generated at the current level
-        self.left_out = 0  # LTR/MLFQ starvation counter
-        self.promoted_left = 0  # LTR: promoted calls still to use; promoted iff > 0
+        self.left_out = 0  # starvation counter (all but FCFS)
+        self.promoted_left = 0  # promoted calls still to use (not MLFQ)
 
     @property
     def tokens(self) -> int:
@@ -313,6 +313,8 @@ class Scheduler:
         """The policy's primary key (lower runs first)."""
         cfg = self._cfg
         p = cfg.policy
+        if r.promoted_left > 0:  # starvation guard (LTR, SJF, SRPT, TRAIL)
+            return -math.inf
         if p is Policy.FCFS:
             return r.arrival
         if p is Policy.SJF:
@@ -320,8 +322,6 @@ class Scheduler:
         if p in (Policy.SRPT, Policy.TRAIL):
             return r.remaining
         if p is Policy.LTR:
-            if r.promoted_left > 0:
-                return -math.inf
             return math.inf if math.isnan(r.score) else r.score
         return r.level  # MLFQ
 
@@ -494,7 +494,7 @@ class Scheduler:
             for r in self._reqs.values():
                 if not present(r) or r.state is RequestState.RUNNING:
                     continue
-                if cfg.policy is Policy.LTR:
+                if cfg.policy is not Policy.MLFQ:
                     if r.promoted_left == 0 and r.left_out >= cfg.starvation_steps:
                         r.promoted_left = cfg.starvation_period
                         r.left_out = 0
@@ -663,7 +663,7 @@ class Scheduler:
             predicted_len=r.predicted_len, remaining=r.remaining, score=r.score,
             preemptions=r.preemptions,
             level=r.level if self._cfg.policy is Policy.MLFQ else 0,
-            promoted=self._cfg.policy is Policy.LTR and r.promoted_left > 0)
+            promoted=r.promoted_left > 0)
 
     def stats(self) -> dict[str, int]:
         """Counters since construction and current occupancy."""

@@ -35,13 +35,19 @@ class SimSettings:
     kv_utilization: float = 0.9
     predict_every: int = 8
     seed: int = 0
+    max_preemptions: int = -1     # per request, for preemptive policies (-1: unbounded)
+    starvation_steps: int = 0     # aging guard for size-based policies (0: off)
+    starvation_period: int = 10**9
 
     def scheduler(self, policy: te.Policy) -> te.SchedulerConfig:
         """The scheduler config for `policy` under these settings."""
         return te.SchedulerConfig(policy=policy, max_running=self.max_running,
                                   block_size=self.block_size, c=self.c,
                                   kv_capacity_tokens=self.cost.kv_capacity_tokens(
-                                      self.kv_utilization))
+                                      self.kv_utilization),
+                                  max_preemptions=self.max_preemptions,
+                                  starvation_steps=self.starvation_steps,
+                                  starvation_period=self.starvation_period)
 
 
 def setup(name: str, predict_every: int) -> tuple[te.Policy, Any]:
@@ -112,29 +118,20 @@ def sweep_c(trace: Trace, settings: SimSettings, cs: list[float],
     return {"rows": rows, "recommended_c": best["c"], "theory_best_c": theory_best["c"]}
 
 
-def plot_sweep(sweep: dict[str, Any], path: str) -> None:
-    """Mean latency versus c (simulated, with p99) beside the M/G/1 prediction (PNG)."""
-    import matplotlib
+def sweep_loads(trace: Trace, names: list[str], settings: SimSettings, loads: list[float],
+                progress: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every named policy at every load (the paper's Figure 6), and the runs themselves.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns (rows of {load, rate_req_s, policy, **summary_row}, {(load, name): SimResult}).
+    """
+    from dataclasses import replace
 
-    cs = [r["c"] for r in sweep["rows"]]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.plot(cs, [r["mean_latency_s"] for r in sweep["rows"]], marker="o", label="simulated mean")
-    ax.plot(cs, [r["p99_latency_s"] for r in sweep["rows"]], marker="s", linestyle="--",
-            label="simulated p99")
-    ax.set(xlabel="c (preemptible while generated <= c x predicted length)",
-           ylabel="latency (s)", yscale="log", title="TRAIL: latency versus c")
-    theory = ax.twinx()
-    theory.plot(cs, [r["theory_mean_response_tokens"] for r in sweep["rows"]], color="grey",
-                marker="^", label="M/G/1 theory (tokens)")
-    theory.set_ylabel("M/G/1 mean response (tokens of service)")
-    ax.axvline(sweep["recommended_c"], color="green", alpha=0.4)
-    lines = ax.get_legend_handles_labels()
-    more = theory.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    rows, results = [], {}
+    for load in loads:
+        scaled, cap = at_load(trace, replace(settings, load=load))
+        for name in names:
+            result = run(scaled, name, settings, progress=progress)
+            results[(load, name)] = result
+            rows.append({"load": load, "rate_req_s": scaled.rate, "policy": name,
+                         **summary_row(result)})
+    return rows, results

@@ -175,3 +175,37 @@ class CostModel:
         attn = 4.0 * self.layers * self.heads * self.head_dim * ctx_sum / (
             self.peak_flops * self.compute_efficiency)
         return prefill + steps * per_step + np.maximum(kv, attn)
+
+
+@dataclass(frozen=True)
+class UniformCost:
+    """Every non-empty iteration takes `seconds`: cost linear in tokens, as in an M/G/1 queue.
+
+    With `max_running=1` the simulator then serves one request at a time at one token per
+    `seconds`, which is the queue the theory (trail.sim.theory) is about; swaps are free.
+    """
+
+    seconds: float = 1.0
+    name: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ValueError(f"UniformCost.seconds={self.seconds!r} must be finite and > 0")
+
+    def iteration_time(self, prefill_tokens: float, decode_batch: float, context_tokens: float,
+                       prefill_sq_tokens: float | None = None) -> float:
+        """`seconds`, or 0 for an empty iteration."""
+        return 0.0 if prefill_tokens == 0 and decode_batch == 0 else self.seconds
+
+    def iteration_times(self, prefill_tokens: np.ndarray, decode_batch: np.ndarray,
+                        context_tokens: np.ndarray, prefill_sq_tokens: np.ndarray | None = None
+                        ) -> np.ndarray:
+        """Vectorised iteration_time."""
+        p = np.asarray(prefill_tokens, float)
+        b = np.asarray(decode_batch, float)
+        return np.where((p == 0) & (b == 0), 0.0, self.seconds) + np.zeros(np.broadcast(
+            p, b, np.asarray(context_tokens, float)).shape)
+
+    def swap_time(self, tokens: float) -> float:
+        """Free: the M/G/1 queue has no memory hierarchy."""
+        return 0.0

@@ -3,7 +3,9 @@
 - `Oracle`: the true output length at arrival (TRAIL+ and any "oracle" policy).
 - `PromptOnly`: one prediction at arrival with multiplicative lognormal error, calibrated so
   its MAE on the trace equals `mae` tokens (default 46.1: the paper's DistilBERT baseline).
-- `EmbeddingProbe`: no prediction until the request is prefilled; then a prediction of the
+- `EmbeddingProbe`: before the prefill, what the serving loop knows from the prompt alone
+  (`at_arrival`: a `PromptOnly` prediction by default, or None for nothing, which the
+  scheduler ranks at its `default_predicted_len`); from the prefill on, a prediction of the
   remaining length every `predict_every` tokens whose error shrinks with age. Either sampled
   from an error profile exported by `trail eval-probe` (residual quantiles by age × true bin),
   or, by default, multiplicative lognormal error with σ(age) = σ₀ / √(1 + age / 32), σ₀
@@ -16,7 +18,7 @@ Every predictor is seeded.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,14 +80,19 @@ class EmbeddingProbe:
     mae: float = DEFAULT_PROBE_MAE
     predict_every: int = 1
     profile: dict[str, Any] | None = None   # `error_profile` of a `trail eval-probe` report
+    # Waiting requests have no hidden state yet; without a prompt-only estimate they would
+    # all rank at the scheduler's default and preempt long running requests on arrival.
+    at_arrival: PromptOnly | None = field(default_factory=lambda: PromptOnly())
     name: str = "probe"
     refreshes = True
     _sigma0: float = math.nan
 
-    def initial(self, output: np.ndarray, rng: np.random.Generator) -> tuple[None, None]:
+    def initial(self, output: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray | None, None]:
         if self.profile is None:
             self._sigma0 = _calibrate_sigma(output.astype(float), self.mae, rng)
-        return None, None
+        return (None if self.at_arrival is None else self.at_arrival.initial(output, rng)[0],
+                None)
 
     def refresh(self, true_remaining: np.ndarray, age: np.ndarray,
                 rng: np.random.Generator) -> np.ndarray:

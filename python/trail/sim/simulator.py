@@ -67,11 +67,13 @@ class SimResult:
 def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray,
              scheduler: te.SchedulerConfig, cost: CostModel, predictor: Any,
              predict_every: int = 1, max_new_tokens: int | None = None, seed: int = 0,
-             progress: bool = False) -> SimResult:
+             progress: bool = False, fast_forward: bool = True) -> SimResult:
     """Replay requests (arrival seconds, prompt and true output lengths) through the scheduler.
 
     `max_new_tokens` is every request's generation cap (default: the trace's longest output),
-    the bound a real server sets without knowing true lengths.
+    the bound a real server sets without knowing true lengths. `fast_forward` runs stretches
+    of iterations in which the scheduler's decision provably cannot change as one step (see
+    `_quiet_steps`); the results are the same as without it, only faster.
     """
     arrival = np.asarray(arrival, float)
     prompt = np.asarray(prompt_tokens, np.int64)
@@ -93,13 +95,19 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
     refreshes = bool(getattr(predictor, "refreshes", False))
 
     s = te.Scheduler(scheduler)
+    # A decision with no events is a fixed point until an arrival, a finish, a refresh or
+    # memory growth, for policies whose ranks only improve while running (not with
+    # starvation counters, not MLFQ's levels).
+    can_skip = (fast_forward and scheduler.policy != te.Policy.MLFQ
+                and (scheduler.starvation_steps == 0 or scheduler.policy == te.Policy.FCFS))
+    capacity_blocks = s.stats()["kv_capacity_blocks"]
     generated = np.zeros(n, np.int64)
     since = np.zeros(n, np.int64)
     first = np.full(n, math.nan)
     finish = np.full(n, math.nan)
     preempt = np.zeros(n, np.int64)
     kv_t, kv_u = [], []
-    now, nxt, done, iterations = 0.0, 0, 0, 0
+    now, nxt, done, iterations, next_kv_sample = 0.0, 0, 0, 0, 0
     swap = cost.swap_time(1.0)
     bar = progress_bar(n, "simulate", "req", progress)
     wall = time.perf_counter()
@@ -113,13 +121,35 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
                   math.nan if scores is None else float(scores[i]))
             nxt += 1
         d = s.schedule(now)
-        if iterations % 64 == 0:  # KV use as decided (between steps it may run one token over)
+        if iterations >= next_kv_sample:  # KV use as decided, every 64 iterations or so
+            next_kv_sample = iterations + 64
             kv_t.append(now)
             kv_u.append(s.stats()["kv_reserved_blocks"])
         running = d.running
         if len(running) == 0:  # nothing can run before the next arrival
             now = float(arrival[order[nxt]])
             continue
+        if can_skip and not _has_events(d):
+            steps = _quiet_steps(running, prompt, generated, output, since, predict_every,
+                                 refreshes, s, capacity_blocks, scheduler.block_size, now,
+                                 float(arrival[order[nxt]]) if nxt < n else math.inf, cost)
+            if steps is not None:
+                times, m = steps
+                now = float(times[-1])
+                iterations += m
+                generated[running] += m
+                since[running] += m
+                fin = generated[running] >= output[running]
+                s.on_step(now, running, np.full(len(running), m, np.int64), fin)
+                if fin.any():
+                    ended = running[fin]
+                    finish[ended] = now
+                    done += len(ended)
+                    bar.update(len(ended))
+                if refreshes:
+                    _refresh(s, predictor, running[~fin], since, predict_every, output,
+                             generated, rng, np.empty(0, np.int64))
+                continue
         admitted, recomputed = d.admitted, d.recomputed
         pre_ids = np.concatenate([admitted, recomputed])  # rows prefilled this iteration
         pre = np.concatenate([prompt[admitted], prompt[recomputed] + generated[recomputed]])
@@ -147,14 +177,71 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
         if refreshes:
             live = running[~fin]
             since[live] += 1
-            due = live[(since[live] >= predict_every) | np.isin(live, pre_ids)]
-            if len(due):
-                since[due] = 0
-                pred = predictor.refresh(output[due] - generated[due], generated[due], rng)
-                s.update_predictions(due, np.maximum(pred, 0.0))
+            _refresh(s, predictor, live, since, predict_every, output, generated, rng, pre_ids)
     bar.close()
     return SimResult(arrival, first, finish, output, preempt, np.asarray(kv_t),
                      np.asarray(kv_u), iterations, time.perf_counter() - wall, s.stats())
+
+
+def _has_events(d: Any) -> bool:
+    """Whether a decision changed anything beyond continuing the same batch."""
+    return bool(len(d.admitted) or len(d.resumed) or len(d.preempted) or len(d.swapped_out)
+                or len(d.dropped) or len(d.swapped_in) or len(d.recomputed))
+
+
+def _refresh(s: te.Scheduler, predictor: Any, live: np.ndarray, since: np.ndarray,
+             predict_every: int, output: np.ndarray, generated: np.ndarray,
+             rng: np.random.Generator, prefilled: np.ndarray) -> None:
+    """New predictions for live requests that are due (every `predict_every`, or prefilled)."""
+    due = live[(since[live] >= predict_every) | np.isin(live, prefilled)]
+    if len(due):
+        since[due] = 0
+        pred = predictor.refresh(output[due] - generated[due], generated[due], rng)
+        s.update_predictions(due, np.maximum(pred, 0.0))
+
+
+def _quiet_steps(running: np.ndarray, prompt: np.ndarray, generated: np.ndarray,
+                 output: np.ndarray, since: np.ndarray, predict_every: int, refreshes: bool,
+                 s: te.Scheduler, capacity_blocks: int, block_size: int, now: float,
+                 next_arrival: float, cost: CostModel) -> tuple[np.ndarray, int] | None:
+    """End times of the steps the current batch runs unchanged, and their count (>= 2).
+
+    After a decision without events, with no arrival, no finish and no refresh between, the
+    next decision is the same: waiting and preempted requests keep their ranks, running ones
+    only get shorter (SRPT/TRAIL) or lose preemptibility (TRAIL), and free memory only
+    shrinks, so nothing that could not run can run now. Such a stretch ends at the first
+    step that finishes a request or makes a refresh due (inclusive), before the first step
+    that would start at or after the next arrival, and before the batch outgrows its KV.
+    """
+    left = output[running] - generated[running]
+    m = int(left.min())
+    if refreshes:
+        m = min(m, int((predict_every - since[running]).min()))
+    if m < 2:
+        return None
+    tokens = prompt[running] + generated[running]
+    kept = s.stats()["kv_reserved_blocks"] - int(((tokens + block_size) // block_size).sum())
+
+    def fits(k: int) -> bool:  # the reservation the scheduler checks before step k (1-based)
+        return kept + int(((tokens + k + block_size - 1) // block_size).sum()) <= capacity_blocks
+
+    if not fits(m):
+        lo, hi = 1, m  # fits(1) holds: it is the reservation just decided
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        m = lo
+    if m < 2:
+        return None
+    k = np.arange(m, dtype=float)
+    dt = cost.iteration_times(np.zeros(m), np.full(m, float(len(running))),
+                              float(tokens.sum()) + k * len(running))
+    ends = np.cumsum(np.concatenate([[now], dt]))  # sequential sums, as the step loop adds
+    starts_ok = int(np.searchsorted(ends[:-1], next_arrival, side="left"))
+    m = min(m, starts_ok)
+    if m < 2:
+        return None
+    return ends[1:m + 1], m
 
 
 def capacity(prompt_tokens: np.ndarray, output_tokens: np.ndarray,

@@ -321,54 +321,79 @@ def simulate_mg1(sizes: ArrayLike, rho: float, c: float, predicted: ArrayLike | 
     n_batches, n_jobs = int(n_batches), int(n_jobs)
     rng = np.random.default_rng(seed)
     lo = int(warmup * n_jobs)                  # measured jobs are arrivals lo .. hi - 1
-    hi = lo + n_jobs
-    total = hi + math.ceil(tail * n_jobs)
-    resp = np.full(n_jobs, np.nan)
+    total = lo + n_jobs + math.ceil(tail * n_jobs)
     mean_gap = float(np.mean(x)) / rho          # 1 / lambda
+    times, picks, clock = [], [], 0.0
+    for s in range(0, total, _CHUNK):          # same draws, chunk by chunk, as ever
+        e = min(total, s + _CHUNK)
+        times.append(clock + np.cumsum(rng.exponential(mean_gap, e - s)))
+        clock = float(times[-1][-1])
+        picks.append(rng.integers(0, x.size, e - s))
+    pick = np.concatenate(picks)
+    resp = mg1_response_times(np.concatenate(times), x[pick], y[pick], c)[lo:lo + n_jobs]
+    return batch_means(resp, n_batches)
+
+
+def mg1_response_times(arrival: ArrayLike, sizes: ArrayLike, predicted: ArrayLike,
+                       c: float) -> NDArray[np.float64]:
+    """Response time of each job of one sample path (arrivals sorted) under the policy of (★).
+
+    One preemptive-resume server; waiting jobs sit in a heap keyed by (rank, arrival index),
+    so ties go first-come-first-served as SOAP assumes.
+    """
+    c = _check_c(c)
+    t = np.asarray(arrival, float)
+    if t.ndim != 1 or np.any(np.diff(t) < 0) or not np.all(np.isfinite(t)):
+        raise ValueError("arrival must be a finite, sorted one-dimensional array")
+    x = np.asarray(sizes, float)
+    y = np.asarray(predicted, float)
+    if x.shape != t.shape or y.shape != t.shape:
+        raise ValueError(f"arrival, sizes and predicted must have one shape, got {t.shape}, "
+                         f"{x.shape}, {y.shape}")
+    resp = np.full(t.size, np.nan)
     heap: list[tuple[float, int, float, float, float, float]] = []
     push, pop = heapq.heappush, heapq.heappop
     # The job in service: arrival index (-1: idle), remaining size and age when this stint of
     # service began, when it began, its prediction and its arrival time.  Heap entries are
     # (rank, arrival index, remaining, age, prediction, arrival time).
     run, rem, age, start, yr, tr = -1, 0.0, 0.0, 0.0, 0.0, 0.0
-    clock = 0.0
-    for s in range(0, total, _CHUNK):          # arrivals made in chunks to bound memory
-        e = min(total, s + _CHUNK)
-        times = clock + np.cumsum(rng.exponential(mean_gap, e - s))
-        clock = float(times[-1])
-        pick = rng.integers(0, x.size, e - s)
-        for i, now, xi, yi in zip(range(s, e), times.tolist(), x[pick].tolist(),
-                                  y[pick].tolist()):
-            while run >= 0 and start + rem <= now:   # complete jobs up to this arrival
-                start += rem
-                if lo <= run < hi:
-                    resp[run - lo] = start - tr
-                if heap:
-                    _, run, rem, age, yr, tr = pop(heap)
-                else:
-                    run = -1
-            if run < 0:
-                run, rem, age, start, yr, tr = i, xi, 0.0, now, yi, now
-                continue
-            served = now - start
-            a = age + served
-            # Preempt only a job inside its preemptible phase (it has started, so at c = 0 it
-            # is not: age 0 counts only for jobs that never ran) and only for a strictly
-            # smaller rank; the preempted job waits with rank y - a.
-            if a < c * yr and yi < yr - a:
-                push(heap, (yr - a, run, rem - served, a, yr, tr))
-                run, rem, age, start, yr, tr = i, xi, 0.0, now, yi, now
+    for i, now, xi, yi in zip(range(t.size), t.tolist(), x.tolist(), y.tolist()):
+        while run >= 0 and start + rem <= now:   # complete jobs up to this arrival
+            start += rem
+            resp[run] = start - tr
+            if heap:
+                _, run, rem, age, yr, tr = pop(heap)
             else:
-                push(heap, (yi, i, xi, 0.0, yi, now))
+                run = -1
+        if run < 0:
+            run, rem, age, start, yr, tr = i, xi, 0.0, now, yi, now
+            continue
+        served = now - start
+        a = age + served
+        # Preempt only a job inside its preemptible phase (it has started, so at c = 0 it
+        # is not: age 0 counts only for jobs that never ran) and only for a strictly
+        # smaller rank; the preempted job waits with rank y - a.
+        if a < c * yr and yi < yr - a:
+            push(heap, (yr - a, run, rem - served, a, yr, tr))
+            run, rem, age, start, yr, tr = i, xi, 0.0, now, yi, now
+        else:
+            push(heap, (yi, i, xi, 0.0, yi, now))
     while run >= 0:           # drain: no more arrivals, so run everything to completion
         start += rem
-        if lo <= run < hi:
-            resp[run - lo] = start - tr
+        resp[run] = start - tr
         if heap:
             _, run, rem, age, yr, tr = pop(heap)
         else:
             run = -1
-    per = n_jobs // n_batches
-    means = resp[:per * n_batches].reshape(n_batches, per).mean(axis=1)
+    return resp
+
+
+def batch_means(values: ArrayLike, n_batches: int = 20) -> tuple[float, float]:
+    """Mean of `values` (in order) and its 95% half-width from `n_batches` batch means."""
+    v = np.asarray(values, float)
+    per = v.size // n_batches
+    if per < 1:
+        raise ValueError(f"{v.size} values cannot make {n_batches} batches")
+    means = v[:per * n_batches].reshape(n_batches, per).mean(axis=1)
     half = _t975(n_batches - 1) * float(np.std(means, ddof=1)) / math.sqrt(n_batches)
     return float(means.mean()), half
