@@ -38,3 +38,10 @@ def test_sim_compare_smoke_runs() -> None:
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "smoke run done" in out.stdout and "TRAIL/FCFS" in out.stdout
+
+
+def test_gpu_calibrate_smoke_runs_on_the_cpu() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_calibrate.py"), "--smoke"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "smoke run done" in out.stdout and "fitted:" in out.stdout

@@ -82,3 +82,26 @@ def test_json_round_trip_and_errors(tmp_path: pathlib.Path) -> None:
         CostModel.from_dict({"name": "x"})
     with pytest.raises(ValueError, match=">= 0"):
         m.iteration_time(-1, 0, 0)
+
+
+def test_fit_calibration_recovers_known_constants() -> None:
+    from dataclasses import replace
+
+    from trail.sim.cost_model import fit_calibration
+
+    base = CostModel.preset("llama3-8b-h100")
+    truth = replace(base, overhead_s=0.004, compute_efficiency=0.55, bandwidth_efficiency=0.7)
+    rng = np.random.default_rng(0)
+    batch = np.array([1, 8, 32, 64, 128, 1, 8, 32, 0, 0, 0, 0], float)
+    ctx = batch * np.array([512, 512, 1024, 2048, 2048, 4096, 4096, 256, 0, 0, 0, 0])
+    pre = np.array([0, 0, 0, 0, 0, 0, 0, 0, 128, 1024, 4096, 8192], float)
+    t = truth.iteration_times(pre, batch, ctx, pre ** 2) * np.exp(rng.normal(0, 0.01, 12))
+    fit = fit_calibration(base, pre, batch, ctx, pre ** 2, t, name="fitted")
+    assert fit.name == "fitted"
+    assert abs(fit.compute_efficiency - 0.55) / 0.55 < 0.08
+    assert abs(fit.bandwidth_efficiency - 0.7) / 0.7 < 0.08
+    assert abs(fit.overhead_s - 0.004) < 0.0015
+    pred = fit.iteration_times(pre, batch, ctx, pre ** 2)
+    assert np.max(np.abs(np.log(pred / t))) < 0.05
+    with pytest.raises(ValueError, match="seconds"):
+        fit_calibration(base, pre, batch, ctx, pre ** 2, -t)

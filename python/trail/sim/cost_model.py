@@ -209,3 +209,57 @@ class UniformCost:
     def swap_time(self, tokens: float) -> float:
         """Free: the M/G/1 queue has no memory hierarchy."""
         return 0.0
+
+
+def fit_calibration(base: CostModel, prefill_tokens: np.ndarray, decode_batch: np.ndarray,
+                    context_tokens: np.ndarray, prefill_sq_tokens: np.ndarray,
+                    seconds: np.ndarray, name: str | None = None) -> CostModel:
+    """`base` with overhead and efficiencies fitted to measured iteration times.
+
+    Minimises the squared log error over the samples (iterations of all sizes count alike):
+    a grid over both efficiencies, log-spaced in [0.02, 1], with the overhead for each pair
+    the one-dimensional least-squares optimum (bisection), then a finer grid around the best.
+    """
+    p, b, ctx, sq, t = (np.asarray(a, float) for a in (prefill_tokens, decode_batch,
+                                                       context_tokens, prefill_sq_tokens,
+                                                       seconds))
+    if not (p.shape == b.shape == ctx.shape == sq.shape == t.shape) or t.size < 3:
+        raise ValueError("fit_calibration needs >= 3 samples, every array of one shape")
+    if np.any(t <= 0) or not np.all(np.isfinite(t)):
+        raise ValueError("measured seconds must be finite and > 0")
+    attn = base.layers * base.heads * base.head_dim
+    flops = 2.0 * base.params * (p + b) + 4.0 * attn * ctx + 2.0 * attn * sq
+    bytes_ = base.params * base.dtype_bytes + base.kv_bytes_per_token * (ctx + p)
+    log_t = np.log(t)
+
+    def best_overhead(roof: np.ndarray) -> tuple[float, float]:
+        def grad(o: float) -> float:  # d/do of sum (log(o + roof) - log t)^2, up to a factor
+            return float(np.sum((np.log(o + roof) - log_t) / (o + roof)))
+        lo, hi = 0.0, float(t.max())
+        if grad(lo) >= 0:
+            o = 0.0
+        else:
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if grad(mid) < 0 else (lo, mid)
+            o = (lo + hi) / 2
+        return o, float(np.sum((np.log(o + roof) - log_t) ** 2))
+
+    def search(ces: np.ndarray, bes: np.ndarray) -> tuple[float, float, float, float]:
+        best = (math.inf, 1.0, 1.0, 0.0)
+        for ce in ces:
+            compute = flops / (base.peak_flops * ce)
+            for be in bes:
+                o, err = best_overhead(np.maximum(compute, bytes_ / (base.mem_bandwidth * be)))
+                if err < best[0]:
+                    best = (err, float(ce), float(be), o)
+        return best
+
+    grid = np.geomspace(0.02, 1.0, 40)
+    _, ce, be, _ = search(grid, grid)
+    fine = lambda x: np.clip(np.geomspace(x / 1.1, x * 1.1, 15), 1e-3, 1.0)  # noqa: E731
+    _, ce, be, o = search(fine(ce), fine(be))
+    d = base.to_dict()
+    d["name"] = name or base.name
+    d["calibration"] = {"overhead_s": o, "compute_efficiency": ce, "bandwidth_efficiency": be}
+    return CostModel.from_dict(d)
