@@ -310,3 +310,18 @@ def test_paged_kernel_and_gather_reference_agree(kind: str) -> None:
         outs.append([out[i].output_ids for i in range(len(jobs))])
     assert outs[0] == outs[1] == [greedy(kind, p, n) for p, n in jobs]
 
+
+
+def test_run_passes_predictions_at_arrival_to_the_scheduler() -> None:
+    eng = Engine(model_for("llama"), EngineConfig(
+        scheduler=te.SchedulerConfig(policy=te.Policy.SJF, max_running=1,
+                                     kv_capacity_tokens=128, block_size=4)))
+    jobs = workload(seed=3, n=3)
+    # All arrive at once; SJF must serve them in the order of the predictions given.
+    arrivals = [(0.0, p, SamplingParams(max_new_tokens=n), pred)
+                for (p, n), pred in zip(jobs, (30.0, 10.0, 20.0))]
+    report = eng.run(arrivals, progress=False)
+    order = [o.rid for o in sorted(report.outputs, key=lambda o: o.first_token_time)]
+    assert order == [1, 2, 0]
+    with pytest.raises(ValueError, match="arrival"):
+        eng.run([(0.0, jobs[0][0])], progress=False)

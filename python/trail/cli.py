@@ -1,5 +1,6 @@
-"""The `trail` command line: collect embeddings, train and evaluate probes, the demo model.
+"""The `trail` command line: the demo, probes, simulation, theory and microbenchmarks.
 
+    trail demo [--quick] --out runs/demo
     trail collect --model demo --prompts demo:2000 --out runs/collect --profile
     trail train-probe --data runs/collect --layer 2 --out runs/probe
     trail eval-probe --data runs/collect --out runs/eval
@@ -7,6 +8,7 @@
     trail simulate --trace azure-conv --policy trail --c 0.8 --load 0.8 [--compare]
     trail tune-c --trace azure-conv --load 0.8
     trail theory --trace azure-conv --load 0.8
+    trail bench [--device cuda] [--out DIR]
 
 Every subcommand takes --help. Errors print one line and exit with status 1 (2 for bad
 command-line usage).
@@ -233,6 +235,62 @@ def _write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from trail.demo.end_to_end import DemoConfig, run_demo, table
+
+    fields = {k: v for k, v in (("seed", args.seed), ("load", args.load),
+                                ("workload", args.requests), ("c", args.c),
+                                ("max_running", args.max_running)) if v is not None}
+    cfg = DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
+    summary = run_demo(cfg, args.out, progress=not args.quiet)
+    print()
+    print(table(summary))
+    print(f"\nprobe MAE {summary['probe_mae']:.1f} tokens vs prompt-only "
+          f"{summary['prompt_only_mae']:.1f}; {summary['seconds']['total_s']:.0f} s on "
+          f"{summary['machine']}")
+    print(f"wrote {args.out}/summary.json, results.csv, latency_cdf.png, predictions.png")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from trail.microbench import bench_probe, bench_scheduler
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    device = args.device
+    result: dict[str, Any] = {"device": device}
+    print(f"probe_step (D={args.hidden}, H=512, K=10) on {device}: median of {args.repeats}")
+    print(f"{'batch':>6s} {'op us':>10s} {'reference us':>13s} {'us/token':>9s} {'speedup':>8s}")
+    result["probe"] = bench_probe(args.batches, d=args.hidden, device=device,
+                                  repeats=args.repeats)
+    for r in result["probe"]:
+        print(f"{r['batch']:6d} {r['op_us']:10.1f} {r['reference_us']:13.1f} "
+              f"{r['op_us_per_token']:9.2f} {r['speedup']:7.2f}x")
+    result["scheduler"] = [bench_scheduler(args.running, w) for w in args.waiting]
+    print(f"scheduler iteration (TRAIL, {args.running} running):")
+    for r in result["scheduler"]:
+        print(f"  {r['waiting']:7d} waiting: {r['iteration_us']:8.1f} us")
+    if args.out:
+        from trail.machine import describe
+
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        result["machine"] = describe()
+        (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out / 'bench.json'}")
+    return 0
+
+
+def _ints(text: str) -> list[int]:
+    """Comma-separated integers, for flags like --batches 1,8,64."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
 def cmd_tune_c(args: argparse.Namespace) -> int:
     from trail.sim.compare import SimSettings, at_load, sweep_c
     from trail.sim.plots import plot_sweep
@@ -403,6 +461,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_tune_c)
 
+    p = sub.add_parser("demo", help="the whole system end to end: FCFS, SJF, TRAIL, TRAIL+ "
+                                    "through the engine on the demo model")
+    p.add_argument("--quick", action="store_true", help="reduced run (~1.5 min, for smoke tests)")
+    p.add_argument("--out", default="runs/demo", help="results directory")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--load", type=float, default=None,
+                   help="arrival rate / saturated FCFS throughput (default 0.9)")
+    p.add_argument("--requests", type=int, default=None,
+                   help="requests served per policy (default 800, --quick 150)")
+    p.add_argument("--c", type=float, default=None, help="TRAIL's c (default 0.8)")
+    p.add_argument("--max-running", type=int, default=None, help="batch slots (default 8)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="microbenchmarks: the probe op and the scheduler")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batches", type=_ints, default=[1, 8, 64, 256])
+    p.add_argument("--hidden", type=int, default=4096, help="the model's hidden size D")
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--running", type=int, default=256)
+    p.add_argument("--waiting", type=_ints, default=[1000, 10000])
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
+    p.add_argument("--out", default=None, help="write DIR/bench.json")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("theory", help="M/G/1 mean response time of TRAIL vs c (SOAP)")
     p.add_argument("--trace", default="azure-conv", help="whose output lengths are the sizes")
     p.add_argument("--load", type=float, default=0.8)
@@ -420,7 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError,
+            RuntimeError) as exc:
         print(f"trail {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

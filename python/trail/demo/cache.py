@@ -32,9 +32,14 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
     return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "trail"
 
 
-def demo_path(seed: int = 0, cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
-    """The folder that holds (or will hold) the demo model of `seed`."""
-    return cache_root(cache_dir) / f"demo-v{_train.FORMAT_VERSION}-seed{seed}"
+def demo_path(seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
+              steps: int | None = None) -> pathlib.Path:
+    """The folder that holds (or will hold) the demo model of `seed` (and `steps`, when not
+    the default number of training steps)."""
+    name = f"demo-v{_train.FORMAT_VERSION}-seed{seed}"
+    if steps is not None and steps != _train.DEFAULT_STEPS:
+        name += f"-steps{steps}"
+    return cache_root(cache_dir) / name
 
 
 def save_demo(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
@@ -72,13 +77,18 @@ def load_saved(path: str | os.PathLike[str]
 
 
 def load_demo(seed: int = 0, cache_dir: str | None = None, train_if_missing: bool = True,
-              progress: bool = True) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
-    """The demo model and tokenizer of `seed`: from the cache, else trained (~3 min) and cached."""
-    path = demo_path(seed, cache_dir)
+              progress: bool = True, steps: int | None = None
+              ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
+    """The demo model and tokenizer of `seed`: from the cache, else trained (~2 min) and cached.
+
+    `steps` trains a shorter (weaker) model, cached apart; None is the default schedule.
+    """
+    path = demo_path(seed, cache_dir, steps)
     if not (path / REPORT_FILE).is_file():  # folders appear whole (rename), so this = complete
         if not train_if_missing:
             raise FileNotFoundError(f"no cached demo model at {path} (train_if_missing=False)")
-        model, tokenizer, report = _train.train_demo_model(seed=seed, progress=progress)
+        model, tokenizer, report = _train.train_demo_model(seed=seed, steps=steps,
+                                                           progress=progress)
         save_demo(model, tokenizer, report, path)
     model, tokenizer, _ = load_saved(path)
     return model, tokenizer

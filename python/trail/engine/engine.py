@@ -29,7 +29,10 @@ from trail.engine.sampling import Sampler, SamplingParams
 from trail.probe.probe import Probe
 from trail.progress import progress_bar
 
-Arrival = tuple[float, Sequence[int], SamplingParams]
+# (seconds from the start, prompt ids, params), optionally followed by the predicted total
+# output length the scheduler gets at arrival (e.g. from a prompt-only predictor).
+Arrival = (tuple[float, Sequence[int], SamplingParams]
+           | tuple[float, Sequence[int], SamplingParams, float])
 
 
 @dataclass
@@ -38,6 +41,8 @@ class EngineConfig:
 
     scheduler: te.SchedulerConfig
     probe: Probe | None = None
+    # The probe refines every running request once every `predict_every` engine steps (all
+    # rows on the same steps, so the per-call cost is shared) and at each request's prefill.
     predict_every: int = 1
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     check_invariants: bool = False  # assert KV accounting == pool usage every step (tests)
@@ -95,6 +100,7 @@ class Engine:
         self._phase = dict.fromkeys(("schedule", "kv", "forward", "sample", "probe",
                                      "scheduler_update"), 0.0)
         self._steps = 0
+        self._step_no = 0  # forward steps since construction (phase_times resets _steps)
 
     def phase_times(self, reset: bool = False) -> dict[str, float]:
         """Mean seconds per step spent in each phase (schedule, kv, forward, sample, probe...)."""
@@ -190,7 +196,9 @@ class Engine:
                                      f"{self.kv.used_blocks}")
 
         t2 = time.perf_counter()
-        logits, hidden = self.runner.forward(seqs)
+        predict = self.probe is not None and self._step_no % self.config.predict_every == 0
+        logits, hidden = self.runner.forward(seqs, want_hidden=predict
+                                             or self.observer is not None)
         t3 = time.perf_counter()
         now = self.now()
         finished_flags, done = [], []
@@ -208,8 +216,8 @@ class Engine:
         t4 = time.perf_counter()
         self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
         t5 = time.perf_counter()
-        if self.probe is not None:
-            self._predict(running, admitted, hidden[self.probe.layer], finished_flags)
+        if predict:
+            self._predict(running, hidden[self.probe.layer], finished_flags)
         t6 = time.perf_counter()
         if self.observer is not None:
             self.observer(StepRecord(running, [len(self._reqs[r].output_ids) for r in running],
@@ -218,23 +226,24 @@ class Engine:
                           ("sample", t4 - t3), ("scheduler_update", t5 - t4), ("probe", t6 - t5)):
             self._phase[phase] += dt
         self._steps += 1
+        self._step_no += 1
         return [self._retire(r, now, reason) for r, reason in done]
 
-    def _predict(self, running: list[int], admitted: set[int], hidden: torch.Tensor,
-                 finished: list[bool]) -> None:
-        """Refine predictions of the rows that are due; tell the scheduler."""
+    def _predict(self, running: list[int], hidden: torch.Tensor, finished: list[bool]) -> None:
+        """Refine the predictions of every unfinished running row; tell the scheduler.
+
+        Runs on every `predict_every`-th step; a request's first prediction starts its
+        distribution afresh (from the prompt's mean state if it was prefilled this step).
+        """
         rows, first, since = [], [], []
         for i, rid in enumerate(running):
             if finished[i]:
                 continue
             r = self._reqs[rid]
-            is_first = rid in admitted
-            r.since_prediction = 1 if is_first else r.since_prediction + 1
-            if is_first or r.since_prediction >= self.config.predict_every:
-                rows.append(i)
-                first.append(is_first)
-                since.append(r.since_prediction)
-                r.since_prediction = 0
+            rows.append(i)
+            first.append(not r.predictions)
+            since.append(len(r.output_ids) - r.predicted_at)
+            r.predicted_at = len(r.output_ids)
         if not rows:
             return
         reqs = [self._reqs[running[i]] for i in rows]
@@ -264,8 +273,13 @@ class Engine:
     # ------------------------------------------------------------------ workloads
 
     def run(self, workload: Iterable[Arrival], progress: bool = True) -> Report:
-        """Replay arrivals (seconds from now, prompt ids, params) on the wall clock to the end."""
+        """Replay arrivals (seconds from now, prompt ids, params[, predicted length]) on the
+        wall clock to the end; request ids follow the arrivals' time order."""
         arrivals = sorted(workload, key=lambda a: a[0])
+        for a in arrivals:
+            if len(a) not in (3, 4):
+                raise ValueError(f"an arrival is (seconds, prompt ids, params[, predicted "
+                                 f"length]), got a tuple of {len(a)}")
         start = self.now()
         outputs: list[RequestOutput] = []
         bar = progress_bar(len(arrivals), "requests", "req", progress)
@@ -273,8 +287,9 @@ class Engine:
         while i < len(arrivals) or self.has_unfinished():
             t = self.now() - start
             while i < len(arrivals) and arrivals[i][0] <= t:
-                at, prompt, params = arrivals[i]
-                self.add_request(prompt, params, arrival=start + at)
+                at, prompt, params, *predicted = arrivals[i]
+                self.add_request(prompt, params, arrival=start + at,
+                                 predicted_len=predicted[0] if predicted else math.nan)
                 i += 1
             if self.has_unfinished():
                 finished = self.step()

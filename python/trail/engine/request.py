@@ -37,7 +37,7 @@ class Request:
     preemptions: int = 0
     predictions: list[float] = field(default_factory=list)
     probe_slot: int | None = None
-    since_prediction: int = 0    # tokens generated since the probe last predicted
+    predicted_at: int = 0        # tokens generated when the probe last predicted
 
     def finish(self, now: float, reason: str) -> RequestOutput:
         """The public record of this request."""

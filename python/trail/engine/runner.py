@@ -81,8 +81,10 @@ class ModelRunner:
         self._hooks = []
 
     @torch.no_grad()
-    def forward(self, seqs: list[SeqInput]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Logits [n, vocab] at each sequence's last token, and hooked layers' states [n, D]."""
+    def forward(self, seqs: list[SeqInput], want_hidden: bool = True
+                ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Logits [n, vocab] at each sequence's last token, and hooked layers' states [n, D]
+        (an empty dict when `want_hidden` is False: nothing is extracted)."""
         dev = self.device
         ids, pos, slots, last = [], [], [], []
         prefills, decode_rows, decode_seqs = [], [], []
@@ -120,7 +122,7 @@ class ModelRunner:
         if not self._logits_to_keep:
             logits = logits[last_t]
         hidden: dict[int, torch.Tensor] = {}
-        if self._captured:
+        if self._captured and want_hidden:
             if all(not s.mean_hidden for s in seqs):  # decode-only: the last tokens, one gather
                 hidden = {layer: h[0][last_t] for layer, h in self._captured.items()}
             else:

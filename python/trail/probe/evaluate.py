@@ -167,7 +167,8 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
         "error_profile_geometric": error_profile(preds["refined_geometric"], true, age,
                                                  geometric),
     }
-    base = _prompt_only(collection, s, val, rows, uniform, cfg.seed, baseline, progress)
+    base = _prompt_only(collection, s, val, rows, uniform, cfg.seed, baseline, progress,
+                        out / "prompt_only")
     report["prompt_only"] = base
     if "predictions" in base:
         p = np.asarray(base.pop("predictions"))
@@ -221,8 +222,10 @@ def summary_markdown(report: dict[str, Any]) -> str:
 
 
 def _prompt_only(collection: str | pathlib.Path, s: Samples, val: np.ndarray, rows: np.ndarray,
-                 bins: Bins, seed: int, wanted: bool | None, progress: bool) -> dict[str, Any]:
-    """The MiniLM prompt-only baseline on the same split (skipped, with the reason, if absent)."""
+                 bins: Bins, seed: int, wanted: bool | None, progress: bool,
+                 save_to: pathlib.Path) -> dict[str, Any]:
+    """The MiniLM prompt-only baseline on the same split (skipped, with the reason, if absent);
+    the fitted predictor is saved to `save_to` (what a serving loop uses at arrival)."""
     if wanted is False:
         return {"skipped": "disabled"}
     try:
@@ -243,8 +246,10 @@ def _prompt_only(collection: str | pathlib.Path, s: Samples, val: np.ndarray, ro
                      for r, a in zip(s.request[rows], s.age[rows])])
     total_mae = _mae(np.array([predicted_total[i] for i in val_ids]),
                      np.array([totals[i] for i in val_ids], float))
+    predictor.save(save_to)
     return {"encoder": "all-MiniLM-L6-v2 (frozen) + classifier over total-length bins",
-            "val_mae_total_length": total_mae, "fit": fit, "predictions": pred.tolist()}
+            "val_mae_total_length": total_mae, "fit": fit, "predictions": pred.tolist(),
+            "checkpoint": str(save_to)}
 
 
 def _confusion(logits: torch.Tensor, remaining: np.ndarray, bins: Bins) -> np.ndarray:

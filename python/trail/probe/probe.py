@@ -115,11 +115,12 @@ class Probe(nn.Module):
         w = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         if b == 0:
             return torch.empty(0, dtype=torch.float32, device=device)
-        kinds = torch.unique(since)
-        if len(kinds) == 1:  # the usual case: one launch for the whole batch
+        lo, hi = int(since.min()), int(since.max())
+        if lo == hi:  # the usual case: one launch for the whole batch
             return torch.ops.trail.probe_step(
-                hidden, slot_t.to(device), first_t.to(device), *w, self.transition(int(kinds[0])),
+                hidden, slot_t.to(device), first_t.to(device), *w, self.transition(lo),
                 self.centers, cap.to(device), self.state)
+        kinds = torch.unique(since)
         pred = torch.empty(b, dtype=torch.float32, device=device)
         for k in kinds.tolist():  # rows skipped different numbers of tokens: one Tᵏ each
             rows = (since == k).nonzero().flatten()
@@ -130,6 +131,10 @@ class Probe(nn.Module):
 
     def _host_slots(self, slots: IntLike, b: int) -> Tensor:
         """Slots as int32 on the host, checked: in range and unique (the kernels rely on it)."""
+        if type(slots) is list and all(type(v) is int for v in slots):
+            if len(slots) == b and (not b or 0 <= min(slots) and max(slots) < self.num_slots) \
+                    and len(set(slots)) == b:
+                return torch.tensor(slots, dtype=torch.int32)
         s = _per_row(slots, b, torch.int64, "slots")
         if b and (int(s.min()) < 0 or int(s.max()) >= self.num_slots):
             raise ValueError(f"Probe.step: slots must be in [0, {self.num_slots}), "
@@ -225,6 +230,10 @@ class Probe(nn.Module):
 
 def _per_row(value: Any, b: int, dtype: torch.dtype, name: str) -> Tensor:
     """One value per row as a host tensor (a scalar is repeated)."""
+    if type(value) is list and len(value) == b and (
+            all(type(v) is bool for v in value) if dtype == torch.bool
+            else all(type(v) is int for v in value)):
+        return torch.tensor(value, dtype=dtype)  # the serving loop's case: nothing to check
     t = value.detach().to("cpu") if isinstance(value, Tensor) else torch.as_tensor(value)
     if t.dim() == 0:
         t = t.expand(b)

@@ -1,0 +1,366 @@
+"""`trail demo`: the whole system on one machine — model, probe, workload, four policies.
+
+1. **Model**: the demo model (trained on first use, then cached; `--quick` trains a shorter
+   one, cached apart).
+2. **Probe**: `collect` answers with hidden states of every layer, then `evaluate` trains a
+   probe per layer, keeps the best layer (profiling), picks uniform or geometric bins, and
+   fits the prompt-only baseline (frozen MiniLM + head) on the same split. Reported: the
+   probe's MAE of the remaining length (Bayesian-refined) against the prompt-only one.
+3. **Workload**: one seeded set of prompts from the demo language, sampled at temperature 1
+   with a seed per request, so every policy gets the same answers. A first pass serves them
+   all at t = 0 under FCFS: it gives every request's true length (for TRAIL+) and the
+   engine's saturated throughput; arrivals are then Poisson at `load` × that throughput, so
+   requests queue.
+4. **Serving**, the same arrivals through the real engine under
+   - FCFS;
+   - SJF on the prompt-only prediction made at arrival;
+   - TRAIL: the prompt-only prediction at arrival ranks waiting requests; once running, the
+     probe refines the remaining length every `predict_every` engine steps; limited
+     preemption with `c` (the KV of a preempted request is kept);
+   - TRAIL+: TRAIL on the true lengths from the first pass (the oracle bound).
+5. **Output**: a table (mean / p50 / p99 latency, mean TTFT, throughput, preemptions, ratios
+   to FCFS), `summary.json`, `results.csv`, per-policy request records, and plots: latency
+   CDF per policy, predicted vs true remaining length along a few generations.
+
+The prompt-only predictions are made for all prompts before serving (the encoder's time is
+not charged to the served requests, for SJF and TRAIL alike).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import pathlib
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+import trail_ext as te
+from trail.engine import Engine, EngineConfig, Report, SamplingParams
+from trail.machine import describe
+
+POLICIES = ("FCFS", "SJF", "TRAIL", "TRAIL+")
+SUMMARY_KEYS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
+                "throughput_tok_s", "preemptions", "submitted", "finished")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and settings of one demo run (`quick()` gives the reduced one)."""
+
+    seed: int = 0
+    train_steps: int | None = None      # demo-model training steps (None: the default)
+    profile_prompts: int = 1000         # requests collected to train and pick the probe
+    probe_epochs: int = 30              # the paper's recipe
+    workload: int = 800                 # requests served under each policy
+    load: float = 0.9                   # arrival rate / saturated FCFS throughput
+    max_running: int = 8
+    max_new_tokens: int = 400
+    temperature: float = 1.0
+    c: float = 0.8                      # TRAIL's limited-preemption factor
+    # Every 8 engine steps (and the requests prefilled then): on this tiny CPU model one
+    # probe call costs ~10% of a step, every 8th step ~2%; the prompt-only prediction
+    # ranks a request until its first probe prediction.
+    predict_every: int = 8
+    threads: int = 1                    # torch threads while serving (steady timings)
+
+    def __post_init__(self) -> None:
+        for name in ("profile_prompts", "probe_epochs", "workload", "max_running",
+                     "max_new_tokens", "predict_every", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DemoConfig.{name}={value!r} must be a positive int")
+        if self.profile_prompts < 20:
+            raise ValueError(f"DemoConfig.profile_prompts={self.profile_prompts} must be >= 20 "
+                             "(the probe needs held-out requests)")
+        if not 0 < self.load < 1.5:
+            raise ValueError(f"DemoConfig.load={self.load!r} must be in (0, 1.5)")
+        if not (math.isfinite(self.c) and self.c >= 0):
+            raise ValueError(f"DemoConfig.c={self.c!r} must be finite and >= 0")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"DemoConfig.temperature={self.temperature!r} must be >= 0")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "DemoConfig":
+        """The reduced run (`trail demo --quick`): a shorter model, fewer requests."""
+        return replace(cls(train_steps=600, profile_prompts=250, probe_epochs=10,
+                           workload=150), **overrides)
+
+
+def _progress(progress: bool, text: str) -> None:
+    if progress:
+        print(text, flush=True)
+
+
+@dataclass
+class Workload:
+    """Everything the policies are served with: the model, the probe and the arrivals."""
+
+    model: Any
+    probe_checkpoint: str
+    probe_report: dict[str, Any]
+    prompts: list[str]
+    ids: list[list[int]]
+    params: list[SamplingParams]
+    arrival: np.ndarray          # seconds from the start, sorted
+    prompt_pred: np.ndarray      # prompt-only predicted total length, at arrival
+    true_len: np.ndarray         # output lengths from the first pass
+    capacity: float              # saturated FCFS throughput, requests per second
+    kv_tokens: int
+    timings: dict[str, float]
+
+
+def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
+            cache_dir: str | None = None) -> Workload:
+    """Steps 1-3: the model, the probe (profiled) and the prompt-only predictor, the arrivals."""
+    from trail.demo import encode_prompt, load_demo, sample_prompts
+    from trail.probe.baseline import PromptOnlyPredictor
+    from trail.probe.collect import CollectConfig, collect
+    from trail.probe.evaluate import evaluate
+    from trail.probe.train import TrainConfig
+
+    timings: dict[str, float] = {}
+    _progress(progress, "[1/4] demo model")
+    t = time.perf_counter()
+    model, tokenizer = load_demo(seed=cfg.seed, cache_dir=cache_dir, progress=progress,
+                                 steps=cfg.train_steps)
+    timings["model_s"] = time.perf_counter() - t
+
+    _progress(progress, f"[2/4] probe: collect {cfg.profile_prompts} answers, train a probe "
+                        "per layer, pick the best, fit the prompt-only baseline")
+    t = time.perf_counter()
+    data = out / "probe_data"
+    shutil.rmtree(data, ignore_errors=True)  # a fresh collection: its config is this run's
+    profile = [p.text for p in sample_prompts(cfg.profile_prompts, seed=cfg.seed + 1)]
+    collect(model, tokenizer, profile, data,
+            CollectConfig(layers=None, max_new_tokens=cfg.max_new_tokens,
+                          temperature=cfg.temperature, seed=cfg.seed, max_running=32),
+            model_id=f"demo-seed{cfg.seed}", progress=progress)
+    report = evaluate(data, out / "probe_eval", cfg=TrainConfig(epochs=cfg.probe_epochs,
+                                                                seed=cfg.seed),
+                      baseline=True, progress=progress)
+    timings["probe_s"] = time.perf_counter() - t
+    _progress(progress, f"      probe (layer {report['best_layer']}, {report['better_bins']} "
+                        f"bins): MAE {probe_mae(report):.1f} tokens; prompt-only: "
+                        f"{report['mae']['prompt_only']:.1f}")
+
+    _progress(progress, f"[3/4] workload: {cfg.workload} requests; a first pass at t = 0 "
+                        "finds their lengths and the engine's throughput")
+    t = time.perf_counter()
+    prompts = [p.text for p in sample_prompts(cfg.workload, seed=cfg.seed + 2)]
+    ids = [encode_prompt(tokenizer, text) for text in prompts]
+    stop = (int(tokenizer.eos_token_id),)
+    params = [SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                             seed=cfg.seed * 1_000_003 + i, stop_token_ids=stop)
+              for i in range(cfg.workload)]
+    kv_tokens = 2 * cfg.max_running * (max(map(len, ids)) + cfg.max_new_tokens + 16)
+    with _threads(cfg.threads):
+        first = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
+                       [(0.0, ids[i], params[i]) for i in range(cfg.workload)], progress)
+    true_len = np.array([len(o.output_ids) for o in first.outputs])
+    capacity = saturated_throughput(first)
+    rate = cfg.load * capacity
+    rng = np.random.default_rng(cfg.seed + 3)
+    arrival = np.cumsum(rng.exponential(1.0 / rate, cfg.workload))
+    arrival -= arrival[0]
+    predictor = PromptOnlyPredictor.load(report["prompt_only"]["checkpoint"])
+    prompt_pred = np.maximum(predictor.predict(prompts), 1.0)
+    timings["workload_s"] = time.perf_counter() - t
+    _progress(progress, f"      saturated throughput {capacity:.1f} req/s; arrivals at "
+                        f"{rate:.1f} req/s (load {cfg.load}) over {arrival[-1]:.1f} s")
+    return Workload(model, report["probe_checkpoints"][report["better_bins"]], report, prompts,
+                    ids, params, arrival, prompt_pred, true_len, capacity, kv_tokens, timings)
+
+
+def probe_mae(report: dict[str, Any]) -> float:
+    """MAE of the refined probe with the bins the evaluation preferred."""
+    return report["mae"]["refined_geometric" if report["better_bins"] == "geometric"
+                         else "refined"]
+
+
+def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
+                 **scheduler_fields: Any) -> Report:
+    """Step 4 for one policy of POLICIES: the workload's arrivals through a fresh engine."""
+    from trail.probe import Probe
+
+    if name not in POLICIES:
+        raise ValueError(f"unknown demo policy {name!r}; choose from {POLICIES}")
+    pred = {"FCFS": None, "SJF": w.prompt_pred, "TRAIL": w.prompt_pred,
+            "TRAIL+": w.true_len.astype(float)}[name]
+    policy = {"FCFS": te.Policy.FCFS, "SJF": te.Policy.SJF}.get(name, te.Policy.TRAIL)
+    sched = _scheduler(cfg, policy, w.kv_tokens)
+    for field, value in scheduler_fields.items():
+        setattr(sched, field, value)
+    arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i]) if pred is None
+                else (float(w.arrival[i]), w.ids[i], w.params[i], float(pred[i]))
+                for i in range(len(w.ids))]
+    with _threads(cfg.threads):
+        return _serve(w.model, sched, Probe.load(w.probe_checkpoint) if name == "TRAIL" else None,
+                      cfg, arrivals, progress)
+
+
+def run_demo(cfg: DemoConfig, out: str | pathlib.Path, progress: bool = True,
+             cache_dir: str | None = None) -> dict[str, Any]:
+    """Run the whole demo; writes everything into `out` and returns summary.json's content."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    w = prepare(cfg, out, progress, cache_dir)
+    timings = dict(w.timings)
+    _progress(progress, "[4/4] serving the same arrivals under " + ", ".join(POLICIES))
+    reports: dict[str, Report] = {}
+    for name in POLICIES:
+        t = time.perf_counter()
+        reports[name] = serve_policy(w, name, cfg, progress)
+        reports[name].save(out / "requests", name.replace("+", "_plus"))
+        timings[f"serve_{name}_s"] = time.perf_counter() - t
+    summary = _summary(cfg, reports, w)
+    summary["seconds"] = {**{k: round(v, 2) for k, v in timings.items()},
+                          "total_s": round(time.perf_counter() - t_start, 2)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _write_csv(out / "results.csv", summary)
+    _plots(reports, w.true_len, w.prompt_pred, out, cfg)
+    return summary
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Torch intra-op threads for the block (serving timings are steadier with one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def saturated_throughput(report: Report) -> float:
+    """Requests per second finished while the queue was non-empty (all arrived at t = 0).
+
+    Up to the last admission every slot is busy; after it the batch drains with fewer and
+    fewer (long) requests, which would understate what the engine sustains.
+    """
+    start = min(o.arrival for o in report.outputs)
+    last_admit = max(o.first_token_time for o in report.outputs)
+    done = sum(o.finish_time <= last_admit for o in report.outputs)
+    if done < 10 or last_admit <= start:  # too few to tell: fall back to the whole run
+        return len(report.outputs) / report.aggregates["makespan_s"]
+    return done / (last_admit - start)
+
+
+def _scheduler(cfg: DemoConfig, policy: te.Policy, kv_tokens: int) -> te.SchedulerConfig:
+    return te.SchedulerConfig(policy=policy, max_running=cfg.max_running, block_size=16,
+                              kv_capacity_tokens=16 * (kv_tokens // 16 + 1), c=cfg.c)
+
+
+def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
+           arrivals: list[tuple], progress: bool) -> Report:
+    """One pass of the arrivals through a fresh engine; every request must finish."""
+    engine = Engine(model, EngineConfig(scheduler=sched, probe=probe,
+                                        predict_every=cfg.predict_every))
+    report = engine.run(arrivals, progress=progress)
+    if report.aggregates["finished"] != len(arrivals):
+        raise RuntimeError(f"{report.aggregates['finished']} of {len(arrivals)} requests "
+                           f"finished under {sched.policy}")
+    report.outputs.sort(key=lambda o: o.rid)  # rid = index in time order = workload index
+    return report
+
+
+def _row(report: Report) -> dict[str, Any]:
+    a = report.aggregates
+    return {"mean_latency_s": a["latency_s_mean"], "p50_latency_s": a["latency_s_median"],
+            "p99_latency_s": a["latency_s_p99"], "mean_ttft_s": a["ttft_s_mean"],
+            "throughput_tok_s": a["throughput_tok_s"], "preemptions": int(a["preemptions"]),
+            "submitted": int(a["requests"]), "finished": int(a["finished"])}
+
+
+def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[str, Any]:
+    true_len, report = w.true_len, w.probe_report
+    policies = {name: _row(r) for name, r in reports.items()}
+    fcfs = policies["FCFS"]
+    ratios = {name: {k: (row[k] / fcfs[k] if fcfs[k] else math.nan)
+                     for k in ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
+                               "throughput_tok_s")}
+              for name, row in policies.items()}
+    same = {name: int(sum(len(o.output_ids) == n for o, n in zip(r.outputs, true_len)))
+            for name, r in reports.items()}
+    return {"policies": policies, "ratios_to_fcfs": ratios, "probe_mae": probe_mae(report),
+            "prompt_only_mae": report["mae"]["prompt_only"], "seed": cfg.seed,
+            "machine": describe(),
+            "probe": {"layer": report["best_layer"], "bins": report["better_bins"],
+                      "layers": report["layers"]},
+            "workload": {"requests": cfg.workload, "load": cfg.load,
+                         "capacity_req_s": w.capacity, "rate_req_s": cfg.load * w.capacity,
+                         "mean_output_tokens": float(true_len.mean()),
+                         "p99_output_tokens": float(np.percentile(true_len, 99)),
+                         "same_length_as_first_pass": same},
+            "config": asdict(cfg), "torch": torch.__version__}
+
+
+def _write_csv(path: pathlib.Path, summary: dict[str, Any]) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        keys = list(SUMMARY_KEYS)
+        w.writerow(["policy", *keys, "latency_ratio_to_fcfs", "ttft_ratio_to_fcfs"])
+        for name, row in summary["policies"].items():
+            r = summary["ratios_to_fcfs"][name]
+            w.writerow([name, *(row[k] for k in keys), r["mean_latency_s"], r["mean_ttft_s"]])
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The demo's results as a fixed-width text table."""
+    head = (f"{'policy':8s} {'mean lat':>9s} {'p50':>7s} {'p99':>7s} {'mean TTFT':>10s} "
+            f"{'tok/s':>7s} {'preempt':>8s} {'lat/FCFS':>9s} {'p99/FCFS':>9s} {'TTFT/FCFS':>10s}")
+    lines = [head, "-" * len(head)]
+    for name, row in summary["policies"].items():
+        r = summary["ratios_to_fcfs"][name]
+        lines.append(f"{name:8s} {row['mean_latency_s']:9.3f} {row['p50_latency_s']:7.3f} "
+                     f"{row['p99_latency_s']:7.3f} {row['mean_ttft_s']:10.3f} "
+                     f"{row['throughput_tok_s']:7.0f} {row['preemptions']:8d} "
+                     f"{r['mean_latency_s']:9.3f} {r['p99_latency_s']:9.3f} "
+                     f"{r['mean_ttft_s']:10.3f}")
+    return "\n".join(lines)
+
+
+def _plots(reports: dict[str, Report], true_len: np.ndarray, prompt_pred: np.ndarray,
+           out: pathlib.Path, cfg: DemoConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trail.sim.plots import plot_latency_cdf
+
+    plot_latency_cdf({name: np.array([o.finish_time - o.arrival for o in r.outputs])
+                      for name, r in reports.items()}, str(out / "latency_cdf.png"),
+                     f"demo: {cfg.workload} requests at load {cfg.load}")
+    # A few TRAIL requests across the range of lengths: the probe's prediction of the
+    # remaining length after each token against the truth, and the prompt-only guess.
+    outputs = reports["TRAIL"].outputs
+    order = np.argsort(true_len)
+    picks = [int(order[int(q * (len(order) - 1))]) for q in (0.5, 0.75, 0.9, 0.97, 1.0)]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, i in enumerate(picks):
+        o, n = outputs[i], int(true_len[i])
+        if not o.predictions:
+            continue
+        # The first prediction comes with the prefill's token, then one every predict_every.
+        x = 1 + np.arange(len(o.predictions)) * cfg.predict_every
+        color = f"C{k}"
+        ax.plot(x, o.predictions, color=color, label=f"request {i}: {n} tokens")
+        ax.plot([0, n], [n, 0], color=color, linestyle="--", linewidth=0.8)
+        ax.plot([0], [prompt_pred[i]], marker="o", color=color)
+    ax.set(xlabel="tokens generated", ylabel="remaining tokens",
+           title="TRAIL's probe (solid) vs truth (dashed); dots: prompt-only at arrival")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "predictions.png", dpi=120)
+    plt.close(fig)

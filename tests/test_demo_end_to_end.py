@@ -1,0 +1,53 @@
+"""`trail demo --quick`: the whole system end to end, as CI runs it on a fresh machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import pytest
+
+from trail.cli import main
+from trail.demo.end_to_end import POLICIES, SUMMARY_KEYS, DemoConfig
+
+
+def test_demo_quick_runs_end_to_end(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TRAIL_CACHE", str(tmp_path / "cache"))  # a fresh machine: no model yet
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for name in POLICIES:
+        assert f"\n{name} " in printed
+    assert "lat/FCFS" in printed and "TTFT/FCFS" in printed
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["policies"]) == set(POLICIES)
+    requests = DemoConfig.quick().workload
+    for name, row in summary["policies"].items():
+        assert set(row) == set(SUMMARY_KEYS), name
+        assert row["submitted"] == row["finished"] == requests, name
+        assert 0 < row["p50_latency_s"] <= row["p99_latency_s"], name
+        assert 0 < row["mean_ttft_s"] <= row["mean_latency_s"], name
+        assert row["throughput_tok_s"] > 0, name
+    assert summary["policies"]["FCFS"]["preemptions"] == 0
+    assert summary["policies"]["SJF"]["preemptions"] == 0
+    assert math.isfinite(summary["probe_mae"]) and math.isfinite(summary["prompt_only_mae"])
+    assert summary["seed"] == 0 and summary["machine"]
+    assert summary["ratios_to_fcfs"]["FCFS"]["mean_latency_s"] == 1.0
+    # Sampling is seeded per request, so the schedule does not change the answers.
+    for name, same in summary["workload"]["same_length_as_first_pass"].items():
+        assert same == requests, name
+    for f in ("results.csv", "latency_cdf.png", "predictions.png", "requests/TRAIL.json",
+              "requests/TRAIL_plus_requests.csv", "probe_eval/report.json"):
+        assert (out / f).is_file(), f
+
+
+def test_demo_rejects_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="load"):
+        DemoConfig(load=0.0)
+    with pytest.raises(ValueError, match="workload"):
+        DemoConfig.quick(workload=0)
+    assert main(["demo", "--quick", "--load", "2", "--out", "unused"]) == 1
+    assert "load" in capsys.readouterr().err
