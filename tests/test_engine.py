@@ -256,7 +256,7 @@ def test_probe_sees_prompt_mean_then_last_token() -> None:
         pos = len(prompt) + g - 2  # the last fed token when the g-th token is sampled
         expect.append(float(shadow.step(hs[pos:pos + 1], [0], False, g, 6,
                                         tokens_since_last=2)))
-    assert len(out.predictions) == 3
+    assert len(out.predictions) == 3 and out.prediction_tokens == [1, 3, 5]
     np.testing.assert_allclose(out.predictions, expect, rtol=1e-4, atol=1e-3)
 
 

@@ -20,3 +20,16 @@ def test_readme_python_block_runs(index: int, tmp_path: pathlib.Path,
 
 def test_readme_has_examples() -> None:
     assert BLOCKS
+
+
+def test_readme_commands_are_what_ci_runs() -> None:
+    """The quick start's two commands: CI installs the same way and runs the same tests."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    block = readme.split("## Quick start: two commands", 1)[1].split("```bash\n", 1)[1]
+    first, second = block.split("```", 1)[0].strip().splitlines()
+    install = 'pip install torch==2.13.0 && pip install -e ".[test]"'
+    assert install in first and first.endswith("&& trail demo")
+    assert second == "python -m pytest -q"
+    ci = (root / ".ci" / "run").read_text()
+    assert install in ci and "\npython -m pytest -q\n" in ci

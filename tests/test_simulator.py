@@ -157,3 +157,13 @@ def test_fast_forward_changes_nothing_but_speed(policy: str, predictor: object, 
         {k: v for k, v in fast.stats.items() if k != "iterations"}
     if memory < 1.0 and policy == "TRAIL":
         assert slow.stats["preemptions"] > 0  # the tight-memory cases do exercise pressure
+
+
+def test_probe_predictor_ranks_waiting_requests_by_the_prompt() -> None:
+    out = load_trace("azure-conv").output_tokens[:2000]
+    rng = np.random.default_rng(1)
+    at_arrival, _ = EmbeddingProbe().initial(out, rng)
+    assert at_arrival is not None and len(at_arrival) == len(out)
+    assert abs(np.abs(at_arrival - out).mean() - 46.1) < 4.0  # the prompt-only MAE
+    nothing, _ = EmbeddingProbe(at_arrival=None).initial(out, rng)
+    assert nothing is None  # ranked at the scheduler's default until prefilled

@@ -351,8 +351,7 @@ def _plots(reports: dict[str, Report], true_len: np.ndarray, prompt_pred: np.nda
         o, n = outputs[i], int(true_len[i])
         if not o.predictions:
             continue
-        # The first prediction comes with the prefill's token, then one every predict_every.
-        x = 1 + np.arange(len(o.predictions)) * cfg.predict_every
+        x = o.prediction_tokens
         color = f"C{k}"
         ax.plot(x, o.predictions, color=color, label=f"request {i}: {n} tokens")
         ax.plot([0, n], [n, 0], color=color, linestyle="--", linewidth=0.8)

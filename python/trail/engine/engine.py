@@ -252,6 +252,7 @@ class Engine:
                                [r.max_new_tokens for r in reqs], since).cpu()
         for r, p in zip(reqs, pred.tolist()):
             r.predictions.append(p)
+            r.prediction_tokens.append(len(r.output_ids))
         self.scheduler.update_predictions([r.rid for r in reqs], pred.double().numpy())
 
     def _retire(self, r: Request, now: float, reason: str) -> RequestOutput:

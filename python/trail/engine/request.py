@@ -20,6 +20,7 @@ class RequestOutput:
     preemptions: int
     predictions: list[float]     # predicted remaining tokens after each prediction
     finish_reason: str           # "stop", "length" or "aborted"
+    prediction_tokens: list[int] = field(default_factory=list)  # generated at each prediction
 
 
 @dataclass
@@ -38,9 +39,10 @@ class Request:
     predictions: list[float] = field(default_factory=list)
     probe_slot: int | None = None
     predicted_at: int = 0        # tokens generated when the probe last predicted
+    prediction_tokens: list[int] = field(default_factory=list)
 
     def finish(self, now: float, reason: str) -> RequestOutput:
         """The public record of this request."""
         return RequestOutput(self.rid, list(self.prompt_ids), list(self.output_ids), self.arrival,
                              self.first_token_time, now, self.preemptions, list(self.predictions),
-                             reason)
+                             reason, list(self.prediction_tokens))
