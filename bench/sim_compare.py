@@ -166,7 +166,7 @@ def main() -> None:
     t0 = time.perf_counter()
     trace = load_trace(args.trace)
     loads = [float(x) for x in args.loads.split(",")]
-    steps, cs = [0, 4000, 2000, 1000, 500, 250], [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
+    steps, cs = [0, 16000, 8000, 4000, 2000, 1000, 500], [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
     if args.smoke:
         trace, loads, steps, cs = trace.head(400), [0.5, 0.9], [0, 200], [0.0, 0.8]
     settings = SimSettings(cost=CostModel.preset(args.preset), load=args.guard_load)
