@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import transformers
 from trail.engine import Engine, EngineConfig, SamplingParams
+from trail.microbench import median_seconds
 from trail.sim.cost_model import CostModel, fit_calibration
 
 import trail_ext as te
@@ -93,14 +94,7 @@ def time_decode(model: Any, batch: int, context: int, repeats: int, vocab: int,
         ids = torch.randint(0, vocab, (context,), generator=g).tolist()
         eng.add_request(ids, SamplingParams(max_new_tokens=repeats + 3))
     eng.step()  # the prefill
-    samples = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        eng.step()
-        sync(device)
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+    return median_seconds(eng.step, repeats, warmup=0, sync=lambda: sync(device))
 
 
 def time_prefill(model: Any, length: int, repeats: int, vocab: int,

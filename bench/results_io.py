@@ -57,8 +57,10 @@ def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root,
                               capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        # Results written by earlier benchmark runs are not a change to the code measured.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!bench/results"],
+                               cwd=root, capture_output=True, text=True,
+                               check=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "?"

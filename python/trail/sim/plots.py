@@ -66,18 +66,28 @@ def plot_latency_cdf(latencies: dict[str, np.ndarray], path: str, title: str = "
 
 
 def plot_guard_tradeoff(rows: list[dict[str, Any]], path: str, title: str = "") -> None:
-    """Mean versus p99 latency for each aging-guard setting (labelled), FCFS as reference."""
+    """Mean versus p99 latency: one line per policy through its aging-guard settings."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        ax.plot(r["mean_latency_s"], r["p99_latency_s"], marker="o",
-                color="black" if r["label"] == "FCFS" else "C0")
-        ax.annotate(r["label"], (r["mean_latency_s"], r["p99_latency_s"]), fontsize=7,
-                    xytext=(4, 2), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for k, policy in enumerate(dict.fromkeys(r["policy"] for r in rows)):
+        mine = [r for r in rows if r["policy"] == policy]
+        if policy == "FCFS":
+            ax.plot([r["mean_latency_s"] for r in mine], [r["p99_latency_s"] for r in mine],
+                    marker="*", markersize=12, color="black", linestyle="none", label="FCFS")
+            continue
+        # off (0) first, then from the longest threshold to the shortest
+        mine.sort(key=lambda r: -(r["starvation_steps"] or float("inf")))
+        ax.plot([r["mean_latency_s"] for r in mine], [r["p99_latency_s"] for r in mine],
+                marker="o", color=f"C{k}", label=f"{policy} (off, then shorter thresholds)")
+        for r in mine:
+            ax.annotate(str(r["starvation_steps"] or "off"),
+                        (r["mean_latency_s"], r["p99_latency_s"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points", color=f"C{k}")
     ax.set(xlabel="mean latency (s)", ylabel="p99 latency (s)", yscale="log")
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -137,15 +137,9 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
                 times, m = steps
                 now = float(times[-1])
                 iterations += m
-                generated[running] += m
                 since[running] += m
-                fin = generated[running] >= output[running]
-                s.on_step(now, running, np.full(len(running), m, np.int64), fin)
-                if fin.any():
-                    ended = running[fin]
-                    finish[ended] = now
-                    done += len(ended)
-                    bar.update(len(ended))
+                fin = _advance(s, now, running, m, generated, output, finish, bar)
+                done += int(fin.sum())
                 if refreshes:
                     _refresh(s, predictor, running[~fin], since, predict_every, output,
                              generated, rng, np.empty(0, np.int64))
@@ -164,16 +158,10 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
         iterations += 1
         if len(d.preempted):
             np.add.at(preempt, d.preempted, 1)
-        generated[running] += 1
         fresh = np.isnan(first[running])
         first[running[fresh]] = now
-        fin = generated[running] >= output[running]
-        s.on_step(now, running, np.ones(len(running), np.int64), fin)
-        if fin.any():
-            ended = running[fin]
-            finish[ended] = now
-            done += len(ended)
-            bar.update(len(ended))
+        fin = _advance(s, now, running, 1, generated, output, finish, bar)
+        done += int(fin.sum())
         if refreshes:
             live = running[~fin]
             since[live] += 1
@@ -181,6 +169,19 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
     bar.close()
     return SimResult(arrival, first, finish, output, preempt, np.asarray(kv_t),
                      np.asarray(kv_u), iterations, time.perf_counter() - wall, s.stats())
+
+
+def _advance(s: te.Scheduler, now: float, running: np.ndarray, tokens: int,
+             generated: np.ndarray, output: np.ndarray, finish: np.ndarray, bar: Any
+             ) -> np.ndarray:
+    """Give every running request `tokens` tokens; finish those at their true length."""
+    generated[running] += tokens
+    fin = generated[running] >= output[running]
+    s.on_step(now, running, np.full(len(running), tokens, np.int64), fin)
+    if fin.any():
+        finish[running[fin]] = now
+        bar.update(int(fin.sum()))
+    return fin
 
 
 def _has_events(d: Any) -> bool:
