@@ -20,6 +20,18 @@ def _pyplot() -> Any:
     return plt
 
 
+def _finish(fig: Any, ax: Any, path: str, title: str, legend: bool = True) -> None:
+    """Title, grid and legend on `ax`; write the figure to `path` and close it."""
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
 def plot_rate_sweep(rows: list[dict[str, Any]], path: str, title: str = "") -> None:
     """Mean latency and mean TTFT versus request rate, one line per policy (Figure 6)."""
     plt = _pyplot()
@@ -56,13 +68,7 @@ def plot_latency_cdf(latencies: dict[str, np.ndarray], path: str, title: str = "
     ax.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
     ax.set(xlabel="latency (s), x = p99", ylabel="fraction of requests", xscale="log",
            ylim=(0, 1.005))
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, title)
 
 
 def plot_guard_tradeoff(rows: list[dict[str, Any]], path: str, title: str = "") -> None:
@@ -84,13 +90,7 @@ def plot_guard_tradeoff(rows: list[dict[str, Any]], path: str, title: str = "") 
                         (r["mean_latency_s"], r["p99_latency_s"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points", color=f"C{k}")
     ax.set(xlabel="mean latency (s)", ylabel="p99 latency (s)", yscale="log")
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, title)
 
 
 def plot_sweep(sweep: dict[str, Any], path: str) -> None:
