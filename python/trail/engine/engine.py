@@ -41,8 +41,9 @@ class EngineConfig:
 
     scheduler: te.SchedulerConfig
     probe: Probe | None = None
-    # The probe refines every running request once every `predict_every` engine steps (all
-    # rows on the same steps, so the per-call cost is shared) and at each request's prefill.
+    # The probe refines every running request on every `predict_every`-th engine step (all
+    # rows on the same steps, so one call's cost is shared); a request's first prediction
+    # comes on the first such step from its prefill on.
     predict_every: int = 1
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     check_invariants: bool = False  # assert KV accounting == pool usage every step (tests)
