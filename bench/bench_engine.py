@@ -19,10 +19,7 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import statistics
 import sys
-import time
-from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,6 +27,7 @@ import trail
 import transformers
 from trail import Bins, Probe
 from trail.engine import Engine, EngineConfig, SamplingParams
+from trail.microbench import median_seconds
 
 import trail_ext as te
 
@@ -44,16 +42,6 @@ def llama(hidden: int, layers: int, heads: int, inter: int, vocab: int,
                                    num_key_value_heads=heads, max_position_embeddings=max_len)
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg).eval()
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
 
 
 def plain_step(model: transformers.PreTrainedModel, prompts: list[list[int]],
@@ -86,7 +74,7 @@ def plain_step(model: transformers.PreTrainedModel, prompts: list[list[int]],
                   position_ids=lengths + k, past_key_values=cache, use_cache=True)
         step_no[0] += 1
 
-    return median_time(step, repeats)
+    return median_seconds(step, repeats, warmup=1)
 
 
 def engine_step(model: transformers.PreTrainedModel, prompts: list[list[int]], repeats: int,
@@ -102,7 +90,7 @@ def engine_step(model: transformers.PreTrainedModel, prompts: list[list[int]], r
         eng.add_request(p, SamplingParams(max_new_tokens=repeats + 16))
     eng.step()  # prefill everything
     eng.phase_times(reset=True)
-    t = median_time(eng.step, repeats)
+    t = median_seconds(eng.step, repeats, warmup=1)
     return t, eng.phase_times()
 
 

@@ -12,14 +12,13 @@ specification (an unfused sequence of torch ops).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
 import torch
 import trail
 from trail.kernels.reference import probe_step_reference
-from trail.probe import Bins
+from trail.microbench import probe_args
 
 from trail_ext import _C
 
@@ -28,14 +27,7 @@ IMPLS = {"op": torch.ops.trail.probe_step, "reference": probe_step_reference}
 
 
 def make_args(b: int, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    bins = Bins.uniform(K, 512.0)
-    return [torch.randn(b, D, generator=g), torch.randperm(SLOTS, generator=g)[:b].int(),
-            torch.rand(b, generator=g) < 0.1,
-            torch.randn(H, D, generator=g) / math.sqrt(D), torch.zeros(H),
-            torch.randn(K, H, generator=g) / math.sqrt(H), torch.zeros(K),
-            bins.transition(1), bins.centers, torch.full((b,), 400.0),
-            torch.full((SLOTS, K), 1.0 / K)]
+    return probe_args(b, D, H, K, SLOTS, "cpu", seed=seed)
 
 
 @pytest.fixture(autouse=True)

@@ -25,9 +25,7 @@ import math
 import os
 import pathlib
 import platform
-import statistics
 import sys
-import time
 from typing import Any, Callable
 
 if "--smoke" in sys.argv:
@@ -38,7 +36,7 @@ import trail  # noqa: E402
 import triton  # noqa: E402
 from trail.kernels.probe_triton import probe_step_triton  # noqa: E402
 from trail.kernels.reference import probe_step_reference  # noqa: E402
-from trail.probe import Bins  # noqa: E402
+from trail.microbench import median_seconds, probe_args  # noqa: E402
 
 
 @triton.jit
@@ -48,18 +46,7 @@ def _empty_kernel(x_ptr):
 
 def make_args(b: int, d: int, h: int, k: int, slots: int, device: str,
               seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    bins = Bins.uniform(k, 512.0)
-    host = [torch.randn(b, d, generator=g).to(torch.bfloat16),
-            torch.randperm(slots, generator=g)[:b].to(torch.int32),
-            torch.rand(b, generator=g) < 0.1,
-            (torch.randn(h, d, generator=g) / math.sqrt(d)).to(torch.bfloat16),
-            torch.zeros(h, dtype=torch.bfloat16),
-            (torch.randn(k, h, generator=g) / math.sqrt(h)).to(torch.bfloat16),
-            torch.zeros(k, dtype=torch.bfloat16),
-            bins.transition(1), bins.centers, torch.full((b,), 400.0),
-            torch.full((slots, k), 1.0 / k)]
-    return [t.to(device) for t in host]
+    return probe_args(b, d, h, k, slots, device, dtype=torch.bfloat16, seed=seed)
 
 
 def bytes_moved(args: list[torch.Tensor]) -> int:
@@ -77,16 +64,7 @@ def timer(device: str) -> Callable[[Callable[[], Any]], float]:
         return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=200,
                                                   return_mode="median") * 1e-3
 
-    def cpu(fn: Callable[[], Any]) -> float:
-        fn()
-        samples = []
-        for _ in range(5):
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-        return statistics.median(samples)
-
-    return cpu
+    return lambda fn: median_seconds(fn, 5, warmup=1)
 
 
 def copy_bandwidth(device: str, nbytes: int, bench: Callable[[Callable[[], Any]], float]) -> float:

@@ -23,14 +23,6 @@ import sys
 from typing import Any, Sequence
 
 
-def _layers(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"layers must be integers separated by commas, "
-                                         f"got {text!r}") from None
-
-
 def _load_model(spec: str, seed: int) -> tuple[Any, Any, str]:
     """(model, tokenizer, model_id) for 'demo' or a save_pretrained folder."""
     import torch
@@ -380,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSONL with 'prompt' (or Alpaca 'instruction'/'input'), or demo:N")
     p.add_argument("--out", required=True, help="collection directory (resumable)")
     layers = p.add_mutually_exclusive_group()
-    layers.add_argument("--layers", type=_layers, help="comma-separated layer indices")
+    layers.add_argument("--layers", type=_ints, help="comma-separated layer indices")
     layers.add_argument("--profile", action="store_true", help="every layer")
     p.add_argument("--samples", type=int, default=16, help="decode steps kept per request")
     p.add_argument("--max-new-tokens", type=int, default=512)
@@ -404,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-probe", help="MAE per layer, refinement, baseline, error profile")
     p.add_argument("--data", required=True, help="a `trail collect` directory")
     p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--layers", type=_layers, default=None, help="default: all collected")
+    p.add_argument("--layers", type=_ints, default=None, help="default: all collected")
     p.add_argument("--baseline", choices=["auto", "on", "off"], default="auto",
                    help="the MiniLM prompt-only baseline (auto: if installed)")
     p.add_argument("--quiet", action="store_true")

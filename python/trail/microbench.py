@@ -41,15 +41,18 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 3,
 
 def probe_args(b: int, d: int, h: int, k: int, slots: int, device: str,
                dtype: torch.dtype = torch.float32, seed: int = 0) -> list[torch.Tensor]:
-    """Random inputs of probe_step for `b` rows (argument order of the op)."""
+    """Random inputs of probe_step for `b` rows (argument order of the op); hidden states and
+    probe weights in `dtype`, the Bayesian state and bins in float32."""
     from trail.probe import Bins
 
     g = torch.Generator().manual_seed(seed)
     bins = Bins.uniform(k, 512.0)
     args = [torch.randn(b, d, generator=g).to(dtype),
             torch.randperm(slots, generator=g)[:b].int(), torch.rand(b, generator=g) < 0.1,
-            torch.randn(h, d, generator=g) / math.sqrt(d), torch.zeros(h),
-            torch.randn(k, h, generator=g) / math.sqrt(h), torch.zeros(k),
+            (torch.randn(h, d, generator=g) / math.sqrt(d)).to(dtype),
+            torch.zeros(h, dtype=dtype),
+            (torch.randn(k, h, generator=g) / math.sqrt(h)).to(dtype),
+            torch.zeros(k, dtype=dtype),
             bins.transition(1), bins.centers, torch.full((b,), 400.0),
             torch.full((slots, k), 1.0 / k)]
     return [a.to(device) for a in args]

@@ -236,18 +236,14 @@ class Engine:
         Runs on every `predict_every`-th step; a request's first prediction starts its
         distribution afresh (from the prompt's mean state if it was prefilled this step).
         """
-        rows, first, since = [], [], []
-        for i, rid in enumerate(running):
-            if finished[i]:
-                continue
-            r = self._reqs[rid]
-            rows.append(i)
-            first.append(not r.predictions)
-            since.append(len(r.output_ids) - r.predicted_at)
-            r.predicted_at = len(r.output_ids)
+        rows = [i for i, done in enumerate(finished) if not done]
         if not rows:
             return
         reqs = [self._reqs[running[i]] for i in rows]
+        first = [not r.predictions for r in reqs]
+        since = [len(r.output_ids) - r.predicted_at for r in reqs]
+        for r in reqs:
+            r.predicted_at = len(r.output_ids)
         pred = self.probe.step(hidden[rows], [r.probe_slot for r in reqs], first,
                                [len(r.output_ids) for r in reqs],
                                [r.max_new_tokens for r in reqs], since).cpu()
