@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from trail.demo import cache, train
 from trail.demo import language as lang
 from trail.demo.language import check_answer, make_rng, sample_answer, sample_prompt
 from trail.demo.tokenizer import build_tokenizer, decode_answer, encode_prompt
+from trail.fileio import ordinary_mode
 from transformers import AutoTokenizer
 
 # One thread: two OpenMP threads stall badly when the 2 cores are shared (parallel tests).
@@ -173,6 +175,9 @@ def test_load_demo_trains_once_then_loads_from_cache(tmp_path, monkeypatch) -> N
     path = demo.demo_path(7, tmp_path)
     assert path.is_dir() and (path / "model.safetensors").is_file() and calls == [7]
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp folders left behind
+    # readable like any other file, not the 0700/0600 of mkdtemp and safetensors' temp files
+    assert stat.S_IMODE(path.stat().st_mode) == ordinary_mode(directory=True)
+    assert stat.S_IMODE((path / "model.safetensors").stat().st_mode) == ordinary_mode()
     assert demo.load_report(7, str(tmp_path))["seed"] == 7
     model2, tok2 = demo.load_demo(seed=7, cache_dir=str(tmp_path), progress=False)
     assert calls == [7]  # second call loaded from the cache

@@ -20,6 +20,7 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from trail.demo import train as _train
+from trail.fileio import set_ordinary_mode
 
 REPORT_FILE = "training_report.json"
 
@@ -49,10 +50,11 @@ def save_demo(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would outlive the rename
         model.save_pretrained(tmp)  # safetensors; never pickle
         tokenizer.save_pretrained(tmp)
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
+        # mkdtemp's 0700 and safetensors' 0600 would outlive the rename
+        set_ordinary_mode(tmp)
         try:
             os.rename(tmp, path)
         except OSError:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trail.fileio import atomic_path
 from trail.probe.bins import Bins
 from trail.probe.checkpoint import open_checkpoint
 from trail.progress import progress_bar
@@ -365,8 +366,9 @@ class PromptOnlyPredictor:
         head, _ = self._require_fitted("save")
         out = pathlib.Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().float().cpu().contiguous()
-                   for k, v in head.state_dict().items()}, str(out / WEIGHTS_FILE))
+        with atomic_path(out / WEIGHTS_FILE) as tmp:
+            save_file({k: v.detach().float().cpu().contiguous()
+                       for k, v in head.state_dict().items()}, str(tmp))
         (out / CONFIG_FILE).write_text(json.dumps(self.config(), indent=1) + "\n")
         return out
 

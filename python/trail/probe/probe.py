@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from trail.fileio import atomic_path
 from trail.probe.bins import Bins
 from trail.probe.checkpoint import open_checkpoint
 
@@ -191,7 +192,8 @@ class Probe(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().float().cpu().contiguous()
                    for k, v in self.state_dict().items()}
-        save_file(tensors, str(out / WEIGHTS_FILE))
+        with atomic_path(out / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp))
         (out / CONFIG_FILE).write_text(json.dumps(self.config(), indent=1) + "\n")
         return out
 
