@@ -6,8 +6,14 @@ Submodules: :mod:`trail.sched_ref` (plain-Python twin of the native scheduler in
 :mod:`trail.probe` (bins and the Probe module).
 """
 
-from trail import ops as ops  # registers torch.ops.trail.*
-from trail.probe import Bins, Probe
+import os as _os
+
+# Sleeping, not spinning, OpenMP threads: on a shared machine spinning threads made torch
+# ~60x slower (trail.cpu explains). Effective only if torch is not imported yet.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from trail import ops as ops  # noqa: E402  (registers torch.ops.trail.*)
+from trail.probe import Bins, Probe  # noqa: E402
 
 __all__ = ["Bins", "Probe", "ops"]
 

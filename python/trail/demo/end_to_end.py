@@ -24,27 +24,37 @@
 
 The prompt-only predictions are made for all prompts before serving (the encoder's time is
 not charged to the served requests, for SJF and TRAIL alike).
+
+**Clock.** By default every serving pass (the first one included) runs on a virtual clock:
+the engine serves for real, but times advance by the demo model's frozen step cost
+(`step_cost.json` beside this file, fitted by `bench/calibrate_demo_clock.py` to the engine's
+measured step times on a quiet machine), so the table is the same on a busy or a quiet
+machine. `clock="wall"` measures on the wall clock instead (the machine's load shows).
+Collection, probe training and serving run with `threads` torch threads (the demo model
+trains with its own fixed two), so results do not depend on the environment's thread count.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import pathlib
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterator
+from importlib import resources
+from typing import Any
 
 import numpy as np
 import torch
 
 import trail_ext as te
-from trail.engine import Engine, EngineConfig, Report, SamplingParams
+from trail.cpu import threads
+from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
 from trail.machine import describe
 
 POLICIES = ("FCFS", "SJF", "TRAIL", "TRAIL+")
+CLOCKS = ("virtual", "wall")
 SUMMARY_KEYS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
                 "throughput_tok_s", "preemptions", "submitted", "finished")
 
@@ -67,7 +77,8 @@ class DemoConfig:
     # probe call costs ~10% of a step, every 8th step ~2%; the prompt-only prediction
     # ranks a request until its first probe prediction.
     predict_every: int = 8
-    threads: int = 1                    # torch threads while serving (steady timings)
+    threads: int = 1                    # torch threads: collection, probe training, serving
+    clock: str = "virtual"              # "virtual" (frozen step cost) or "wall"
 
     def __post_init__(self) -> None:
         for name in ("profile_prompts", "probe_epochs", "workload", "max_running",
@@ -84,12 +95,21 @@ class DemoConfig:
             raise ValueError(f"DemoConfig.c={self.c!r} must be finite and >= 0")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"DemoConfig.temperature={self.temperature!r} must be >= 0")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"DemoConfig.clock={self.clock!r} must be one of {CLOCKS}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "DemoConfig":
         """The reduced run (`trail demo --quick`): a shorter model, fewer requests."""
         return replace(cls(train_steps=600, profile_prompts=250, probe_epochs=10,
                            workload=150), **overrides)
+
+
+def demo_step_cost() -> StepCost:
+    """The demo model's frozen engine step cost (the virtual clock's), shipped with trail."""
+    text = resources.files("trail.demo").joinpath("step_cost.json").read_text()
+    return StepCost(**{k: v for k, v in json.loads(text).items()
+                       if k in StepCost.__dataclass_fields__})
 
 
 def _progress(progress: bool, text: str) -> None:
@@ -137,13 +157,14 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
     data = out / "probe_data"
     shutil.rmtree(data, ignore_errors=True)  # a fresh collection: its config is this run's
     profile = [p.text for p in sample_prompts(cfg.profile_prompts, seed=cfg.seed + 1)]
-    collect(model, tokenizer, profile, data,
-            CollectConfig(layers=None, max_new_tokens=cfg.max_new_tokens,
-                          temperature=cfg.temperature, seed=cfg.seed, max_running=32),
-            model_id=f"demo-seed{cfg.seed}", progress=progress)
-    report = evaluate(data, out / "probe_eval", cfg=TrainConfig(epochs=cfg.probe_epochs,
-                                                                seed=cfg.seed),
-                      baseline=True, progress=progress)
+    with threads(cfg.threads):
+        collect(model, tokenizer, profile, data,
+                CollectConfig(layers=None, max_new_tokens=cfg.max_new_tokens,
+                              temperature=cfg.temperature, seed=cfg.seed, max_running=32),
+                model_id=f"demo-seed{cfg.seed}", progress=progress)
+        report = evaluate(data, out / "probe_eval", cfg=TrainConfig(epochs=cfg.probe_epochs,
+                                                                    seed=cfg.seed),
+                          baseline=True, progress=progress)
     timings["probe_s"] = time.perf_counter() - t
     _progress(progress, f"      probe (layer {report['best_layer']}, {report['better_bins']} "
                         f"bins): MAE {probe_mae(report):.1f} tokens; prompt-only: "
@@ -159,9 +180,9 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
                              seed=cfg.seed * 1_000_003 + i, stop_token_ids=stop)
               for i in range(cfg.workload)]
     kv_tokens = 2 * cfg.max_running * (max(map(len, ids)) + cfg.max_new_tokens + 16)
-    with _threads(cfg.threads):
-        first = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
-                       [(0.0, ids[i], params[i]) for i in range(cfg.workload)], progress)
+    first = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
+                   [(0.0, ids[i], params[i]) for i in range(cfg.workload)], progress,
+                   "first pass (FCFS, all at t = 0)")
     true_len = np.array([len(o.output_ids) for o in first.outputs])
     capacity = saturated_throughput(first)
     rate = cfg.load * capacity
@@ -199,9 +220,8 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
     arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i]) if pred is None
                 else (float(w.arrival[i]), w.ids[i], w.params[i], float(pred[i]))
                 for i in range(len(w.ids))]
-    with _threads(cfg.threads):
-        return _serve(w.model, sched, Probe.load(w.probe_checkpoint) if name == "TRAIL" else None,
-                      cfg, arrivals, progress)
+    return _serve(w.model, sched, Probe.load(w.probe_checkpoint) if name == "TRAIL" else None,
+                  cfg, arrivals, progress, f"serving {name}")
 
 
 def run_demo(cfg: DemoConfig, out: str | pathlib.Path, progress: bool = True,
@@ -228,17 +248,6 @@ def run_demo(cfg: DemoConfig, out: str | pathlib.Path, progress: bool = True,
     return summary
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Torch intra-op threads for the block (serving timings are steadier with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def saturated_throughput(report: Report) -> float:
     """Requests per second finished while the queue was non-empty (all arrived at t = 0).
 
@@ -259,11 +268,13 @@ def _scheduler(cfg: DemoConfig, policy: te.Policy, kv_tokens: int) -> te.Schedul
 
 
 def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
-           arrivals: list[tuple], progress: bool) -> Report:
+           arrivals: list[tuple], progress: bool, desc: str) -> Report:
     """One pass of the arrivals through a fresh engine; every request must finish."""
-    engine = Engine(model, EngineConfig(scheduler=sched, probe=probe,
+    cost = demo_step_cost() if cfg.clock == "virtual" else None
+    engine = Engine(model, EngineConfig(scheduler=sched, probe=probe, step_cost=cost,
                                         predict_every=cfg.predict_every))
-    report = engine.run(arrivals, progress=progress)
+    with threads(cfg.threads):
+        report = engine.run(arrivals, progress=progress, desc=desc)
     if report.aggregates["finished"] != len(arrivals):
         raise RuntimeError(f"{report.aggregates['finished']} of {len(arrivals)} requests "
                            f"finished under {sched.policy}")
@@ -299,6 +310,8 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
                          "mean_output_tokens": float(true_len.mean()),
                          "p99_output_tokens": float(np.percentile(true_len, 99)),
                          "same_length_as_first_pass": same},
+            "clock": {"kind": cfg.clock, "step_cost": asdict(demo_step_cost())
+                      if cfg.clock == "virtual" else None},
             "config": asdict(cfg), "torch": torch.__version__}
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import trail_ext as te
+from trail.engine.clock import StepCost, StepShape, VirtualClock, WallClock
 from trail.engine.metrics import Report, aggregate
 from trail.engine.request import Request, RequestOutput
 from trail.engine.runner import ModelRunner, SeqInput
@@ -48,6 +49,10 @@ class EngineConfig:
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     check_invariants: bool = False  # assert KV accounting == pool usage every step (tests)
     capture_layers: tuple[int, ...] = ()  # hidden states handed to Engine.observer
+    # None: timings on the wall clock. A StepCost: a virtual clock that advances by that
+    # cost per step (trail.engine.clock), so timings do not depend on the machine's load.
+    step_cost: StepCost | None = None
+    record_steps: bool = False  # keep (StepShape, wall seconds) per step in Engine.step_log
 
 
 @dataclass
@@ -96,7 +101,11 @@ class Engine:
         self._next_rid = 0
         self._free_slots: list[int] = []
         self._slots_used = 0
-        self._t0 = time.perf_counter()
+        if config.step_cost is not None and not isinstance(config.step_cost, StepCost):
+            raise TypeError(f"EngineConfig.step_cost must be a StepCost or None, "
+                            f"got {type(config.step_cost).__name__}")
+        self.clock = WallClock() if config.step_cost is None else VirtualClock(config.step_cost)
+        self.step_log: list[tuple[StepShape, float]] = []
         # Seconds spent per phase of step(), summed over steps (see phase_times()).
         self._phase = dict.fromkeys(("schedule", "kv", "forward", "sample", "probe",
                                      "scheduler_update"), 0.0)
@@ -115,8 +124,8 @@ class Engine:
     # ------------------------------------------------------------------ requests
 
     def now(self) -> float:
-        """Seconds since the engine started (the clock of arrivals and timings)."""
-        return time.perf_counter() - self._t0
+        """Seconds since the engine started on its clock (wall or virtual)."""
+        return self.clock.now()
 
     def add_request(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
                     arrival: float | None = None, predicted_len: float = math.nan,
@@ -176,20 +185,24 @@ class Engine:
             return []
         admitted, recomputed = set(d.admitted.tolist()), set(d.recomputed.tolist())
         seqs = []
+        prefill_tokens = context_tokens = 0
         for rid in running:
             r = self._reqs[rid]
             self.kv.ensure(rid, len(r.prompt_ids) + len(r.output_ids) + 1)
             if rid in admitted:
                 seqs.append(SeqInput(rid, r.prompt_ids, 0, prefill=True, mean_hidden=True))
+                prefill_tokens += len(r.prompt_ids)
                 if self.probe is not None:
                     r.probe_slot = self._take_slot()
             elif rid in recomputed:  # rebuild the whole prefix; sample where it left off
                 seqs.append(SeqInput(rid, r.prompt_ids + r.output_ids, 0, prefill=True,
                                      mean_hidden=False))
+                prefill_tokens += len(r.prompt_ids) + len(r.output_ids)
             else:
                 seqs.append(SeqInput(rid, r.output_ids[-1:],
                                      len(r.prompt_ids) + len(r.output_ids) - 1, prefill=False,
                                      mean_hidden=False))
+                context_tokens += len(r.prompt_ids) + len(r.output_ids)
         if self.config.check_invariants:
             reserved = self.scheduler.stats()["kv_reserved_blocks"]
             if reserved != self.kv.used_blocks:
@@ -201,6 +214,10 @@ class Engine:
         logits, hidden = self.runner.forward(seqs, want_hidden=predict
                                              or self.observer is not None)
         t3 = time.perf_counter()
+        # The whole step's cost (the probe call included) is charged before its tokens
+        # appear, so a virtual clock's token times do not depend on when the probe runs.
+        shape = StepShape(len(seqs), prefill_tokens, context_tokens, len(seqs) if predict else 0)
+        self.clock.advance(shape)
         now = self.now()
         finished_flags, done = [], []
         for i, rid in enumerate(running):
@@ -226,6 +243,8 @@ class Engine:
         for phase, dt in (("schedule", t1 - t0), ("kv", t2 - t1), ("forward", t3 - t2),
                           ("sample", t4 - t3), ("scheduler_update", t5 - t4), ("probe", t6 - t5)):
             self._phase[phase] += dt
+        if self.config.record_steps:
+            self.step_log.append((shape, time.perf_counter() - t0))
         self._steps += 1
         self._step_no += 1
         return [self._retire(r, now, reason) for r, reason in done]
@@ -270,9 +289,14 @@ class Engine:
 
     # ------------------------------------------------------------------ workloads
 
-    def run(self, workload: Iterable[Arrival], progress: bool = True) -> Report:
+    def run(self, workload: Iterable[Arrival], progress: bool = True,
+            desc: str = "serving") -> Report:
         """Replay arrivals (seconds from now, prompt ids, params[, predicted length]) on the
-        wall clock to the end; request ids follow the arrivals' time order."""
+        engine's clock to the end; request ids follow the arrivals' time order.
+
+        On a virtual clock an idle engine jumps to the next arrival instead of sleeping.
+        `desc` labels the progress bar.
+        """
         arrivals = sorted(workload, key=lambda a: a[0])
         for a in arrivals:
             if len(a) not in (3, 4):
@@ -280,7 +304,7 @@ class Engine:
                                  f"length]), got a tuple of {len(a)}")
         start = self.now()
         outputs: list[RequestOutput] = []
-        bar = progress_bar(len(arrivals), "requests", "req", progress)
+        bar = progress_bar(len(arrivals), desc, "req", progress)
         i = 0
         while i < len(arrivals) or self.has_unfinished():
             t = self.now() - start
@@ -294,6 +318,6 @@ class Engine:
                 outputs.extend(finished)
                 bar.update(len(finished))
             elif i < len(arrivals):
-                time.sleep(max(0.0, arrivals[i][0] - (self.now() - start)))
+                self.clock.wait_until(start + arrivals[i][0])
         bar.close()
         return Report(outputs, aggregate(outputs, self.now() - start))

@@ -18,19 +18,19 @@ head shape, the encoder's identity and weight hash); never pickle.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import math
 import pathlib
 import time
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trail.cpu import threads
 from trail.fileio import atomic_path
 from trail.probe.bins import Bins
 from trail.probe.checkpoint import open_checkpoint
@@ -165,17 +165,6 @@ class SentenceEncoder:
         return out
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the block with one intra-op torch thread, then restore the caller's setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------- input checks
 
 
@@ -284,7 +273,7 @@ class PromptOnlyPredictor:
         # A private RNG stream: seeding must not disturb (or depend on) the caller's torch RNG.
         # One thread: the head's matmuls are tiny, and on a busy 2-core machine two OpenMP
         # threads made this loop about 100x slower (30 s instead of 0.3 s) than one.
-        with torch.random.fork_rng(devices=[]), _one_thread():
+        with torch.random.fork_rng(devices=[]), threads(1):
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
             head = self._make_head(x.shape[1], bins.k).to(self.device)
@@ -329,7 +318,7 @@ class PromptOnlyPredictor:
     @torch.no_grad()
     def _proba(self, x: Tensor) -> np.ndarray:
         head, _ = self._require_fitted("predict")
-        with _one_thread():
+        with threads(1):
             return torch.softmax(head(x.to(self.device)).float(), dim=-1).cpu().numpy()
 
     def _expected(self, proba: np.ndarray) -> np.ndarray:

@@ -1,0 +1,50 @@
+"""CPU speed settings that survive a shared machine: thread counts and flush-to-zero.
+
+The choices, measured on a 2-core VM (bench/results/demo_speed_*.md):
+- OpenMP's threads spin while they wait for work (OMP_WAIT_POLICY=ACTIVE, libgomp's default
+  for a while after each parallel region). When another process holds a core, a spinning
+  thread steals it and every parallel region waits for the thread that was descheduled: the
+  engine ran ~60x slower with 2 threads than with 1 on a busy machine. `import trail` sets
+  OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise; it only takes effect if
+  torch was not imported before trail (the `trail` command always imports trail first).
+- Serving a small model is a long chain of small operations that one thread runs fastest:
+  the engine's callers in this project (demo, collect) serve with `threads(1)`.
+- Training uses the cores: its matrix products are large enough to split.
+- Subnormal floats (tiny hidden-state features, their gradients) take a slow microcode path
+  on x86: probe training on the demo model's layer 0 took 137 s instead of 4.7 s. Training
+  runs under `flush_denormals()`, which changes results only below 1.2e-38.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads, then restore the caller's count."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive int, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Run the block with subnormal floats flushed to zero on the CPU (then turned off again).
+
+    torch cannot report the previous setting, so the block ends with flushing off, which is
+    torch's default.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
