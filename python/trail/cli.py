@@ -348,15 +348,18 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (the paper's recipe by default)")
-    g.add_argument("--hidden-dim", type=int, default=512)
-    g.add_argument("--epochs", type=int, default=30)
-    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--hidden-dim", type=int, default=512,
+                   help="width of the probe's hidden layer (default 512)")
+    g.add_argument("--epochs", type=int, default=30, help="passes over the training samples")
+    g.add_argument("--batch-size", type=int, default=32, help="samples per optimizer step")
     g.add_argument("--lr", type=float, default=0.01, help="peak learning rate (cosine to 0)")
-    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     g.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of requests held out (split by request)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--num-bins", type=int, default=10)
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds the train/validation split, initialisation and batch order")
+    g.add_argument("--num-bins", type=int, default=10,
+                   help="length bins K: the probe's classes (default 10)")
     g.add_argument("--max-len", type=float, default=512.0, help="uniform bins over 0..max-len")
 
 
@@ -375,21 +378,29 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--layers", type=_ints, help="comma-separated layer indices")
     layers.add_argument("--profile", action="store_true", help="every layer")
     p.add_argument("--samples", type=int, default=16, help="decode steps kept per request")
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-running", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=512,
+                   help="longest answer generated, in tokens (default 512)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="nucleus sampling: smallest token set of this probability (1.0: off)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds sampling, the decode steps kept and demo:N prompts (default 0)")
+    p.add_argument("--max-running", type=int, default=32,
+                   help="requests generated together in one batch (default 32)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("train-probe", help="train a probe on a collection for one layer")
     p.add_argument("--data", required=True, help="a `trail collect` directory")
-    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--layer", type=int, required=True,
+                   help="the layer whose hidden states the probe reads (one of the collected)")
     p.add_argument("--out", required=True, help="checkpoint directory")
-    p.add_argument("--bins", choices=["uniform", "geometric"], default="uniform")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--bins", choices=["uniform", "geometric"], default="uniform",
+                   help="length bins: uniform over 0..--max-len (default), or geometric "
+                        "(edges 0, 2, 4, 8, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train_probe)
 
@@ -399,16 +410,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_ints, default=None, help="default: all collected")
     p.add_argument("--baseline", choices=["auto", "on", "off"], default="auto",
                    help="the MiniLM prompt-only baseline (auto: if installed)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_train_flags(p)
     p.set_defaults(func=cmd_eval_probe)
 
     p = sub.add_parser("demo-model", help="train (or load from cache) the demo model")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="which demo model: its training seed (default 0)")
     p.add_argument("--measure", type=int, default=0,
                    help="also generate N answers at temperature 1 and report their lengths")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default="runs/demo",
+                   help="where --measure writes demo_lengths.json (default runs/demo)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo_model)
 
     p = sub.add_parser("simulate", help="replay a trace through the scheduler on a cost model")
@@ -423,11 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arrival rate as a fraction of the saturated capacity")
     p.add_argument("--preset", default="llama3-8b-a100-80gb",
                    help="cost-model preset name or a preset JSON file")
-    p.add_argument("--max-running", type=int, default=48)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--predict-every", type=int, default=8)
+    p.add_argument("--max-running", type=int, default=48,
+                   help="batch slots: requests decoded together (default 48)")
+    p.add_argument("--block-size", type=int, default=16,
+                   help="KV-cache block size in tokens (default 16)")
+    p.add_argument("--predict-every", type=int, default=8,
+                   help="tokens between probe refreshes of a running request (default 8)")
     p.add_argument("--limit", type=int, default=None, help="use the first N requests")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the simulated prediction errors (default 0)")
     p.add_argument("--max-preemptions", type=int, default=-1,
                    help="preemptions a request may suffer (-1: unbounded)")
     p.add_argument("--starvation-steps", type=int, default=0,
@@ -437,54 +454,68 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also sweep these loads, e.g. 0.5,0.7,0.9 (Figure 6: rate_sweep.*)")
     p.add_argument("--out", default=None,
                    help="write DIR/summary.json, latency_cdf.png (and rate_sweep.* with --loads)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("tune-c", help="sweep TRAIL's c by simulation and theory; recommend one")
-    p.add_argument("--trace", default="azure-conv")
-    p.add_argument("--load", type=float, default=0.8)
-    p.add_argument("--c", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    p.add_argument("--preset", default="llama3-8b-a100-80gb")
-    p.add_argument("--max-running", type=int, default=48)
-    p.add_argument("--predict-every", type=int, default=8)
+    p.add_argument("--trace", default="azure-conv",
+                   help="azure-conv, azure-code, or a CSV arrival_s,prompt_tokens,output_tokens")
+    p.add_argument("--load", type=float, default=0.8,
+                   help="arrival rate as a fraction of the saturated capacity")
+    p.add_argument("--c", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                   help="the values of c to try, each in [0, 1]")
+    p.add_argument("--preset", default="llama3-8b-a100-80gb",
+                   help="cost-model preset name or a preset JSON file")
+    p.add_argument("--max-running", type=int, default=48,
+                   help="batch slots: requests decoded together (default 48)")
+    p.add_argument("--predict-every", type=int, default=8,
+                   help="tokens between probe refreshes of a running request (default 8)")
     p.add_argument("--limit", type=int, default=None, help="use the first N requests")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the simulated prediction errors (default 0)")
     p.add_argument("--out", default=None, help="write DIR/tune_c.json and DIR/latency_vs_c.png")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_tune_c)
 
     p = sub.add_parser("demo", help="the whole system end to end: FCFS, SJF, TRAIL, TRAIL+ "
                                     "through the engine on the demo model")
     p.add_argument("--quick", action="store_true", help="reduced run (~1.5 min, for smoke tests)")
     p.add_argument("--out", default="runs/demo", help="results directory")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seeds the demo model, the prompts and sampling (default 0)")
     p.add_argument("--load", type=float, default=None,
                    help="arrival rate / saturated FCFS throughput (default 0.9)")
     p.add_argument("--requests", type=int, default=None,
                    help="requests served per policy (default 800, --quick 150)")
     p.add_argument("--c", type=float, default=None, help="TRAIL's c (default 0.8)")
     p.add_argument("--max-running", type=int, default=None, help="batch slots (default 8)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="microbenchmarks: the probe op and the scheduler")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--batches", type=_ints, default=[1, 8, 64, 256])
+    p.add_argument("--batches", type=_ints, default=[1, 8, 64, 256],
+                   help="probe batch sizes, comma-separated (default 1,8,64,256)")
     p.add_argument("--hidden", type=int, default=4096, help="the model's hidden size D")
-    p.add_argument("--repeats", type=int, default=50)
-    p.add_argument("--running", type=int, default=256)
-    p.add_argument("--waiting", type=_ints, default=[1000, 10000])
+    p.add_argument("--repeats", type=int, default=50,
+                   help="timed probe calls per batch size; the median is shown (default 50)")
+    p.add_argument("--running", type=int, default=256,
+                   help="requests in the scheduler's running batch (default 256)")
+    p.add_argument("--waiting", type=_ints, default=[1000, 10000],
+                   help="waiting requests W, comma-separated (default 1000,10000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
     p.add_argument("--out", default=None, help="write DIR/bench.json")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("theory", help="M/G/1 mean response time of TRAIL vs c (SOAP)")
     p.add_argument("--trace", default="azure-conv", help="whose output lengths are the sizes")
-    p.add_argument("--load", type=float, default=0.8)
-    p.add_argument("--c", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.8, 1.0])
+    p.add_argument("--load", type=float, default=0.8, help="server utilisation ρ, below 1")
+    p.add_argument("--c", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.8, 1.0],
+                   help="the values of TRAIL's c to evaluate, each in [0, 1]")
     p.add_argument("--prediction-mae", type=float, default=0.0,
                    help="noisy predictions with this MAE in tokens (0: exact)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the noisy predictions (default 0)")
     p.add_argument("--out", default=None, help="write DIR/theory.json")
     p.set_defaults(func=cmd_theory)
     return parser
