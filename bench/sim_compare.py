@@ -58,7 +58,7 @@ def load_sweep(trace: Any, settings: SimSettings, loads: list[float], names: lis
     """Rows per (load, policy) and the latencies of every policy at `cdf_load`."""
     rows: list[dict[str, Any]] = []
     cdf: dict[str, np.ndarray] = {}
-    bar = progress_bar(len(loads) * len(names), "load sweep", "run", True)
+    bar = progress_bar(len(loads) * len(names), "simulating the load sweep", "run", True)
     for load in loads:
         scaled, cap = at_load(trace, replace(settings, load=load))
         for name in names:
@@ -77,7 +77,7 @@ def guard_sweep(trace: Any, settings: SimSettings, steps: list[int]) -> list[dic
     scaled, _ = at_load(trace, settings)
     rows = [{"label": "FCFS", "policy": "FCFS", "starvation_steps": 0,
              **row(run(scaled, "FCFS", settings))}]
-    bar = progress_bar(2 * len(steps), "aging guard", "run", True)
+    bar = progress_bar(2 * len(steps), "simulating aging-guard settings", "run", True)
     for policy in ("TRAIL", "SJF"):
         for k in steps:
             r = run(scaled, policy, replace(settings, starvation_steps=k))

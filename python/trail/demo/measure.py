@@ -77,7 +77,7 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             max_new_tokens=max_new_tokens, temperature=temperature, seed=rng.getrandbits(63),
             stop_token_ids=(tokenizer.eos_token_id,))) for p in prompts]
         outputs: dict[int, RequestOutput] = {}
-        bar = progress_bar(len(prompts), "generating", "answer", progress)
+        bar = progress_bar(len(prompts), "generating demo answers", "answer", progress)
         while engine.has_unfinished():
             done = engine.step()
             outputs.update((o.rid, o) for o in done)

@@ -145,7 +145,7 @@ class SentenceEncoder:
                     out[i] = self._cache[t]
         # Longest first and in length order: batches pad little, and a slow start shows early.
         todo.sort(key=lambda i: -len(texts[i]))
-        bar = progress_bar(len(todo), "encoding prompts", "prompt", progress and bool(todo),
+        bar = progress_bar(len(todo), "encoding prompts (MiniLM)", "prompt", progress and bool(todo),
                            leave=False)
         for start in range(0, len(todo), self.batch_size):
             rows = todo[start:start + self.batch_size]
@@ -279,7 +279,8 @@ class PromptOnlyPredictor:
             head = self._make_head(x.shape[1], bins.k).to(self.device)
             opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
             losses: list[float] = []
-            bar = progress_bar(epochs, "training head", "epoch", progress, leave=False)
+            bar = progress_bar(epochs, "training prompt-only head", "epoch", progress,
+                               leave=False)
             for _ in range(epochs):
                 head.train()
                 order = torch.randperm(n, generator=gen).to(self.device)

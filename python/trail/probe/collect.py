@@ -196,7 +196,7 @@ def collect(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
             collector.start(engine.add_request(encoded[i], params), i)
         except ValueError as exc:
             manifest["skipped"].append({"index": i, "reason": str(exc)})
-    bar = progress_bar(len(todo), "collect", "req", progress)
+    bar = progress_bar(len(todo), "collecting hidden states", "req", progress)
     while engine.has_unfinished():
         for o in engine.step():
             collector.finish(o.rid, len(o.output_ids))

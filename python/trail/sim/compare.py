@@ -73,12 +73,15 @@ def at_load(trace: Trace, settings: SimSettings) -> tuple[Trace, float]:
     return trace.scaled_to_rate(settings.load * cap), cap
 
 
-def run(trace: Trace, name: str, settings: SimSettings, progress: bool = False) -> SimResult:
-    """Simulate `trace` (already at the wanted rate) under one named policy."""
+def run(trace: Trace, name: str, settings: SimSettings, progress: bool = False,
+        desc: str | None = None) -> SimResult:
+    """Simulate `trace` (already at the wanted rate) under one named policy; `desc` labels
+    the progress bar (default: the policy's name)."""
     policy, predictor = setup(name, settings.predict_every)
     return simulate(trace.arrival_s, trace.prompt_tokens, trace.output_tokens,
                     settings.scheduler(policy), settings.cost, predictor,
-                    predict_every=settings.predict_every, seed=settings.seed, progress=progress)
+                    predict_every=settings.predict_every, seed=settings.seed, progress=progress,
+                    desc=desc or f"simulating {name}")
 
 
 def summary_row(result: SimResult) -> dict[str, float]:
@@ -107,7 +110,8 @@ def sweep_c(trace: Trace, settings: SimSettings, cs: list[float],
         raise ValueError(f"c values must be in [0, 1], got {cs}")
     rows = []
     for c in sorted(set(cs)):
-        result = run(trace, "TRAIL", replace(settings, c=c), progress=progress)
+        result = run(trace, "TRAIL", replace(settings, c=c), progress=progress,
+                     desc=f"simulating TRAIL, c={c:g}")
         row = summary_row(result)
         row["c"] = c
         row["theory_mean_response_tokens"] = mean_response_time(
@@ -130,7 +134,8 @@ def sweep_loads(trace: Trace, names: list[str], settings: SimSettings, loads: li
     for load in loads:
         scaled, cap = at_load(trace, replace(settings, load=load))
         for name in names:
-            result = run(scaled, name, settings, progress=progress)
+            result = run(scaled, name, settings, progress=progress,
+                         desc=f"simulating {name} at load {load:g}")
             results[(load, name)] = result
             rows.append({"load": load, "rate_req_s": scaled.rate, "policy": name,
                          **summary_row(result)})

@@ -67,13 +67,15 @@ class SimResult:
 def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray,
              scheduler: te.SchedulerConfig, cost: CostModel, predictor: Any,
              predict_every: int = 1, max_new_tokens: int | None = None, seed: int = 0,
-             progress: bool = False, fast_forward: bool = True) -> SimResult:
+             progress: bool = False, fast_forward: bool = True,
+             desc: str = "simulating") -> SimResult:
     """Replay requests (arrival seconds, prompt and true output lengths) through the scheduler.
 
     `max_new_tokens` is every request's generation cap (default: the trace's longest output),
     the bound a real server sets without knowing true lengths. `fast_forward` runs stretches
     of iterations in which the scheduler's decision provably cannot change as one step (see
-    `_quiet_steps`); the results are the same as without it, only faster.
+    `_quiet_steps`); the results are the same as without it, only faster. `desc` labels the
+    progress bar.
     """
     arrival = np.asarray(arrival, float)
     prompt = np.asarray(prompt_tokens, np.int64)
@@ -109,7 +111,7 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
     kv_t, kv_u = [], []
     now, nxt, done, iterations, next_kv_sample = 0.0, 0, 0, 0, 0
     swap = cost.swap_time(1.0)
-    bar = progress_bar(n, "simulate", "req", progress)
+    bar = progress_bar(n, desc, "req", progress)
     wall = time.perf_counter()
     while done < n:
         if len(s) == 0:  # idle: jump to the next arrival
