@@ -118,6 +118,64 @@ def test_collection_resumes_and_records_refusals(tmp_path: pathlib.Path,
         collect(model, CharTokenizer(), prompts[:5], tmp_path, cfg, progress=False)
 
 
+def test_interrupted_collection_resumes_from_checkpoints(tmp_path: pathlib.Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints every 3 finished requests; Ctrl-C keeps every finished one; the rerun does
+    only the rest and ends with the data of an uninterrupted run."""
+    from trail.fileio import ordinary_mode
+    from trail.probe.collect import Collector
+
+    cfg = CollectConfig(layers=[0, 2], samples_per_request=3, max_new_tokens=30, max_running=4,
+                        checkpoint_every=3)
+    full = collect(tiny_model(), CharTokenizer(), PROMPTS, tmp_path / "full", cfg,
+                   progress=False)
+    assert len(full["shards"]) == 8  # 24 requests, a checkpoint every 3
+
+    out, finished, real_step = tmp_path / "part", [0], Engine.step
+
+    def interrupted_step(self: Engine) -> list:
+        # What a hard kill here would leave on disk: all but the last < 3 finished requests.
+        on_disk = len(read_manifest(out)["done"])
+        assert 0 <= finished[0] - on_disk < cfg.checkpoint_every
+        outputs = real_step(self)
+        finished[0] += len(outputs)
+        if finished[0] >= 11:
+            raise KeyboardInterrupt  # these outputs are lost: still running for the collector
+        return outputs
+
+    monkeypatch.setattr(Engine, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        collect(tiny_model(), CharTokenizer(), PROMPTS, out, cfg, progress=False)
+    partial = read_manifest(out)
+    kept = sorted(partial["done"])
+    assert 8 <= len(kept) < 11 and len(set(kept)) == len(kept)
+    assert len(partial["shards"]) == -(-len(kept) // 3)  # and one at the interrupt
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["manifest.json", "prompts.jsonl", *partial["shards"]])  # no temps
+    for name in partial["shards"]:
+        assert (out / name).stat().st_mode & 0o777 == ordinary_mode()
+
+    monkeypatch.setattr(Engine, "step", real_step)
+    started: list[int] = []
+    real_start = Collector.start
+
+    def recording_start(self: Collector, rid: int, index: int) -> None:
+        started.append(index)
+        real_start(self, rid, index)
+
+    monkeypatch.setattr(Collector, "start", recording_start)
+    again = collect(tiny_model(), CharTokenizer(), PROMPTS, out, cfg, progress=False)
+    assert sorted(started) == sorted(set(range(24)) - set(kept))  # nothing finished is redone
+    assert sorted(again["done"]) == list(range(24)) and again["shards"][:4] == partial["shards"]
+    for layer in (0, 2):
+        a, b = load_samples(tmp_path / "full", layer), load_samples(out, layer)
+        ia, ib = np.lexsort((a.age, a.request)), np.lexsort((b.age, b.request))
+        for name in ("request", "age", "remaining", "total", "prefill"):
+            assert (getattr(a, name)[ia] == getattr(b, name)[ib]).all(), name
+        # Other batch neighbours after the restart: the same states up to float rounding.
+        np.testing.assert_allclose(b.x[ib], a.x[ia], rtol=1e-4, atol=1e-5)
+
+
 def test_split_by_request_has_no_leakage() -> None:
     request = np.repeat(np.arange(50), 7)
     train, val = split_by_request(request, 0.2, seed=3)
@@ -215,8 +273,9 @@ def test_cli_collect_train_eval(tmp_path: pathlib.Path, capsys: pytest.CaptureFi
     prompts.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert main(["collect", "--model", str(model_dir), "--prompts", str(prompts), "--out",
                  str(tmp_path / "c"), "--profile", "--samples", "3", "--max-new-tokens", "20",
-                 "--quiet"]) == 0
+                 "--checkpoint-every", "8", "--quiet"]) == 0
     assert "collected 31 of 31" in capsys.readouterr().out
+    assert len(read_manifest(tmp_path / "c")["shards"]) == 4  # 8 + 8 + 8 + 7 requests
     assert main(["train-probe", "--data", str(tmp_path / "c"), "--layer", "1", "--out",
                  str(tmp_path / "p"), "--epochs", "2", "--hidden-dim", "16", "--quiet"]) == 0
     assert (tmp_path / "p" / "training_report.json").exists()

@@ -70,7 +70,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     layers = None if args.profile else (args.layers or [model.config.num_hidden_layers // 3])
     cfg = CollectConfig(layers=layers, samples_per_request=args.samples,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        top_p=args.top_p, seed=args.seed, max_running=args.max_running)
+                        top_p=args.top_p, seed=args.seed, max_running=args.max_running,
+                        checkpoint_every=args.checkpoint_every)
     manifest = collect(model, tokenizer, prompts, args.out, cfg, model_id=model_id,
                        progress=not args.quiet)
     print(f"collected {len(manifest['done'])} of {len(prompts)} requests "
@@ -373,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-seed", type=int, default=0, help="which demo model (with --model demo)")
     p.add_argument("--prompts", default="demo:2000",
                    help="JSONL with 'prompt' (or Alpaca 'instruction'/'input'), or demo:N")
-    p.add_argument("--out", required=True, help="collection directory (resumable)")
+    p.add_argument("--out", required=True,
+                   help="collection directory; rerun into it to resume after an interrupt")
     layers = p.add_mutually_exclusive_group()
     layers.add_argument("--layers", type=_ints, help="comma-separated layer indices")
     layers.add_argument("--profile", action="store_true", help="every layer")
@@ -389,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-running", type=int, default=32,
                    help="requests generated together in one batch (default 32)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--checkpoint-every", type=int, default=64, metavar="N",
+                   help="write a shard every N finished requests, so a kill loses fewer "
+                        "(default 64; Ctrl-C keeps every finished one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_collect)
 

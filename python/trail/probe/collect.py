@@ -9,16 +9,19 @@ mode). When the request finishes its samples get labels:
     age       = tokens generated once the step's token is sampled (1 at prefill)
     remaining = total - age   (tokens still to come: what the engine's probe predicts)
 
-Samples go to safetensors shards (`shard_00000.safetensors`, …) once the buffer holds
-`shard_bytes`; `manifest.json` lists finished prompts, so an interrupted run resumes where
-it stopped. Prompts the engine refuses (too long, out-of-vocabulary ids) are recorded in the
-manifest with the reason, not silently dropped.
+Samples go to safetensors shards (`shard_00000.safetensors`, …) every `checkpoint_every`
+finished requests (or sooner, once the buffer holds `shard_bytes`); `manifest.json` lists the
+shards and the finished prompts, so a rerun into the same directory resumes where the last
+checkpoint left off. A hard kill loses at most the requests finished since that checkpoint;
+an exception (Ctrl-C included) first writes those too, losing only the requests still being
+generated. Shards and manifest are written to a temporary file and renamed into place, so
+a crash never leaves a half-written one. Prompts the engine refuses (too long,
+out-of-vocabulary ids) are recorded in the manifest with the reason, not silently dropped.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
@@ -28,10 +31,13 @@ import torch
 
 import trail_ext as te
 from trail.engine import Engine, EngineConfig, SamplingParams, StepRecord
+from trail.fileio import atomic_path
 from trail.progress import progress_bar
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+# Settings that only decide how the data is stored: a run may resume with other values.
+STORAGE_SETTINGS = ("shard_bytes", "checkpoint_every")
 
 
 @dataclass
@@ -45,12 +51,14 @@ class CollectConfig:
     top_p: float = 1.0
     seed: int = 0
     max_running: int = 32
-    shard_bytes: int = 128 << 20
+    shard_bytes: int = 128 << 20         # a shard is written once the buffer holds this much
+    checkpoint_every: int = 64           # ... or once this many requests have finished
 
     def __post_init__(self) -> None:
-        if self.samples_per_request < 1 or self.max_new_tokens < 1 or self.max_running < 1:
-            raise ValueError(f"CollectConfig: samples_per_request, max_new_tokens and "
-                             f"max_running must be >= 1, got {asdict(self)}")
+        if min(self.samples_per_request, self.max_new_tokens, self.max_running,
+               self.checkpoint_every) < 1:
+            raise ValueError(f"CollectConfig: samples_per_request, max_new_tokens, "
+                             f"max_running and checkpoint_every must be >= 1, got {asdict(self)}")
 
 
 def read_prompts(path: str | pathlib.Path) -> list[str]:
@@ -91,8 +99,9 @@ class Collector:
                  cfg: CollectConfig, manifest: dict[str, Any]) -> None:
         self.out, self.layers, self.cfg, self.manifest = out_dir, layers, cfg, manifest
         self.live: dict[int, _Live] = {}
-        self.buffer: dict[str, list[np.ndarray]] = {}
-        self.buffered_requests: list[int] = []
+        # One (prompt index, columns) entry per finished request, added by a single append:
+        # an interrupt at any point leaves whole requests here, never a part of one.
+        self.pending: list[tuple[int, dict[str, np.ndarray]]] = []
         self.bytes = 0
         self.row_bytes = 4 * hidden_size * len(layers)
 
@@ -118,7 +127,8 @@ class Collector:
                     live.ages[j], live.states[j] = step.generated[i], state
 
     def finish(self, rid: int, total: int) -> None:
-        """Label the finished request's samples and buffer them; flush a full shard."""
+        """Label the finished request's samples and buffer them; write a checkpoint when
+        `checkpoint_every` requests or `shard_bytes` are buffered."""
         live = self.live.pop(rid)
         ages = ([1] if live.prefill is not None else []) + live.ages
         states = ([live.prefill] if live.prefill is not None else []) + live.states
@@ -130,34 +140,41 @@ class Collector:
                 "prefill": np.asarray([live.prefill is not None and j == 0 for j in range(n)])}
         for layer in self.layers:
             cols[f"layer_{layer}"] = torch.stack([s[layer] for s in states]).numpy()
-        for key, value in cols.items():
-            self.buffer.setdefault(key, []).append(value)
-        self.buffered_requests.append(live.index)
+        self.pending.append((live.index, cols))
         self.bytes += n * self.row_bytes
-        if self.bytes >= self.cfg.shard_bytes:
+        if len(self.pending) >= self.cfg.checkpoint_every or self.bytes >= self.cfg.shard_bytes:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffer as the next shard and record its requests as done."""
-        if not self.buffered_requests:
-            return
-        from safetensors.numpy import save_file
+        """Write the buffered requests as the next shard and record them as done.
 
-        name = f"shard_{len(self.manifest['shards']):05d}.safetensors"
-        arrays = {k: np.ascontiguousarray(np.concatenate(v)) for k, v in self.buffer.items()}
-        arrays["prefill"] = arrays["prefill"].astype(np.uint8)
-        save_file(arrays, str(self.out / name))
-        self.manifest["shards"].append(name)
-        self.manifest["done"].extend(self.buffered_requests)
-        write_manifest(self.out, self.manifest)
-        self.buffer, self.buffered_requests, self.bytes = {}, [], 0
+        Safe to call again after an interrupt anywhere inside it: requests the manifest
+        already lists are not written twice, and an unlisted shard is overwritten.
+        """
+        done = set(self.manifest["done"])
+        pending = [(i, cols) for i, cols in self.pending if i not in done]
+        if pending:
+            from safetensors.numpy import save_file
+
+            name = f"shard_{len(self.manifest['shards']):05d}.safetensors"
+            arrays = {k: np.ascontiguousarray(np.concatenate([cols[k] for _, cols in pending]))
+                      for k in pending[0][1]}
+            arrays["prefill"] = arrays["prefill"].astype(np.uint8)
+            with atomic_path(self.out / name) as tmp:
+                save_file(arrays, str(tmp))
+            updated = {**self.manifest, "shards": self.manifest["shards"] + [name],
+                       "done": self.manifest["done"] + [i for i, _ in pending]}
+            # The file first: interrupted before the in-memory update, a second flush
+            # rewrites the same shard and manifest instead of losing them.
+            write_manifest(self.out, updated)
+            self.manifest.update(updated)
+        self.pending, self.bytes = [], 0
 
 
 def write_manifest(out: pathlib.Path, manifest: dict[str, Any]) -> None:
     """Replace the manifest atomically (a crash leaves the old one)."""
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    with atomic_path(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 def collect(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
@@ -197,13 +214,19 @@ def collect(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
         except ValueError as exc:
             manifest["skipped"].append({"index": i, "reason": str(exc)})
     bar = progress_bar(len(todo), "collecting hidden states", "req", progress)
-    while engine.has_unfinished():
-        for o in engine.step():
-            collector.finish(o.rid, len(o.output_ids))
-            bar.update(1)
+    try:
+        while engine.has_unfinished():
+            for o in engine.step():
+                collector.finish(o.rid, len(o.output_ids))
+                bar.update(1)
+    except BaseException:
+        # Ctrl-C or a failure: keep the requests that did finish, so a rerun skips them.
+        collector.flush()
+        raise
+    finally:
+        bar.close()
     collector.flush()
     write_manifest(out, manifest)
-    bar.close()
     return manifest
 
 
@@ -225,8 +248,8 @@ def _open_manifest(out: pathlib.Path, layers: list[int], hidden: int, cfg: Colle
         if old.get(key) != fresh[key]:
             raise ValueError(f"{path}: cannot resume, {key} was {old.get(key)!r} and is now "
                              f"{fresh[key]!r} (use a new output directory)")
-    if {k: v for k, v in old["config"].items() if k != "shard_bytes"} != \
-            {k: v for k, v in fresh["config"].items() if k != "shard_bytes"}:
+    if {k: v for k, v in old["config"].items() if k not in STORAGE_SETTINGS} != \
+            {k: v for k, v in fresh["config"].items() if k not in STORAGE_SETTINGS}:
         raise ValueError(f"{path}: cannot resume with different settings "
                          f"({old['config']} vs {fresh['config']})")
     return old
