@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from trail import microbench
+from trail.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -33,3 +36,32 @@ def test_benchmark_script_smoke_runs(script: str, expected: str) -> None:
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "smoke run done" in out.stdout and expected in out.stdout
+
+
+def test_trail_bench_times_the_workload_of_bench_scheduler(capsys: pytest.CaptureFixture
+                                                          ) -> None:
+    """`trail bench` and bench/bench_scheduler.py (the README's table) drive one ServingLoop
+    with one scheduler config and warm-up, so the same iterations see the same events."""
+    spec = importlib.util.spec_from_file_location("bench_scheduler",
+                                                  ROOT / "bench" / "bench_scheduler.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.ServingLoop is microbench.ServingLoop
+    assert bench.WARMUPS["native"] == microbench.WARMUP and bench.RUNNING == 256
+    loop = bench.ServingLoop(bench.IMPLS["native"], 1000, "steady",
+                             warmup=bench.WARMUPS["native"])
+    before = loop.sched.stats()
+    for _ in range(3 + 200):  # pytest-benchmark's warm-up rounds, then the timed ones
+        loop.iterate()
+    after = loop.sched.stats()
+    ours = microbench.bench_scheduler(256, 1000, iterations=200)
+    assert ours["preemptions_per_iter"] == (after["preemptions"] - before["preemptions"]) / 203
+    assert ours["finished_per_iter"] == (after["finished"] - before["finished"]) / 203
+
+    assert main(["bench", "--batches", "1", "--hidden", "64", "--repeats", "2",
+                 "--waiting", "1000"]) == 0
+    out = capsys.readouterr().out
+    for words in ("serving-loop iteration", "256 running", "W more waiting", "TRAIL, c = 0.8",
+                  "steady state", "median of 3,000", "driver"):
+        assert words in out, words
+    assert "     1,000 " in out  # the row of W = 1,000
