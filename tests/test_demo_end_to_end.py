@@ -42,6 +42,14 @@ def test_demo_quick_runs_end_to_end(tmp_path: pathlib.Path, monkeypatch: pytest.
     for f in ("results.csv", "latency_cdf.png", "predictions.png", "requests/TRAIL.json",
               "requests/TRAIL_plus_requests.csv", "probe_eval/report.json"):
         assert (out / f).is_file(), f
+    assert summary["clock"]["kind"] == "virtual" and summary["clock"]["step_cost"]
+
+    # The virtual clock makes the table a function of the seed alone: a second run, with
+    # another thread count (and whatever else the machine is doing), gives the same numbers.
+    again = tmp_path / "demo-again"
+    assert main(["demo", "--quick", "--out", str(again), "--quiet", "--threads", "2"]) == 0
+    capsys.readouterr()
+    assert json.loads((again / "summary.json").read_text())["policies"] == summary["policies"]
 
 
 def test_demo_rejects_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:

@@ -123,7 +123,14 @@ def _probe_step_cpu_checked(hidden: Tensor, slots: Tensor, first: Tensor, w1: Te
 def _probe_step_cuda(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
                      w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor, cap: Tensor,
                      state: Tensor) -> Tensor:
-    from trail.kernels.probe_triton import probe_step_triton
+    try:
+        from trail.kernels.probe_triton import probe_step_triton
+    except ModuleNotFoundError as exc:
+        if exc.name != "triton":
+            raise
+        raise ImportError("probe_step on CUDA tensors runs a Triton kernel: install triton "
+                          "(pip install 'trail-sched[gpu]', or PyTorch's CUDA build, which "
+                          "brings it)") from None
 
     args = (hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
     _check(*args)
