@@ -192,12 +192,11 @@ def main() -> None:
     pathlib.Path(stem + ".json").write_text(json.dumps(
         {**meta, "load_sweep": rows, "aging_guard": guard, "c_sweep": csweep}, indent=1) + "\n")
     pathlib.Path(stem + ".md").write_text(md)
-    title = f"{args.trace}, {args.preset}"
-    plot_rate_sweep(rows, stem + "_rate_sweep.png", title)
-    plot_latency_cdf(cdf, stem + "_latency_cdf.png", f"{title}, load {max(loads)}")
-    plot_guard_tradeoff(guard, stem + "_guard.png", f"aging guard, {title}, load "
-                        f"{args.guard_load}")
-    plot_sweep(csweep, stem + "_latency_vs_c.png")
+    facts = {"trace": args.trace, "preset": args.preset}
+    plot_rate_sweep(rows, stem + "_rate_sweep.png", **facts)
+    plot_latency_cdf(cdf, stem + "_latency_cdf.png", **facts, load=max(loads))
+    plot_guard_tradeoff(guard, stem + "_guard.png", **facts, load=args.guard_load)
+    plot_sweep(csweep, stem + "_latency_vs_c.png", **facts, load=args.guard_load)
     print(md)
     print(f"wrote {stem}.json, .md and 4 plots")
 

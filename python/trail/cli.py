@@ -200,8 +200,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        title = f"{args.trace}, load {args.load}, {cost.name}"
-        plot_latency_cdf(latencies, str(out / "latency_cdf.png"), title)
+        plot_latency_cdf(latencies, str(out / "latency_cdf.png"), trace=args.trace,
+                         preset=cost.name, load=args.load)
         print(f"wrote {out / 'summary.json'} and {out / 'latency_cdf.png'}")
     if args.loads:
         rows, _ = sweep_loads(trace, names, settings, args.loads, progress=not args.quiet)
@@ -213,7 +213,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if out:
             (out / "rate_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
             _write_csv(out / "rate_sweep.csv", rows)
-            plot_rate_sweep(rows, str(out / "rate_sweep.png"), f"{args.trace}, {cost.name}")
+            plot_rate_sweep(rows, str(out / "rate_sweep.png"), trace=args.trace,
+                            preset=cost.name)
             print(f"wrote {out / 'rate_sweep.json'}, .csv and .png")
     return 0
 
@@ -319,7 +320,8 @@ def cmd_tune_c(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         sweep.update(trace=args.trace, load=args.load, preset=cost.name, capacity_req_s=cap)
         (out / "tune_c.json").write_text(json.dumps(sweep, indent=1) + "\n")
-        plot_sweep(sweep, str(out / "latency_vs_c.png"))
+        plot_sweep(sweep, str(out / "latency_vs_c.png"), trace=args.trace, preset=cost.name,
+                   load=args.load)
         print(f"wrote {out / 'tune_c.json'} and {out / 'latency_vs_c.png'}")
     return 0
 

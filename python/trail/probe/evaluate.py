@@ -43,6 +43,23 @@ from trail.probe.train import (
 )
 
 AGE_EDGES = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+# What each predictor is, for tables and legends (the report's keys are code names).
+LABELS = {"per_step": "probe, per step (uniform bins)",
+          "refined": "probe, refined (uniform bins)",
+          "per_step_geometric": "probe, per step (geometric bins)",
+          "refined_geometric": "probe, refined (geometric bins)",
+          "prefill_only": "probe at prefill, counted down",
+          "prompt_only": "prompt-only (MiniLM)"}
+# Colour says which predictor, line style and filling which bins (uniform: solid, filled;
+# geometric: dashed, hollow), and every series has its own marker.
+STYLES = {"per_step": {"color": "C0", "linestyle": "-", "marker": "o"},
+          "per_step_geometric": {"color": "C0", "linestyle": (0, (4, 2)), "marker": "s",
+                                 "hollow": True},
+          "refined": {"color": "C3", "linestyle": "-", "marker": "D"},
+          "refined_geometric": {"color": "C3", "linestyle": (0, (4, 2)), "marker": "^",
+                                "hollow": True},
+          "prefill_only": {"color": "C1", "linestyle": (0, (1, 1.2)), "marker": "v"},
+          "prompt_only": {"color": "C2", "linestyle": (0, (6, 2, 1, 2)), "marker": "P"}}
 QUANTILES = tuple(np.linspace(0.0, 1.0, 21).round(2))
 
 
@@ -191,10 +208,6 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
 
 def summary_markdown(report: dict[str, Any]) -> str:
     """The report's headline numbers as a short markdown page."""
-    names = {"prefill_only": "probe, prefill only (counted down)", "per_step": "probe, per step",
-             "refined": "probe, Bayesian-refined", "prompt_only": "prompt-only (MiniLM)",
-             "per_step_geometric": "probe, geometric bins, per step",
-             "refined_geometric": "probe, geometric bins, Bayesian-refined"}
     lines = [f"# Probe evaluation: {report.get('model_id') or report['collection']}", "",
              f"Best layer: **{report['best_layer']}** (lowest per-step validation MAE); "
              f"{report['val_requests']} held-out requests, {report['val_samples']} samples.", "",
@@ -204,7 +217,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
     lines += ["", "MAE of the remaining length (tokens) at the best layer, over all held-out "
               "decode samples:", "", "| predictor | MAE |", "|---|---:|"]
     for key, value in report["mae"].items():
-        lines.append(f"| {names.get(key, key)} | {value:.2f} |")
+        lines.append(f"| {LABELS.get(key, key)} | {value:.2f} |")
     lines.append(f"| mean of training labels | {report['mean_predictor_mae']:.2f} |")
     lines += ["", f"Uniform bins: {len(report['error_profile']['bin_edges']) - 1} over 0.."
               f"{report['error_profile']['bin_edges'][-1]:g} tokens; geometric bins: edges "
@@ -216,7 +229,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
               "| predictor | " + " | ".join(next(iter(report["mae_by_age"].values()))) + " |",
               "|---|" + "---:|" * len(next(iter(report["mae_by_age"].values())))]
     for key, series in report["mae_by_age"].items():
-        lines.append(f"| {names.get(key, key)} | " +
+        lines.append(f"| {LABELS.get(key, key)} | " +
                      " | ".join(f"{v:.1f}" for v in series.values()) + " |")
     return "\n".join(lines) + "\n"
 
@@ -262,37 +275,44 @@ def _confusion(logits: torch.Tensor, remaining: np.ndarray, bins: Bins) -> np.nd
 
 
 def _plots(report: dict[str, Any], confusion: np.ndarray, out: pathlib.Path) -> None:
-    import matplotlib
+    """mae_by_layer.png, mae_by_age.png and confusion.png from a report."""
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from trail.sim.plots import finish, pyplot, series_style
+
+    plt = pyplot()
+    model = report.get("model_id") or pathlib.Path(report["collection"]).name
+    best = report["best_layer"]
 
     layers = sorted(report["layers"], key=int)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot([int(k) for k in layers], [report["layers"][k]["val_mae_per_step"] for k in layers],
-            marker="o")
-    ax.set(xlabel="layer", ylabel="validation MAE (tokens)",
-           title=f"Per-step probe MAE by layer (best: {report['best_layer']})")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "mae_by_layer.png", dpi=120)
-    plt.close(fig)
+            label="probe, per step (uniform bins)", **series_style("per_step", 0, STYLES))
+    ax.plot([int(best)], [report["layers"][str(best)]["val_mae_per_step"]], linestyle="none",
+            marker="*", markersize=16, color="C3", label=f"best: layer {best} (chosen)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="decoder layer", ylabel="validation MAE (tokens)")
+    finish(fig, ax, str(out / "mae_by_layer.png"), f"Probe MAE by layer — {model}")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, series in report["mae_by_age"].items():
-        ax.plot(list(series), list(series.values()), marker="o", label=name)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for k, (name, series) in enumerate(report["mae_by_age"].items()):
+        ax.plot(list(series), list(series.values()),
+                label=f"{LABELS.get(name, name)}: {report['mae'][name]:.1f} overall",
+                **series_style(name, k, STYLES))
     ax.set(xlabel="tokens generated so far", ylabel="MAE of remaining length (tokens)",
-           title="Remaining-length error by age")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "mae_by_age.png", dpi=120)
-    plt.close(fig)
+           ylim=(0, None))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+              title=f"predictor (layer {best}): MAE", title_fontsize=8)
+    finish(fig, ax, str(out / "mae_by_age.png"),
+           f"Remaining-length error by age — {model}, {report['val_requests']} held-out "
+           f"requests", legend=False)
 
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = plt.subplots(figsize=(5, 4.2))
     im = ax.imshow(confusion, cmap="viridis", vmin=0, vmax=1)
-    ax.set(xlabel="predicted bin", ylabel="true bin", title="Bin confusion (row-normalised)")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=120)
-    plt.close(fig)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="predicted bin", ylabel="true bin")
+    fig.colorbar(im, ax=ax, label="fraction of the true bin's samples")
+    finish(fig, ax, str(out / "confusion.png"),
+           f"Bin confusion, layer {best}, uniform bins (row-normalised)", legend=False,
+           grid=False)
