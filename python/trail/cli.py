@@ -234,7 +234,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     fields = {k: v for k, v in (("seed", args.seed), ("load", args.load),
                                 ("workload", args.requests), ("c", args.c),
-                                ("max_running", args.max_running)) if v is not None}
+                                ("max_running", args.max_running), ("clock", args.clock),
+                                ("threads", args.threads)) if v is not None}
     cfg = DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
     summary = run_demo(cfg, args.out, progress=not args.quiet)
     print()
@@ -242,6 +243,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nprobe MAE {summary['probe_mae']:.1f} tokens vs prompt-only "
           f"{summary['prompt_only_mae']:.1f}; {summary['seconds']['total_s']:.0f} s on "
           f"{summary['machine']}")
+    if cfg.clock == "virtual":
+        print("latencies on the virtual clock (the demo model's frozen step cost): the same "
+              "on a busy or a quiet machine; --clock wall times the machine instead")
     print(f"wrote {args.out}/summary.json, results.csv, latency_cdf.png, predictions.png")
     return 0
 
@@ -508,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests served per policy (default 800, --quick 150)")
     p.add_argument("--c", type=float, default=None, help="TRAIL's c (default 0.8)")
     p.add_argument("--max-running", type=int, default=None, help="batch slots (default 8)")
+    p.add_argument("--clock", choices=("virtual", "wall"), default=None,
+                   help="virtual (default): time advances by the demo model's frozen step "
+                        "cost, so the table does not depend on the machine's load; wall: "
+                        "real time")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for collection, probe training and serving (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=cmd_demo)
 
