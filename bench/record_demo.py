@@ -58,7 +58,11 @@ def main() -> None:
              f"req/s); mean output {w['mean_output_tokens']:.1f} tokens, p99 "
              f"{w['p99_output_tokens']:.0f}; max_running {cfg.max_running}, c {cfg.c}, "
              f"predict_every {cfg.predict_every}", "",
-             "Latencies in seconds, on the wall clock of the engine serving the demo model:", "",
+             ("Latencies in seconds on the virtual clock (the engine serves for real; time "
+              "advances by the demo model's frozen step cost, python/trail/demo/step_cost.json):"
+              if summary["clock"]["kind"] == "virtual" else
+              "Latencies in seconds, on the wall clock of the engine serving the demo model:"),
+             "",
              "```", table(summary), "```", "",
              f"TRAIL / FCFS: mean latency {r['mean_latency_s']:.3f}, mean TTFT "
              f"{r['mean_ttft_s']:.3f}, p99 latency {r['p99_latency_s']:.3f}.", "",

@@ -353,7 +353,7 @@ def _plots(reports: dict[str, Report], true_len: np.ndarray, prompt_pred: np.nda
 
     plot_latency_cdf({name: np.array([o.finish_time - o.arrival for o in r.outputs])
                       for name, r in reports.items()}, str(out / "latency_cdf.png"),
-                     f"demo: {cfg.workload} requests at load {cfg.load}")
+                     f"demo: {cfg.workload} requests at load {cfg.load} ({cfg.clock} clock)")
     # A few TRAIL requests across the range of lengths: the probe's prediction of the
     # remaining length after each token against the truth, and the prompt-only guess.
     outputs = reports["TRAIL"].outputs
