@@ -31,7 +31,7 @@ the engine serves for real, but times advance by the demo model's frozen step co
 measured step times on a quiet machine), so the table is the same on a busy or a quiet
 machine. `clock="wall"` measures on the wall clock instead (the machine's load shows).
 Collection, probe training and serving run with `threads` torch threads (the demo model
-trains with its own fixed two), so results do not depend on the environment's thread count.
+trains with its own fixed one), so results do not depend on the environment's thread count.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from trail.demo.tokenizer import build_tokenizer
 from trail.machine import describe
 from trail.progress import progress_bar
 
-FORMAT_VERSION = 1          # bump when the language, tokenizer or recipe changes
+FORMAT_VERSION = 2          # bump when the language, tokenizer or recipe changes (2: 1 thread)
 DEFAULT_STEPS = 2700
 IGNORE = -100
 
@@ -87,11 +87,16 @@ def _torch_settings(threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(old_det)
 
 
-def train_demo_model(seed: int = 0, steps: int | None = None, threads: int = 2,
+def train_demo_model(seed: int = 0, steps: int | None = None, threads: int = 1,
                      progress: bool = True, *, hidden_size: int = 64, num_layers: int = 4,
                      max_batch_tokens: int = 2048, lr: float = 6e-3
                      ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, dict[str, Any]]:
-    """Train the demo model from scratch; same seed and threads give bit-identical weights."""
+    """Train the demo model from scratch; same seed and threads give bit-identical weights.
+
+    One thread by default: on 2 cores it trains about as fast as two threads that sleep while
+    waiting (OMP_WAIT_POLICY=PASSIVE) and slows least when other processes share the cores
+    (bench/results/omp_settings_2026-11-30.md).
+    """
     steps = DEFAULT_STEPS if steps is None else steps  # read at call time: tests shorten it
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
