@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from trail import sched_ref as ref
@@ -48,6 +49,9 @@ def draw_config(pick: "Picker", ample_memory: bool = False) -> dict[str, Any]:
         mlfq_levels=pick.int(1, 4),
         mlfq_base_quantum=pick.int(1, 4),
         mlfq_prefill_ratio=pick.choice([1.0, 4.0, 16.0]),
+        prefill_weight=pick.choice([0.0, 0.0, 0.25, 1.0]),
+        aging_rate=pick.choice([0.0, 0.0, 0.5, 4.0]),
+        preempt_margin=pick.choice([0.0, 0.0, 1.0, 3.5]),
     )
 
 
@@ -345,15 +349,18 @@ def random_event_of(kind: str, pair: Pair, data: st.DataObject) -> None:
             pair.call("update_predictions", rids, vals)
 
 
-def test_large_population_agrees() -> None:
+@pytest.mark.parametrize("work", [False, True], ids=["plain", "work-aware"])
+def test_large_population_agrees(work: bool) -> None:
     """A longer seeded run with hundreds of requests: same decisions at every iteration."""
     rng = np.random.default_rng(7)
     for policy in POLICIES:
         cfg = dict(policy=policy, max_running=8, kv_capacity_tokens=16 * 40, block_size=16,
-                   c=0.8, preempt_mode="KEEP", swap_capacity_tokens=16 * 10,
-                   max_preemptions=3, starvation_steps=5, starvation_period=20,
-                   default_predicted_len=30.0, mlfq_levels=4, mlfq_base_quantum=4,
-                   mlfq_prefill_ratio=16.0)
+                   c=0.8, preempt_mode="SWAP" if work else "KEEP",
+                   swap_capacity_tokens=16 * 10, max_preemptions=3, starvation_steps=5,
+                   starvation_period=20, default_predicted_len=30.0, mlfq_levels=4,
+                   mlfq_base_quantum=4, mlfq_prefill_ratio=16.0,
+                   prefill_weight=0.3 if work else 0.0, aging_rate=2.0 if work else 0.0,
+                   preempt_margin=1.5 if work else 0.0)
         pair = Pair(cfg)
         true_len: dict[int, int] = {}
         rid = 0

@@ -49,13 +49,17 @@ class SchedulerConfig:
     mlfq_levels: int
     mlfq_base_quantum: int
     mlfq_prefill_ratio: float
+    prefill_weight: float
+    aging_rate: float
+    preempt_margin: float
     def __init__(self, *, policy: Policy = ..., max_running: int = 48,
                  kv_capacity_tokens: int = 65536, block_size: int = 16, c: float = 0.8,
                  preempt_mode: PreemptMode = ..., swap_capacity_tokens: int = 0,
                  max_preemptions: int = -1, starvation_steps: int = 0,
                  starvation_period: int = 0, default_predicted_len: float = 128.0,
                  mlfq_levels: int = 4, mlfq_base_quantum: int = 16,
-                 mlfq_prefill_ratio: float = 64.0) -> None: ...
+                 mlfq_prefill_ratio: float = 64.0, prefill_weight: float = 0.0,
+                 aging_rate: float = 0.0, preempt_margin: float = 0.0) -> None: ...
 
 class Decision:
     @property

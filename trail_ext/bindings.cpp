@@ -282,11 +282,13 @@ PYBIND11_MODULE(_C, m) {
                        int64_t swap_capacity_tokens, int64_t max_preemptions,
                        int64_t starvation_steps, int64_t starvation_period,
                        double default_predicted_len, int64_t mlfq_levels,
-                       int64_t mlfq_base_quantum, double mlfq_prefill_ratio) {
+                       int64_t mlfq_base_quantum, double mlfq_prefill_ratio,
+                       double prefill_weight, double aging_rate, double preempt_margin) {
              return SchedulerConfig{policy, max_running, kv_capacity_tokens, block_size, c,
                                     preempt_mode, swap_capacity_tokens, max_preemptions,
                                     starvation_steps, starvation_period, default_predicted_len,
-                                    mlfq_levels, mlfq_base_quantum, mlfq_prefill_ratio};
+                                    mlfq_levels, mlfq_base_quantum, mlfq_prefill_ratio,
+                                    prefill_weight, aging_rate, preempt_margin};
            }),
            py::kw_only(), py::arg("policy") = Policy::TRAIL, py::arg("max_running") = 48,
            py::arg("kv_capacity_tokens") = 65536, py::arg("block_size") = 16,
@@ -294,7 +296,9 @@ PYBIND11_MODULE(_C, m) {
            py::arg("swap_capacity_tokens") = 0, py::arg("max_preemptions") = -1,
            py::arg("starvation_steps") = 0, py::arg("starvation_period") = 0,
            py::arg("default_predicted_len") = 128.0, py::arg("mlfq_levels") = 4,
-           py::arg("mlfq_base_quantum") = 16, py::arg("mlfq_prefill_ratio") = 64.0)
+           py::arg("mlfq_base_quantum") = 16, py::arg("mlfq_prefill_ratio") = 64.0,
+           py::arg("prefill_weight") = 0.0, py::arg("aging_rate") = 0.0,
+           py::arg("preempt_margin") = 0.0)
       .def_readwrite("policy", &SchedulerConfig::policy)
       .def_readwrite("max_running", &SchedulerConfig::max_running)
       .def_readwrite("kv_capacity_tokens", &SchedulerConfig::kv_capacity_tokens)
@@ -308,7 +312,10 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("default_predicted_len", &SchedulerConfig::default_predicted_len)
       .def_readwrite("mlfq_levels", &SchedulerConfig::mlfq_levels)
       .def_readwrite("mlfq_base_quantum", &SchedulerConfig::mlfq_base_quantum)
-      .def_readwrite("mlfq_prefill_ratio", &SchedulerConfig::mlfq_prefill_ratio);
+      .def_readwrite("mlfq_prefill_ratio", &SchedulerConfig::mlfq_prefill_ratio)
+      .def_readwrite("prefill_weight", &SchedulerConfig::prefill_weight)
+      .def_readwrite("aging_rate", &SchedulerConfig::aging_rate)
+      .def_readwrite("preempt_margin", &SchedulerConfig::preempt_margin);
 
   py::class_<Decision>(m, "Decision", "One iteration's decision; int64 arrays of rids.")
       .def_readonly("iteration", &Decision::iteration)

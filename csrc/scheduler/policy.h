@@ -15,14 +15,33 @@ inline bool preempts_for_rank(Policy p) {
   return p == Policy::SRPT || p == Policy::TRAIL || p == Policy::LTR || p == Policy::MLFQ;
 }
 
+// Prompt tokens a request must still prefill before it decodes: the prompt if it never ran,
+// prompt + generated if its KV was dropped (it recomputes), 0 while its KV exists (running,
+// kept, or swapped: a swap-in copies KV back, it computes nothing).
+inline double pending_prefill(const Request& r) {
+  if (r.state == RequestState::WAITING) return static_cast<double>(r.prompt_len);
+  if (r.state == RequestState::PREEMPTED && r.kv == KvLocation::DROPPED)
+    return static_cast<double>(r.prompt_len + r.generated);
+  return 0.0;
+}
+
+// size + prefill_weight * pending prefill + aging_rate * arrival, evaluated left to right
+// (the Python twin does the same, so both round alike); a NaN from inf - inf ranks last.
+inline double work_key(const SchedulerConfig& cfg, const Request& r, double size) {
+  if (cfg.prefill_weight == 0.0 && cfg.aging_rate == 0.0) return size;
+  const double k = size + cfg.prefill_weight * pending_prefill(r) + cfg.aging_rate * r.arrival;
+  return std::isnan(k) ? std::numeric_limits<double>::infinity() : k;
+}
+
 inline double primary_key(const SchedulerConfig& cfg, const Request& r) {
   constexpr double inf = std::numeric_limits<double>::infinity();
   if (r.promo_left > 0) return -inf;  // starvation guard (LTR, SJF, SRPT, TRAIL)
   switch (cfg.policy) {
     case Policy::FCFS: return r.arrival;
-    case Policy::SJF: return r.pred_known ? r.predicted_len : cfg.default_predicted_len;
+    case Policy::SJF:
+      return work_key(cfg, r, r.pred_known ? r.predicted_len : cfg.default_predicted_len);
     case Policy::SRPT:
-    case Policy::TRAIL: return r.remaining;
+    case Policy::TRAIL: return work_key(cfg, r, r.remaining);
     case Policy::LTR: return std::isnan(r.score) ? inf : r.score;
     case Policy::MLFQ: return static_cast<double>(r.level);
   }

@@ -42,6 +42,12 @@ Scheduler::Scheduler(const SchedulerConfig& cfg) : cfg_(cfg) {
   require(cfg.mlfq_base_quantum >= 1, "mlfq_base_quantum", cfg.mlfq_base_quantum, ">= 1");
   require(std::isfinite(cfg.mlfq_prefill_ratio) && cfg.mlfq_prefill_ratio > 0.0,
           "mlfq_prefill_ratio", cfg.mlfq_prefill_ratio, "finite and > 0");
+  require(std::isfinite(cfg.prefill_weight) && cfg.prefill_weight >= 0.0, "prefill_weight",
+          cfg.prefill_weight, "finite and >= 0");
+  require(std::isfinite(cfg.aging_rate) && cfg.aging_rate >= 0.0, "aging_rate", cfg.aging_rate,
+          "finite and >= 0");
+  require(std::isfinite(cfg.preempt_margin) && cfg.preempt_margin >= 0.0, "preempt_margin",
+          cfg.preempt_margin, "finite and >= 0");
   capacity_blocks_ = cfg.kv_capacity_tokens / cfg.block_size;
   swap_capacity_blocks_ = cfg.swap_capacity_tokens / cfg.block_size;
   running_.reserve(static_cast<size_t>(std::min<int64_t>(cfg.max_running, 1 << 16)));
@@ -222,12 +228,14 @@ void Scheduler::move_off_device(uint32_t idx, Decision& d) {
 }
 
 void Scheduler::evict_kept(uint32_t idx, Decision& d) {
-  // Only the kept set changes: the candidate key does not depend on where the KV lives,
-  // so iterators into candidates_ held by the fill walk stay valid.
+  // A dropped request's key grows by its recompute (prefill_weight), but it is not re-filed
+  // here: the fill walk holds an iterator into candidates_ that may point at it. It was
+  // touched this iteration, so the walk skips it; schedule() re-files it after the walk.
   Request& r = table_[idx];
   kept_erase(idx);
   kept_blocks_ -= held_blocks(r);
   move_off_device(idx, d);
+  evicted_.push_back(idx);
 }
 
 void Scheduler::drop_running(uint32_t idx) {
@@ -329,7 +337,7 @@ Decision Scheduler::schedule(double now) {
         const Request& v = table_[ri];
         if (!preemptible_for_rank(cfg_, v)) continue;
         const double vp = primary_key(cfg_, v);
-        if (vp > x.key) victims.push_back(RankKey{vp, v.arrival, v.rid, ri});
+        if (vp > x.key + cfg_.preempt_margin) victims.push_back(RankKey{vp, v.arrival, v.rid, ri});
       }
       // A max-heap pops worst first; usually one victim suffices, so no full sort.
       std::make_heap(victims.begin(), victims.end());
@@ -353,6 +361,8 @@ Decision Scheduler::schedule(double now) {
     x.in_sets = false;
     take(xi, d);
   }
+  for (uint32_t idx : evicted_) rekey(idx);
+  evicted_.clear();
 
   if (starvation) starvation_end();
   d.running.reserve(running_.size());

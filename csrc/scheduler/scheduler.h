@@ -71,6 +71,7 @@ class Scheduler {
   std::vector<uint32_t> running_;                 // the batch, in batch order
   int64_t kept_blocks_ = 0, swap_used_blocks_ = 0, running_next_blocks_ = 0;
   std::vector<RankKey> victims_;  // scratch buffer of the fill walk
+  std::vector<uint32_t> evicted_;  // kept requests moved off the device, to re-file
   int64_t iteration_ = 0, stamp_ = 0;
   double last_now_ = -std::numeric_limits<double>::infinity();
   Stats counters_;  // only the event counters are kept here; current counts are computed

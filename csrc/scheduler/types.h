@@ -31,6 +31,12 @@ struct SchedulerConfig {
   int64_t mlfq_levels = 4;
   int64_t mlfq_base_quantum = 16;
   double mlfq_prefill_ratio = 64.0;
+  // Work-aware rank of SJF, SRPT and TRAIL: size + prefill_weight * pending prefill tokens
+  // + aging_rate * arrival (tokens; aging_rate in tokens per second). 0: the plain size.
+  double prefill_weight = 0.0;
+  double aging_rate = 0.0;
+  // Preemption for rank needs victim key > candidate key + preempt_margin.
+  double preempt_margin = 0.0;
 };
 
 // One iteration's decision; every list holds rids in the order the events happened.

@@ -87,6 +87,9 @@ class SchedulerConfig:
     mlfq_levels: int = 4
     mlfq_base_quantum: int = 16
     mlfq_prefill_ratio: float = 64.0
+    prefill_weight: float = 0.0   # work-aware rank: size + weight * pending prefill tokens
+    aging_rate: float = 0.0       # ... + aging_rate * arrival (tokens per second)
+    preempt_margin: float = 0.0   # preempt only if victim key > candidate key + margin
 
 
 @dataclass
@@ -238,7 +241,8 @@ class Scheduler:
                      "swap_capacity_tokens", "max_preemptions", "starvation_steps",
                      "starvation_period", "mlfq_levels", "mlfq_base_quantum"):
             setattr(cfg, name, _int_arg(getattr(cfg, name), name))
-        for name in ("c", "default_predicted_len", "mlfq_prefill_ratio"):
+        for name in ("c", "default_predicted_len", "mlfq_prefill_ratio", "prefill_weight",
+                     "aging_rate", "preempt_margin"):
             setattr(cfg, name, _float_arg(getattr(cfg, name), name))
 
         def require(ok: bool, name: str, rule: str) -> None:
@@ -260,6 +264,9 @@ class Scheduler:
         require(cfg.mlfq_base_quantum >= 1, "mlfq_base_quantum", ">= 1")
         require(math.isfinite(cfg.mlfq_prefill_ratio) and cfg.mlfq_prefill_ratio > 0,
                 "mlfq_prefill_ratio", "finite and > 0")
+        for name in ("prefill_weight", "aging_rate", "preempt_margin"):
+            require(math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0, name,
+                    "finite and >= 0")
 
         self._cfg = cfg
         self._C = cfg.kv_capacity_tokens // cfg.block_size
@@ -318,12 +325,27 @@ class Scheduler:
         if p is Policy.FCFS:
             return r.arrival
         if p is Policy.SJF:
-            return cfg.default_predicted_len if math.isnan(r.predicted_len) else r.predicted_len
+            return self._work(r, cfg.default_predicted_len if math.isnan(r.predicted_len)
+                              else r.predicted_len)
         if p in (Policy.SRPT, Policy.TRAIL):
-            return r.remaining
+            return self._work(r, r.remaining)
         if p is Policy.LTR:
             return math.inf if math.isnan(r.score) else r.score
         return r.level  # MLFQ
+
+    def _work(self, r: _Request, size: float) -> float:
+        """size + prefill_weight * pending prefill + aging_rate * arrival (NaN ranks last)."""
+        cfg = self._cfg
+        if cfg.prefill_weight == 0 and cfg.aging_rate == 0:
+            return size
+        if r.state is RequestState.WAITING:
+            pending = float(r.prompt_len)  # never prefilled
+        elif r.state is RequestState.PREEMPTED and r.kv is KvLocation.DROPPED:
+            pending = float(r.prompt_len + r.generated)  # recomputes prompt + generated
+        else:
+            pending = 0.0  # its KV exists: running, kept, or swapped (a copy, no compute)
+        key = size + cfg.prefill_weight * pending + cfg.aging_rate * r.arrival
+        return math.inf if math.isnan(key) else key
 
     def _order(self, r: _Request) -> tuple:
         """The total order: (primary, arrival, rid)."""
@@ -532,7 +554,8 @@ class Scheduler:
             x_key = self._primary(x)
             victims = sorted(
                 (r for r in (self._reqs[rid] for rid in self._running)
-                 if self._preemptible_for_rank(r) and self._primary(r) > x_key),
+                 if self._preemptible_for_rank(r)
+                 and self._primary(r) > x_key + cfg.preempt_margin),
                 key=self._order, reverse=True)
             chosen: list[_Request] | None = None
             freed = 0

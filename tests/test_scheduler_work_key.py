@@ -1,0 +1,109 @@
+"""Work-aware keys (prefill_weight, aging_rate) and the preemption margin, in both twins."""
+
+from __future__ import annotations
+
+import math
+import types
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import trail_ext
+from trail import sched_ref
+
+
+def sched(impl: types.ModuleType, **kw: object) -> object:
+    kw.setdefault("kv_capacity_tokens", 1 << 20)
+    kw["policy"] = getattr(impl.Policy, str(kw.get("policy", "SRPT")))
+    return impl.Scheduler(impl.SchedulerConfig(**kw))
+
+
+def run_one_step(s: object, now: float, finish: set[int]) -> list[int]:
+    d = s.schedule(now)
+    running = d.running.tolist()
+    s.on_step(now, running, [1] * len(running), [r in finish for r in running])
+    return running
+
+
+@pytest.mark.parametrize("policy", ["SJF", "SRPT", "TRAIL"])
+def test_prefill_weight_ranks_by_remaining_work(impl: types.ModuleType, policy: str) -> None:
+    """Output 10 + prompt 100 vs output 30 + prompt 5: output-only ranks the first ahead;
+    with β = 0.5 its work (60) is larger than the second's (32.5)."""
+    for beta, first in ((0.0, 1), (0.5, 2)):
+        s = sched(impl, policy=policy, max_running=1, prefill_weight=beta)
+        s.add(1, 0.0, 100, 64, 10.0)
+        s.add(2, 0.0, 5, 64, 30.0)
+        assert s.schedule(0.0).admitted.tolist() == [first], (policy, beta)
+
+
+def test_a_dropped_request_carries_its_recompute(impl: types.ModuleType) -> None:
+    """Preempted with RECOMPUTE, a request's key adds β × (prompt + generated); kept, it adds
+    nothing. Checked through the order it resumes in against a fresh waiting request."""
+    order = {}
+    for mode in ("KEEP", "RECOMPUTE"):
+        s = sched(impl, policy="SRPT", max_running=1, prefill_weight=1.0,
+                  preempt_mode=getattr(impl.PreemptMode, mode))
+        s.add(1, 0.0, 40, 64, 20.0)           # work 20 + 40 = 60 while waiting
+        s.schedule(0.0)
+        s.on_step(0.0, [1], [4], [False])     # 16 left; KV holds 44 tokens
+        s.add(2, 1.0, 1, 64, 2.0)             # work 3: preempts request 1
+        assert s.schedule(1.0).preempted.tolist() == [1]
+        s.add(3, 1.0, 1, 64, 30.0)            # work 31: above 16 (kept), below 16 + 44
+        s.on_step(1.0, [2], [2], [True])      # request 2 finishes
+        order[mode] = s.schedule(2.0).running.tolist()
+    assert order == {"KEEP": [1], "RECOMPUTE": [3]}
+
+
+def test_zero_weights_keep_the_plain_keys(impl: types.ModuleType) -> None:
+    """Defaults: the key is the size itself, bit for bit (prompts and arrivals play no part)."""
+    s = sched(impl, policy="SRPT", max_running=1)
+    s.add(1, 5.0, 1000, 64, 7.0)
+    s.add(2, 0.0, 1, 64, 8.0)
+    assert s.schedule(5.0).admitted.tolist() == [1]
+
+
+@pytest.mark.parametrize("policy", ["SJF", "SRPT", "TRAIL"])
+@settings(max_examples=25, deadline=None)
+@given(alpha=st.floats(0.05, 20.0), size=st.integers(20, 400))
+def test_aging_bounds_the_wait_of_a_long_request(policy: str, alpha: float, size: int) -> None:
+    """One slot, a long request, and a short one arriving every second forever: without
+    aging the long one starves; with α > 0 it runs by the time α × t exceeds its key (a new
+    short's key is 1 + α t), whatever α and its size are. Both twins, same decisions."""
+    for impl in (trail_ext, sched_ref):
+        s = sched(impl, policy=policy, max_running=1, aging_rate=alpha, c=0.0)
+        s.add(0, 0.0, 1, size + 1, float(size))
+        bound = math.ceil((size - 1) / alpha) + 3   # seconds, one step per second
+        started = None
+        for t in range(bound + 1):
+            s.add(t + 1, float(t), 1, 4, 1.0)
+            running = run_one_step(s, float(t), finish=set(range(1, t + 2)))
+            if 0 in running:
+                started = t
+                break
+        assert started is not None and started <= bound, (impl.__name__, started, bound)
+
+
+def test_without_aging_the_long_request_starves(impl: types.ModuleType) -> None:
+    s = sched(impl, policy="SRPT", max_running=1)
+    s.add(0, 0.0, 1, 200, 100.0)
+    for t in range(300):
+        s.add(t + 1, float(t), 1, 4, 1.0)
+        assert 0 not in run_one_step(s, float(t), finish=set(range(1, t + 2)))
+
+
+def test_margin_stops_near_tie_preemption(impl: types.ModuleType) -> None:
+    """A newcomer 3 tokens shorter preempts with margin 0 and 2.5, not with margin 3."""
+    for margin, preempts in ((0.0, True), (2.5, True), (3.0, False)):
+        s = sched(impl, policy="SRPT", max_running=1, preempt_margin=margin)
+        s.add(1, 0.0, 1, 64, 10.0)
+        s.schedule(0.0)
+        s.add(2, 0.0, 1, 64, 7.0)
+        assert bool(s.schedule(0.0).preempted.tolist()) is preempts, margin
+
+
+@pytest.mark.parametrize("field", ["prefill_weight", "aging_rate", "preempt_margin"])
+@pytest.mark.parametrize("value", [-0.5, math.nan, math.inf])
+def test_bad_values_are_refused(impl: types.ModuleType, field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        sched(impl, **{field: value})
