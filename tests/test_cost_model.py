@@ -105,3 +105,20 @@ def test_fit_calibration_recovers_known_constants() -> None:
     assert np.max(np.abs(np.log(pred / t))) < 0.05
     with pytest.raises(ValueError, match="seconds"):
         fit_calibration(base, pre, batch, ctx, pre ** 2, -t)
+
+
+def test_prefill_weight_is_prefill_over_decode_token_cost() -> None:
+    """β from the roofline: a prefill token's marginal time over a decode token's share of a
+    step; on the A100 and H100 presets a prefill token is cheaper than a decode token (the
+    decode step is bound by reading the weights, prefill by compute)."""
+    for name in PRESETS:
+        cost = CostModel.preset(name)
+        beta = cost.prefill_weight(batch=48)
+        step = cost.iteration_time(0, 48, 48 * 1024)
+        mixed = cost.iteration_time(512, 48, 48 * 1024, 512.0 ** 2)
+        assert beta == pytest.approx(((mixed - step) / 512) / (step / 48))
+        assert 0.01 < beta < 1.0, (name, beta)
+        # Larger batches share a step among more tokens: a decode token gets cheaper.
+        assert cost.prefill_weight(batch=128) > cost.prefill_weight(batch=8)
+    with pytest.raises(ValueError, match="batch"):
+        CostModel.preset(PRESETS[0]).prefill_weight(batch=0)

@@ -63,3 +63,23 @@ def test_tune_c_recommends_a_swept_value(tmp_path: pathlib.Path,
     assert (tmp_path / "latency_vs_c.png").stat().st_size > 1000
     assert "recommended c" in capsys.readouterr().out
     assert main(["tune-c", "--c", "1.5", "--limit", "20"]) == 1
+
+
+def test_simulate_work_aware_keys(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
+    """--prefill-weight auto takes β from the cost model and reports it; bad values fail."""
+    from trail.sim.cost_model import CostModel
+
+    assert main(["simulate", "--trace", "azure-conv", "--policy", "trail", "--limit", "150",
+                 "--prefill-weight", "auto", "--aging-rate", "2", "--preempt-margin", "5",
+                 "--quiet", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    beta = CostModel.preset("llama3-8b-a100-80gb").prefill_weight(batch=48)
+    assert summary["prefill_weight"] == beta and summary["aging_rate"] == 2.0
+    assert summary["policies"]["TRAIL"]["finished"] == 150
+    assert f"size + {beta:.4g} x pending prefill + 2 x arrival" in capsys.readouterr().out
+    for flag, value in (("--prefill-weight", "heavy"), ("--prefill-weight", "-1"),
+                        ("--aging-rate", "nan")):
+        assert main(["simulate", "--trace", "azure-conv", "--limit", "50", "--quiet",
+                     flag, value]) == 1
+        err = capsys.readouterr().err.replace("_", "-")
+        assert flag.lstrip("-") in err, err

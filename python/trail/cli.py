@@ -160,10 +160,19 @@ def _floats(text: str) -> list[float]:
 def _sim_settings(args: argparse.Namespace, cost: Any) -> Any:
     from trail.sim.compare import SimSettings
 
+    beta = args.prefill_weight
+    if beta == "auto":
+        beta = cost.prefill_weight(batch=args.max_running)
+    else:
+        try:
+            beta = float(beta)
+        except ValueError:
+            raise ValueError(f"--prefill-weight {beta!r}: expected a number or 'auto'") from None
     return SimSettings(cost=cost, load=args.load, c=args.c, max_running=args.max_running,
                        block_size=args.block_size, predict_every=args.predict_every,
                        seed=args.seed, max_preemptions=args.max_preemptions,
-                       starvation_steps=args.starvation_steps)
+                       starvation_steps=args.starvation_steps, prefill_weight=beta,
+                       aging_rate=args.aging_rate, preempt_margin=args.preempt_margin)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -182,9 +191,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                "capacity_req_s": cap, "rate_req_s": scaled.rate,
                                "c": args.c, "max_running": args.max_running,
                                "max_preemptions": args.max_preemptions,
-                               "starvation_steps": args.starvation_steps}
+                               "starvation_steps": args.starvation_steps,
+                               "prefill_weight": settings.prefill_weight,
+                               "aging_rate": settings.aging_rate,
+                               "preempt_margin": settings.preempt_margin}
     print(f"{args.trace}: {len(trace)} requests at load {args.load} "
           f"({scaled.rate:.2f} req/s of a {cap:.2f} req/s capacity), {cost.name}")
+    print(f"keys of SJF/SRPT/TRAIL: size + {settings.prefill_weight:.4g} x pending prefill "
+          f"+ {settings.aging_rate:.4g} x arrival; preemption margin "
+          f"{settings.preempt_margin:.4g}")
     print(f"{'policy':8s} {'mean lat':>9s} {'p50':>8s} {'p99':>9s} {'mean TTFT':>10s} "
           f"{'tok/s':>8s} {'preempt':>8s}")
     latencies = {}
@@ -473,6 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--starvation-steps", type=int, default=0,
                    help="aging guard: run a request first once it has waited this many "
                         "iterations (size-based policies; 0: off)")
+    p.add_argument("--prefill-weight", default="0", metavar="BETA",
+                   help="work-aware key: add BETA x prompt tokens still to prefill (SJF, "
+                        "SRPT, TRAIL); 'auto' derives it from the cost model (default 0)")
+    p.add_argument("--aging-rate", type=float, default=0.0, metavar="ALPHA",
+                   help="add ALPHA x arrival (tokens per second) to those keys (default 0)")
+    p.add_argument("--preempt-margin", type=float, default=0.0,
+                   help="preempt for rank only past this key gap, in tokens (default 0)")
     p.add_argument("--loads", type=_floats, default=None,
                    help="also sweep these loads, e.g. 0.5,0.7,0.9 (Figure 6: rate_sweep.*)")
     p.add_argument("--out", default=None,

@@ -38,6 +38,9 @@ class SimSettings:
     max_preemptions: int = -1     # per request, for preemptive policies (-1: unbounded)
     starvation_steps: int = 0     # aging guard for size-based policies (0: off)
     starvation_period: int = 10**9
+    prefill_weight: float = 0.0   # work-aware key (SJF, SRPT, TRAIL): β × pending prefill
+    aging_rate: float = 0.0       # ... + α × arrival, tokens per second
+    preempt_margin: float = 0.0   # preemption for rank needs a key gap above this
 
     def scheduler(self, policy: te.Policy) -> te.SchedulerConfig:
         """The scheduler config for `policy` under these settings."""
@@ -47,7 +50,10 @@ class SimSettings:
                                       self.kv_utilization),
                                   max_preemptions=self.max_preemptions,
                                   starvation_steps=self.starvation_steps,
-                                  starvation_period=self.starvation_period)
+                                  starvation_period=self.starvation_period,
+                                  prefill_weight=self.prefill_weight,
+                                  aging_rate=self.aging_rate,
+                                  preempt_margin=self.preempt_margin)
 
 
 def setup(name: str, predict_every: int) -> tuple[te.Policy, Any]:

@@ -151,6 +151,20 @@ class CostModel:
         idle = (p == 0) & (b == 0)
         return np.where(idle, 0.0, self.overhead_s + np.maximum(compute, memory))
 
+    def prefill_weight(self, batch: int = 32, context: int = 1024, prompt: int = 512) -> float:
+        """β for the scheduler's work-aware key: server time of one prefill token over that of
+        one decode token, both in a decode step of `batch` requests with `context` tokens each.
+
+        A decode token costs the step time / `batch`; a prefill token costs the extra time a
+        `prompt`-token prefill adds to that step, per token (chunked into the same forward).
+        """
+        for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"prefill_weight: {name}={value!r} must be a positive int")
+        step = self.iteration_time(0, batch, batch * context)
+        mixed = self.iteration_time(prompt, batch, batch * context, float(prompt) ** 2)
+        return ((mixed - step) / prompt) / (step / batch)
+
     def prefill_time(self, tokens: float) -> float:
         """Seconds to prefill one sequence of `tokens` tokens alone (also: recompute)."""
         return self.iteration_time(tokens, 0, 0) if tokens > 0 else 0.0
