@@ -152,3 +152,6 @@ def test_bad_clock_arguments_are_refused(tmp_path) -> None:
     path.write_text('{"constant": "fast"}')
     with pytest.raises(ValueError):
         StepCost.from_json(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a step-cost file"):
+        StepCost.from_json(path)

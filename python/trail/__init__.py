@@ -8,8 +8,9 @@ Submodules: :mod:`trail.sched_ref` (plain-Python twin of the native scheduler in
 
 import os as _os
 
-# Sleeping, not spinning, OpenMP threads: on a shared machine spinning threads made torch
-# ~60x slower (trail.cpu explains). Effective only if torch is not imported yet.
+# Sleeping, not spinning, OpenMP threads: beside two busy processes, spinning threads made
+# demo-model training 3x slower than sleeping ones (trail.cpu). Effective only if torch is
+# not imported yet.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from trail import ops as ops  # noqa: E402  (registers torch.ops.trail.*)

@@ -3,8 +3,9 @@
 The choices, measured on a 2-core VM (bench/results/demo_speed_*.md):
 - OpenMP's threads spin while they wait for work (libgomp's default: for a while after each
   parallel region; OMP_WAIT_POLICY=ACTIVE: always). When another process holds a core, a spinning
-  thread steals it and every parallel region waits for the thread that was descheduled: the
-  engine ran ~60x slower with 2 threads than with 1 on a busy machine. `import trail` sets
+  thread steals it and every parallel region waits for the thread that was descheduled:
+  beside two busy processes, 2-thread training of the demo model took 7.9x its quiet time
+  with libgomp's default wait, 2.1x with PASSIVE. `import trail` sets
   OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise; it only takes effect if
   torch was not imported before trail (the `trail` command always imports trail first).
 - A small model is a long chain of small operations: one thread serves it fastest, and

@@ -107,9 +107,8 @@ class DemoConfig:
 
 def demo_step_cost() -> StepCost:
     """The demo model's frozen engine step cost (the virtual clock's), shipped with trail."""
-    text = resources.files("trail.demo").joinpath("step_cost.json").read_text()
-    return StepCost(**{k: v for k, v in json.loads(text).items()
-                       if k in StepCost.__dataclass_fields__})
+    return StepCost.from_text(
+        resources.files("trail.demo").joinpath("step_cost.json").read_text(), "step_cost.json")
 
 
 def _progress(progress: bool, text: str) -> None:

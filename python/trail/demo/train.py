@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from trail.cpu import threads as cpu_threads
 from trail.demo.language import TRAIN_MIX, make_rng, sample_answer, sample_prompt
 from trail.demo.tokenizer import build_tokenizer
 from trail.machine import describe
@@ -77,13 +78,12 @@ def training_batches(tokenizer: PreTrainedTokenizerFast, seed: int, max_tokens: 
 @contextlib.contextmanager
 def _torch_settings(threads: int) -> Iterator[None]:
     """Fixed threads and deterministic kernels while training; the caller's settings after."""
-    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
+    old_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        yield
+        with cpu_threads(threads):
+            yield
     finally:
-        torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
 
 

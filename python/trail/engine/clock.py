@@ -69,11 +69,16 @@ class StepCost:
     @classmethod
     def from_json(cls, path: str | pathlib.Path) -> "StepCost":
         """Load a cost written by to_json (extra keys such as provenance are ignored)."""
-        d = json.loads(pathlib.Path(path).read_text())
+        return cls.from_text(pathlib.Path(path).read_text(), str(path))
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "step cost") -> "StepCost":
+        """Parse to_json's format (extra keys ignored); ValueError naming `source` if bad."""
         try:
+            d = json.loads(text)
             return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-        except TypeError as exc:
-            raise ValueError(f"{path}: not a step-cost file ({exc})") from None
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{source}: not a step-cost file ({exc})") from None
 
     def to_json(self, path: str | pathlib.Path, **extra: Any) -> None:
         """Write the coefficients (and any provenance given as keywords) as JSON."""
