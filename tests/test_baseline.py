@@ -88,6 +88,11 @@ def test_beats_mean_predictor_on_held_out_prompts(fitted) -> None:
     assert proba.shape == (len(test_p), 10)
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(proba @ model.bins.centers.numpy(), pred, rtol=1e-5)
+    rank = model.predict_gittins(test_p, max_new_tokens=200)
+    assert rank.shape == pred.shape and (rank <= np.minimum(pred, 200) + 1e-6).all()
+    assert spearman(rank, test_y) > 0.5
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.predict_gittins(test_p, max_new_tokens=0)
     assert model.predict([]).shape == (0,)
 
 

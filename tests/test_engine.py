@@ -276,6 +276,38 @@ def test_probe_predictions_reach_the_scheduler() -> None:
     assert probe.num_slots >= 3  # grew from 1 as requests were admitted
 
 
+def test_gittins_rank_reaches_the_scheduler_and_mean_is_recorded() -> None:
+    """probe_rank='gittins': the scheduler ranks by the rank, the outputs keep the mean; the
+    tokens are those of probe_rank='mean' (ranking changes order, never what is generated)."""
+    outs = {}
+    for how in ("mean", "gittins"):
+        torch.manual_seed(0)
+        probe = Probe(32, Bins.uniform(6, 64.0), hidden_dim=16, layer=0, num_slots=4)
+        eng = Engine(model_for("qwen2"), EngineConfig(
+            scheduler=te.SchedulerConfig(policy=te.Policy.TRAIL, max_running=3,
+                                         kv_capacity_tokens=128, block_size=4),
+            probe=probe, probe_rank=how))
+        rids = [eng.add_request([i + 1, i + 2], SamplingParams(max_new_tokens=5))
+                for i in range(3)]
+        eng.step()
+        keys = [eng.scheduler.get(r).predicted_len for r in rids]
+        means = probe.distribution([eng._reqs[r].probe_slot for r in rids]).double() @ \
+            probe.centers.double()
+        if how == "gittins":
+            assert all(k <= m + 1e-3 for k, m in zip(keys, means.tolist()))
+            assert any(k < m - 1e-3 for k, m in zip(keys, means.tolist()))
+        done = []
+        while eng.has_unfinished():
+            done += eng.step()
+        outs[how] = sorted((o.rid, tuple(o.output_ids), len(o.predictions)) for o in done)
+        for o in done:
+            assert all(0 <= p <= 5 for p in o.predictions)
+    assert outs["mean"] == outs["gittins"]
+    with pytest.raises(ValueError, match="probe_rank"):
+        Engine(model_for("qwen2"), EngineConfig(scheduler=te.SchedulerConfig(),
+                                                probe_rank="median"))
+
+
 def test_run_replays_a_workload_and_reports(tmp_path: pathlib.Path) -> None:
     eng = Engine(model_for("llama"), EngineConfig(
         scheduler=te.SchedulerConfig(policy=te.Policy.SRPT, max_running=3,

@@ -87,6 +87,30 @@ def test_step_matches_the_op_spec_and_caps() -> None:
     assert not got.requires_grad
 
 
+def test_step_rank_is_step_plus_the_gittins_rank_of_the_new_state() -> None:
+    from trail.kernels.reference import gittins_rank_reference
+
+    p, q = small_probe(seed=2), small_probe(seed=2)
+    x = torch.randn(4, 48)
+    mean, rank = p.step_rank(x, [0, 3, 5, 6], True, torch.tensor([0, 299, 10, 3]), 300)
+    torch.testing.assert_close(mean, q.step(x, [0, 3, 5, 6], True,
+                                            torch.tensor([0, 299, 10, 3]), 300))
+    torch.testing.assert_close(p.state, q.state)
+    want = gittins_rank_reference(p.distribution([0, 3, 5, 6]).double(),
+                                  torch.tensor(p.bins.edges, dtype=torch.float64),
+                                  torch.tensor([300.0, 1.0, 290.0, 297.0], dtype=torch.float64))
+    torch.testing.assert_close(rank.double(), want, rtol=1e-5, atol=1e-5)
+    assert (rank <= mean + 1e-3).all() and rank[1] <= 1.0
+    # rows that skipped different numbers of tokens, and an empty batch
+    y = torch.randn(4, 48)
+    m2, r2 = p.step_rank(y, [0, 3, 5, 6], False, 8, 300, tokens_since_last=[8, 1, 8, 1])
+    torch.testing.assert_close(m2, q.step(y, [0, 3, 5, 6], False, 8, 300,
+                                          tokens_since_last=[8, 1, 8, 1]))
+    assert r2.shape == (4,) and bool(torch.isfinite(r2).all())
+    e1, e2 = p.step_rank(torch.zeros(0, 48), [], True, 0, 300)
+    assert e1.shape == e2.shape == (0,)
+
+
 def test_rows_with_different_tokens_since_last() -> None:
     """Per-row k: same result as stepping each group with its own Tᵏ."""
     p, q = small_probe(seed=1), small_probe(seed=1)

@@ -148,7 +148,8 @@ const T* view(py::handle obj, const char* what, std::initializer_list<py::ssize_
 void probe_step_numpy(py::handle hidden, const std::string& hidden_dtype, py::handle slots,
                       py::handle first, py::handle w1, py::handle b1, py::handle w2,
                       py::handle b2, py::handle transition, py::handle centers, py::handle cap,
-                      py::handle state, py::handle pred, py::handle pre) {
+                      py::handle state, py::handle pred, py::handle pre, py::handle edges,
+                      py::handle gittins) {
   kernels::ProbeStepArgs a;
   if (!py::isinstance<py::array>(hidden))
     throw TypeError("probe_step: hidden must be a numpy array");
@@ -196,6 +197,16 @@ void probe_step_numpy(py::handle hidden, const std::string& hidden_dtype, py::ha
   a.S = py::reinterpret_borrow<py::array>(state).shape(0);
   a.pred = const_cast<float*>(view<float>(pred, "pred", {B}, true));
   if (!pre.is_none()) a.pre = view<float>(pre, "pre", {B, H});
+  if (edges.is_none() != gittins.is_none())
+    throw ValueError("probe_step: edges and gittins must be given together");
+  if (!edges.is_none()) {
+    a.edges = view<float>(edges, "edges", {K + 1});
+    for (py::ssize_t k = 0; k < K; ++k)
+      if (!(a.edges[k] < a.edges[k + 1]) || !std::isfinite(a.edges[k + 1]))
+        throw ValueError(cat("probe_step: edges must be finite and strictly increasing, got edges[",
+                             k, "]=", a.edges[k], ", edges[", k + 1, "]=", a.edges[k + 1]));
+    a.gittins = const_cast<float*>(view<float>(gittins, "gittins", {B}, true));
+  }
   py::gil_scoped_release release;  // the buffers stay alive: the caller holds them
   kernels::probe_step(a);
 }
@@ -356,7 +367,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("slots"), py::arg("first"), py::arg("w1"), py::arg("b1"), py::arg("w2"),
         py::arg("b2"), py::arg("transition"), py::arg("centers"), py::arg("cap"),
         py::arg("state"), py::arg("pred"), py::arg("pre") = py::none(),
-        "Fused probe step on numpy buffers (use torch.ops.trail.probe_step instead).");
+        py::arg("edges") = py::none(), py::arg("gittins") = py::none(),
+        "Fused probe step on numpy buffers (use torch.ops.trail.probe_step instead); with "
+        "edges, also the Gittins rank of each updated row into gittins.");
   m.def("paged_attention_decode", &paged_attention_numpy, py::arg("q"), py::arg("k_cache"),
         py::arg("v_cache"), py::arg("block_tables"), py::arg("context_lens"),
         py::arg("block_size"), py::arg("scale"), py::arg("out"), py::arg("threads") = 1,

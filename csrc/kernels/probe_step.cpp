@@ -82,7 +82,33 @@ void check_slots(const ProbeStepArgs& a) {
 
 const char* probe_isa() { return simd().name; }
 
+double gittins_rank(const double* q, const float* edges, int64_t K, double cap) {
+  if (std::isnan(cap)) return cap;
+  thread_local std::vector<double> tail;
+  tail.resize(static_cast<size_t>(K) + 1);
+  tail[K] = 0.0;
+  for (int64_t k = K - 1; k >= 0; --k) tail[k] = tail[k + 1] + q[k];  // Σ_{i>=k} q_i
+  double best = std::numeric_limits<double>::infinity();
+  double prefix = 0.0, below = 0.0, at_cap = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double lo = edges[k], hi = edges[k + 1], mid = (lo + hi) / 2;
+    prefix += q[k];
+    below += q[k] * mid;
+    // a = hi: candidates below the cap with some mass at or under them
+    if (prefix > 0.0 && hi < cap) best = std::min(best, (below + hi * tail[k + 1]) / prefix);
+    // E[min(U_k, cap)] for U_k uniform on the bin
+    const double part = cap >= hi   ? mid
+                        : cap <= lo ? cap
+                                    : ((cap - lo) * (cap + lo) / 2 + cap * (hi - cap)) / (hi - lo);
+    at_cap += q[k] * part;
+  }
+  const double total = tail[0];
+  return std::min(best, at_cap / (total > 0.0 ? total : 1.0));
+}
+
 void probe_step(const ProbeStepArgs& a) {
+  if ((a.edges == nullptr) != (a.gittins == nullptr))
+    throw ValueError("probe_step: edges and gittins must be given together");
   if (a.B < 0 || a.D < 1 || a.H < 1 || a.K < 1 || a.S < 0 || a.hidden_stride < a.D)
     throw ValueError(cat("probe_step: bad sizes B=", a.B, " D=", a.D, " H=", a.H, " K=", a.K,
                          " S=", a.S, " stride=", a.hidden_stride));
@@ -166,6 +192,7 @@ void probe_step(const ProbeStepArgs& a) {
     }
     const double cap = a.cap[b];
     a.pred[b] = static_cast<float>(std::isnan(cap) ? cap : std::min(mean, cap));
+    if (a.gittins != nullptr) a.gittins[b] = static_cast<float>(gittins_rank(q.data(), a.edges, K, cap));
   }
 }
 

@@ -30,7 +30,16 @@ struct ProbeStepArgs {
   // when given, `hidden` is still read to detect non-finite rows.
   const float* pre = nullptr;
   float* pred = nullptr;  // [B] output
+  // Optional second output: the Gittins rank of each updated row (gittins_rank below) over
+  // bins with these edges; both null to skip it.
+  const float* edges = nullptr;  // [K + 1]
+  float* gittins = nullptr;      // [B] output
 };
+
+// Gittins rank of a distribution q[0..K) over bins [edges[k], edges[k+1]) (mass uniform
+// within a bin), with the length capped at `cap`: min over a of E[min(R,a)] / P(R <= a).
+// python/trail/kernels/reference.py (gittins_rank_reference) is the specification.
+double gittins_rank(const double* q, const float* edges, int64_t K, double cap);
 
 // Validates slots (range, uniqueness; trail::ValueError) and runs the step.
 void probe_step(const ProbeStepArgs& args);

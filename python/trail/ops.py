@@ -12,9 +12,19 @@ hidden [B, D] (fp32/bf16/fp16), slots [B] int32 (unique rows of `state`), first 
 w1 [H, D], b1 [H], w2 [K, H], b2 [K] (torch.nn.Linear layout, fp32 on the CPU path),
 transition [K, K] f32, centers [K] f32, cap [B] f32, state [S, K] f32 (updated in place)
 → pred [B] f32.
+
+    pred, gittins = torch.ops.trail.probe_step_rank(hidden, slots, first, w1, b1, w2, b2,
+                                                    transition, centers, edges, cap, state)
+
+is the same step with a second output: the Gittins rank of each updated distribution over
+bins with edges [K + 1] f32 (finite, strictly increasing; checked on the CPU, trusted on
+CUDA, where checking would cost a synchronisation — `trail.Probe` passes its `Bins`, which
+are validated once). `gittins_rank_reference` is its specification.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -70,19 +80,37 @@ def _check(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
         raise ValueError(f"probe_step: all tensors must be on one device, got {sorted(map(str, devices))}")
 
 
+def _check_edges(edges: Tensor, k: int, device: torch.device) -> None:
+    """Shape, dtype and device of the Gittins rank's bin edges."""
+    if tuple(edges.shape) != (k + 1,):
+        raise ValueError(f"probe_step_rank: edges must have shape ({k + 1},), "
+                         f"got {tuple(edges.shape)}")
+    if edges.dtype != torch.float32:
+        raise TypeError(f"probe_step_rank: edges must be float32, got {edges.dtype}")
+    if edges.device != device:
+        raise ValueError(f"probe_step_rank: edges must be on {device}, got {edges.device}")
+
+
 def _f32(t: Tensor) -> Tensor:
     return t if t.dtype == torch.float32 and t.is_contiguous() else t.float().contiguous()
 
 
 def _probe_step_cpu(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
                     w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor, cap: Tensor,
-                    state: Tensor) -> Tensor:
+                    state: Tensor, edges: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor | None]:
     from trail_ext import _C
 
     b = hidden.shape[0]
     pred = torch.empty(b, dtype=torch.float32)
+    rank = None if edges is None else torch.empty(b, dtype=torch.float32)
     if b == 0:
-        return pred
+        if edges is not None:  # still reject bad edges, as a non-empty batch would
+            e = edges.detach().double()
+            if not (bool(torch.isfinite(e).all()) and bool((e[1:] > e[:-1]).all())):
+                raise ValueError(f"probe_step: edges must be finite and strictly increasing, "
+                                 f"got {edges.tolist()}")
+        return pred, rank
     x = hidden.detach()
     if x.dtype == torch.float64:
         x = x.float()  # the C++ path computes in fp32; the reference also takes float64
@@ -100,8 +128,10 @@ def _probe_step_cpu(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1
                   first.detach().contiguous().numpy(), w1f.numpy(), _f32(b1.detach()).numpy(),
                   _f32(w2.detach()).numpy(), _f32(b2.detach()).numpy(),
                   transition.detach().contiguous().numpy(), centers.detach().contiguous().numpy(),
-                  cap.detach().contiguous().numpy(), state.detach().numpy(), pred.numpy(), pre)
-    return pred
+                  cap.detach().contiguous().numpy(), state.detach().numpy(), pred.numpy(), pre,
+                  None if edges is None else edges.detach().contiguous().numpy(),
+                  None if rank is None else rank.numpy())
+    return pred, rank
 
 
 # Registered with the low-level torch.library API: its dispatch costs ~2 µs per call, against
@@ -110,6 +140,10 @@ _lib = torch.library.Library("trail", "DEF")
 _lib.define(
     "probe_step(Tensor hidden, Tensor slots, Tensor first, Tensor w1, Tensor b1, Tensor w2, "
     "Tensor b2, Tensor transition, Tensor centers, Tensor cap, Tensor(a!) state) -> Tensor")
+_lib.define(
+    "probe_step_rank(Tensor hidden, Tensor slots, Tensor first, Tensor w1, Tensor b1, "
+    "Tensor w2, Tensor b2, Tensor transition, Tensor centers, Tensor edges, Tensor cap, "
+    "Tensor(a!) state) -> (Tensor, Tensor)")
 
 
 def _probe_step_cpu_checked(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
@@ -117,28 +151,53 @@ def _probe_step_cpu_checked(hidden: Tensor, slots: Tensor, first: Tensor, w1: Te
                             cap: Tensor, state: Tensor) -> Tensor:
     args = (hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
     _check(*args)
-    return _probe_step_cpu(*args)
+    return _probe_step_cpu(*args)[0]
 
 
-def _probe_step_cuda(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
-                     w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor, cap: Tensor,
-                     state: Tensor) -> Tensor:
+def _probe_step_rank_cpu(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
+                         w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor,
+                         edges: Tensor, cap: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    args = (hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
+    _check(*args)
+    _check_edges(edges, w2.shape[0], state.device)
+    return _probe_step_cpu(*args, edges=edges)
+
+
+def _triton() -> Any:
+    """trail.kernels.probe_triton, imported on first CUDA use (triton is the `gpu` extra)."""
     try:
-        from trail.kernels.probe_triton import probe_step_triton
+        from trail.kernels import probe_triton
     except ModuleNotFoundError as exc:
         if exc.name != "triton":
             raise
         raise ImportError("probe_step on CUDA tensors runs a Triton kernel: install triton "
                           "(pip install 'trail-sched[gpu]', or PyTorch's CUDA build, which "
                           "brings it)") from None
+    return probe_triton
 
+
+def _probe_step_cuda(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
+                     w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor, cap: Tensor,
+                     state: Tensor) -> Tensor:
     args = (hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
     _check(*args)
-    return probe_step_triton(*args)
+    return _triton().probe_step_triton(*args)
+
+
+def _probe_step_rank_cuda(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
+                          w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor,
+                          edges: Tensor, cap: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    args = (hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
+    _check(*args)
+    _check_edges(edges, w2.shape[0], state.device)
+    return _triton().probe_step_rank_triton(hidden, slots, first, w1, b1, w2, b2, transition,
+                                            centers, edges, cap, state)
 
 
 _lib.impl("probe_step", _probe_step_cpu_checked, "CPU")
 _lib.impl("probe_step", _probe_step_cuda, "CUDA")
+_lib.impl("probe_step_rank", _probe_step_rank_cpu, "CPU")
+_lib.impl("probe_step_rank", _probe_step_rank_cuda, "CUDA")
 
 
 @torch.library.register_fake("trail::probe_step")
@@ -149,9 +208,28 @@ def _probe_step_fake(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b
     return hidden.new_empty((hidden.shape[0],), dtype=torch.float32)
 
 
+@torch.library.register_fake("trail::probe_step_rank")
+def _probe_step_rank_fake(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
+                          w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor,
+                          edges: Tensor, cap: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    _check(hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
+    _check_edges(edges, w2.shape[0], state.device)
+    b = hidden.shape[0]
+    return (hidden.new_empty((b,), dtype=torch.float32),
+            hidden.new_empty((b,), dtype=torch.float32))
+
+
 def probe_step(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
                b2: Tensor, transition: Tensor, centers: Tensor, cap: Tensor,
                state: Tensor) -> Tensor:
     """Fused MLP probe + softmax + Bayesian update for a batch; updates `state` rows in place."""
     return torch.ops.trail.probe_step(hidden, slots, first, w1, b1, w2, b2, transition, centers,
                                       cap, state)
+
+
+def probe_step_rank(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
+                    w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor, edges: Tensor,
+                    cap: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    """The probe step with a second output, the Gittins rank: returns (pred, gittins)."""
+    return torch.ops.trail.probe_step_rank(hidden, slots, first, w1, b1, w2, b2, transition,
+                                           centers, edges, cap, state)

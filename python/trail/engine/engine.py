@@ -46,6 +46,10 @@ class EngineConfig:
     # rows on the same steps, so one call's cost is shared); a request's first prediction
     # comes on the first such step from its prefill on.
     predict_every: int = 1
+    # What the scheduler ranks running requests by: the posterior "mean" remaining length,
+    # or the "gittins" rank of the probe's distribution (Probe.step_rank). Either way the
+    # request's recorded predictions are the mean.
+    probe_rank: str = "mean"
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     check_invariants: bool = False  # assert KV accounting == pool usage every step (tests)
     capture_layers: tuple[int, ...] = ()  # hidden states handed to Engine.observer
@@ -70,6 +74,9 @@ class Engine:
     """Serves requests on `model` with TRAIL's scheduler and (optionally) its probe."""
 
     def __init__(self, model: nn.Module, config: EngineConfig) -> None:
+        if config.probe_rank not in ("mean", "gittins"):
+            raise ValueError(f"EngineConfig.probe_rank must be 'mean' or 'gittins', "
+                             f"got {config.probe_rank!r}")
         if not isinstance(config.predict_every, int) or config.predict_every < 1:
             raise ValueError(f"EngineConfig.predict_every must be a positive int, "
                              f"got {config.predict_every!r}")
@@ -263,13 +270,16 @@ class Engine:
         since = [len(r.output_ids) - r.predicted_at for r in reqs]
         for r in reqs:
             r.predicted_at = len(r.output_ids)
-        pred = self.probe.step(hidden[rows], [r.probe_slot for r in reqs], first,
-                               [len(r.output_ids) for r in reqs],
-                               [r.max_new_tokens for r in reqs], since).cpu()
+        args = (hidden[rows], [r.probe_slot for r in reqs], first,
+                [len(r.output_ids) for r in reqs], [r.max_new_tokens for r in reqs], since)
+        if self.config.probe_rank == "gittins":
+            pred, key = (t.cpu() for t in self.probe.step_rank(*args))
+        else:
+            pred = key = self.probe.step(*args).cpu()
         for r, p in zip(reqs, pred.tolist()):
             r.predictions.append(p)
             r.prediction_tokens.append(len(r.output_ids))
-        self.scheduler.update_predictions([r.rid for r in reqs], pred.double().numpy())
+        self.scheduler.update_predictions([r.rid for r in reqs], key.double().numpy())
 
     def _retire(self, r: Request, now: float, reason: str) -> RequestOutput:
         self.kv.free(r.rid)

@@ -3,8 +3,9 @@
 `probe_step_triton(...)` takes the op's arguments (see trail/ops.py) and launches one kernel:
 each program owns BLOCK_B rows, streams W1 tile by tile (layer 1 on the tensor cores),
 applies bias and ReLU, folds each hidden tile straight into layer 2's logits, and finishes
-softmax, the Bayesian update, the state write and the prediction in registers. Nothing but
-the B predictions and the touched state rows is written. Its specification is
+softmax, the Bayesian update, the state write and the prediction in registers (and, for
+`probe_step_rank`, the Gittins rank of each updated row). Nothing but the B predictions
+(and ranks) and the touched state rows is written. Its specification is
 `trail.kernels.reference.probe_step_reference`; under `TRITON_INTERPRET=1` (set before this
 module is imported) it runs on CPU tensors, which is how the tests check it without a GPU.
 
@@ -25,9 +26,9 @@ import triton.language as tl
 @triton.jit
 def _probe_step_kernel(hidden_ptr, stride_h, slots_ptr, first_ptr, w1_ptr, b1_ptr, w2_ptr,
                        b2_ptr, trans_ptr, centers_ptr, cap_ptr, state_ptr, pred_ptr,
-                       B, D, H, K, S,
+                       edges_ptr, gittins_ptr, B, D, H, K, S,
                        BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
-                       KP: tl.constexpr, DOT_FP32: tl.constexpr):
+                       KP: tl.constexpr, DOT_FP32: tl.constexpr, RANK: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
     rmask = rows < B
@@ -104,6 +105,31 @@ def _probe_step_kernel(hidden_ptr, stride_h, slots_ptr, first_ptr, w1_ptr, b1_pt
     pred = tl.where(smask, pred, float("nan"))
     tl.store(pred_ptr + rows, pred, mask=rmask)
 
+    if RANK:  # the Gittins rank of q (reference.gittins_rank_reference), K×K in registers
+        lo = tl.load(edges_ptr + ks, mask=kmask, other=0.0)
+        hi = tl.load(edges_ptr + ks + 1, mask=kmask, other=0.0)
+        mid = (lo + hi) / 2
+        upto = (ks[None, :] <= ks[:, None]) & kmask[None, :]   # [j, k]: k <= j
+        after = (ks[None, :] > ks[:, None]) & kmask[None, :]   # [j, k]: k > j
+        qm = tl.where(kmask[None, :], q, 0.0)
+        prefix = tl.sum(tl.where(upto[None, :, :], qm[:, None, :], 0.0), axis=2)
+        below = tl.sum(tl.where(upto[None, :, :], (qm * mid[None, :])[:, None, :], 0.0), axis=2)
+        tail = tl.sum(tl.where(after[None, :, :], qm[:, None, :], 0.0), axis=2)
+        at_edge = (below + hi[None, :] * tail) / tl.where(prefix > 0.0, prefix, 1.0)
+        c = cap[:, None]
+        valid = (prefix > 0.0) & (hi[None, :] < c) & kmask[None, :]
+        best = tl.min(tl.where(valid, at_edge, float("inf")), axis=1)
+        width = tl.where(hi > lo, hi - lo, 1.0)[None, :]
+        x = tl.minimum(c, hi[None, :])  # = c where used; keeps inf out of the other lanes
+        inside = ((x - lo[None, :]) * (x + lo[None, :]) / 2 + x * (hi[None, :] - x)) / width
+        part = tl.where(c >= hi[None, :], mid[None, :], tl.where(c <= lo[None, :], c, inside))
+        total = tl.sum(qm, axis=1)
+        at_cap = tl.sum(qm * part, axis=1) / tl.where(total > 0.0, total, 1.0)
+        g = tl.minimum(best, at_cap)
+        g = tl.where(cap != cap, cap, g)
+        g = tl.where(smask, g, float("nan"))
+        tl.store(gittins_ptr + rows, g, mask=rmask)
+
 
 def _pow2(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
@@ -114,11 +140,32 @@ def probe_step_triton(hidden: torch.Tensor, slots: torch.Tensor, first: torch.Te
                       transition: torch.Tensor, centers: torch.Tensor, cap: torch.Tensor,
                       state: torch.Tensor) -> torch.Tensor:
     """Launch the fused kernel; same arguments and result as torch.ops.trail.probe_step."""
+    return _launch(hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state,
+                   None)[0]
+
+
+def probe_step_rank_triton(hidden: torch.Tensor, slots: torch.Tensor, first: torch.Tensor,
+                           w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                           b2: torch.Tensor, transition: torch.Tensor, centers: torch.Tensor,
+                           edges: torch.Tensor, cap: torch.Tensor, state: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the fused kernel with the Gittins rank; as torch.ops.trail.probe_step_rank."""
+    pred, rank = _launch(hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state,
+                         edges)
+    assert rank is not None
+    return pred, rank
+
+
+def _launch(hidden: torch.Tensor, slots: torch.Tensor, first: torch.Tensor, w1: torch.Tensor,
+            b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, transition: torch.Tensor,
+            centers: torch.Tensor, cap: torch.Tensor, state: torch.Tensor,
+            edges: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     b, d = hidden.shape
     h, k = w1.shape[0], w2.shape[0]
     pred = torch.empty(b, dtype=torch.float32, device=hidden.device)
+    rank = None if edges is None else torch.empty_like(pred)
     if b == 0:
-        return pred
+        return pred, rank
     if hidden.stride(1) != 1:
         hidden = hidden.contiguous()
     w1, w2 = w1.contiguous(), w2.contiguous()
@@ -133,7 +180,8 @@ def probe_step_triton(hidden: torch.Tensor, slots: torch.Tensor, first: torch.Te
         hidden, hidden.stride(0), slots.to(torch.int32).contiguous(),
         first.contiguous().view(torch.uint8), w1, b1.contiguous(), w2, b2.contiguous(),
         transition.contiguous(), centers.contiguous(), cap.contiguous(), state, pred,
+        pred if edges is None else edges.contiguous(), pred if rank is None else rank,
         b, d, h, k, state.shape[0],
         BLOCK_B=block_b, BLOCK_D=_pow2(d, 16, 128), BLOCK_H=_pow2(h, 16, 64),
-        KP=_pow2(k, 16, 1024), DOT_FP32=dot_fp32)
-    return pred
+        KP=_pow2(k, 16, 1024), DOT_FP32=dot_fp32, RANK=edges is not None)
+    return pred, rank

@@ -11,6 +11,9 @@ Per row b (with s = slots[b]):
 A row whose hidden state or logits are not finite keeps the propagated prior
 (state[s] @ transition, renormalised; uniform for a first row, or if the prior is unusable)
 and still gets a finite prediction: one bad row never poisons the state.
+
+The Gittins rank of a row's distribution (`gittins_rank_reference`) is the op's optional
+second output (`torch.ops.trail.probe_step_rank`).
 """
 
 from __future__ import annotations
@@ -49,3 +52,52 @@ def probe_step_reference(hidden: torch.Tensor, slots: torch.Tensor, first: torch
                     torch.where(is_first, uniform, kept_prior))
     state[idx] = q.to(state.dtype)
     return torch.minimum((q * centers.to(acc)).sum(dim=1), cap.to(acc))
+
+
+def gittins_rank_reference(q: torch.Tensor, edges: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+    """Gittins rank (tokens) of each row's remaining-length distribution, capped at `cap`.
+
+    q [B, K] is a distribution over bins [e_k, e_{k+1}) (edges [K+1]), mass uniform within a
+    bin; the remaining length R is min(that, cap[b]). The rank is
+        G = min over a > 0 of E[min(R, a)] / P(R <= a),
+    the expected service per unit of completion probability of the cheapest quantum a: lower
+    runs first (Gittins' index for mean response time, as a size). Within a bin the ratio
+    has no interior minimum (its derivative changes sign at most once, from + to -), so the
+    minimum is over the upper edges e_{k+1} below cap with P > 0, and a = cap itself:
+        at a = e_{j+1}:  (Σ_{k<=j} q_k·mid_k + e_{j+1}·Σ_{k>j} q_k) / Σ_{k<=j} q_k
+        at a = cap:      Σ_k q_k·E[min(U_k, cap)] / Σ_k q_k,  U_k uniform on bin k.
+    q need not be normalised (the ratios do not depend on its scale). G <= min(mean, cap)
+    and equals the mean when all mass lies in one bin; a NaN cap gives NaN.
+    """
+    acc = torch.float64 if torch.float64 in (q.dtype, edges.dtype, cap.dtype) else torch.float32
+    q = q.to(acc)
+    e = edges.to(acc)
+    c = cap.to(acc)[:, None]
+    lo, hi = e[:-1][None, :], e[1:][None, :]
+    mid = (lo + hi) / 2
+    prefix = torch.cumsum(q, dim=1)
+    below = torch.cumsum(q * mid, dim=1)
+    suffix = torch.flip(torch.cumsum(torch.flip(q, [1]), dim=1), [1])  # Σ_{k>=j} q_k
+    tail = torch.cat([suffix[:, 1:], torch.zeros_like(suffix[:, :1])], dim=1)  # Σ_{k>j}
+    at_edge = (below + hi * tail) / torch.where(prefix > 0, prefix, 1.0)
+    valid = (prefix > 0) & (hi < c)
+    best_edge = torch.where(valid, at_edge, torch.inf).amin(dim=1)
+    w = hi - lo
+    x = torch.minimum(c, hi)  # = c where it is used; keeps inf out of the other lanes
+    inside = ((x - lo) * (x + lo) / 2 + x * (hi - x)) / w  # positive terms: no cancellation
+    part = torch.where(c >= hi, mid, torch.where(c <= lo, c, inside))
+    total = q.sum(dim=1)
+    at_cap = (q * part).sum(dim=1) / torch.where(total > 0, total, 1.0)
+    g = torch.minimum(best_edge, at_cap)
+    return torch.where(torch.isnan(c[:, 0]), c[:, 0], g)
+
+
+def probe_step_rank_reference(hidden: torch.Tensor, slots: torch.Tensor, first: torch.Tensor,
+                              w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                              b2: torch.Tensor, transition: torch.Tensor, centers: torch.Tensor,
+                              edges: torch.Tensor, cap: torch.Tensor, state: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probe step followed by the Gittins rank of each updated row: (mean, gittins)."""
+    pred = probe_step_reference(hidden, slots, first, w1, b1, w2, b2, transition, centers, cap,
+                                state)
+    return pred, gittins_rank_reference(state[slots.long()], edges, cap)

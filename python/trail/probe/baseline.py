@@ -338,6 +338,21 @@ class PromptOnlyPredictor:
         """Expected total output length Σ p · bin centre [N] (float64), in the training unit."""
         return self._expected(self.predict_proba(prompts, progress=progress))
 
+    def predict_gittins(self, prompts: Sequence[str], max_new_tokens: float = math.inf,
+                        progress: bool = False) -> np.ndarray:
+        """Gittins rank [N] (float64) of each prompt's length distribution, capped at
+        `max_new_tokens`: what ranks a waiting request like the probe's `step_rank`."""
+        from trail.kernels.reference import gittins_rank_reference
+
+        _, bins = self._require_fitted("predict_gittins")
+        if not max_new_tokens > 0:
+            raise ValueError(f"PromptOnlyPredictor.predict_gittins: max_new_tokens must be "
+                             f"> 0, got {max_new_tokens!r}")
+        proba = torch.from_numpy(self.predict_proba(prompts, progress=progress)).double()
+        cap = torch.full((proba.shape[0],), float(max_new_tokens), dtype=torch.float64)
+        edges = torch.tensor(bins.edges, dtype=torch.float64)
+        return gittins_rank_reference(proba, edges, cap).numpy()
+
     # ------------------------------------------------------------------ checkpoints
 
     def config(self) -> dict[str, Any]:

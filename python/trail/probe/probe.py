@@ -4,7 +4,8 @@ A Probe is a small MLP (hidden → H → ReLU → K bins, torch.nn.Linear layers
 layer's hidden state, plus a state buffer [num_slots, K] holding each serving slot's current
 distribution over remaining-length bins. `step()` runs `torch.ops.trail.probe_step` for a
 batch: the probe's output refines each slot's distribution by a Bayesian update with the
-transition Tᵏ for the k tokens generated since that slot's last prediction.
+transition Tᵏ for the k tokens generated since that slot's last prediction. `step_rank()`
+runs `torch.ops.trail.probe_step_rank`, which also returns each distribution's Gittins rank.
 
 Checkpoints are a directory with `probe.safetensors` (weights) and `probe.json` (layer,
 bin edges, sizes, model identity); never pickle.
@@ -50,6 +51,8 @@ class Probe(nn.Module):
         self.fc1 = nn.Linear(hidden_size, hidden_dim, device=device)
         self.fc2 = nn.Linear(hidden_dim, bins.k, device=device)
         self.register_buffer("centers", bins.centers.to(device), persistent=False)
+        self.register_buffer("edges", torch.tensor(bins.edges, dtype=torch.float32,
+                                                   device=device), persistent=False)
         self.register_buffer("state", torch.full((num_slots, bins.k), 1.0 / bins.k,
                                                  device=device), persistent=False)
         self._transitions: dict[tuple[int, torch.device], Tensor] = {}
@@ -100,6 +103,27 @@ class Probe(nn.Module):
         hidden [B, D]; slots, first, generated, max_new_tokens and tokens_since_last are one
         value per row (or one for all). The prediction is capped at max_new_tokens - generated.
         """
+        return self._step(hidden, slots, first, generated, max_new_tokens, tokens_since_last,
+                          rank=False)[0]
+
+    @torch.no_grad()
+    def step_rank(self, hidden: Tensor, slots: IntLike, first: bool | Sequence[bool] | Tensor,
+                  generated: IntLike, max_new_tokens: IntLike, tokens_since_last: IntLike = 1
+                  ) -> tuple[Tensor, Tensor]:
+        """As `step`, also returning each slot's Gittins rank: (mean, gittins), both capped.
+
+        The Gittins rank (trail.kernels.reference.gittins_rank_reference) ranks by the whole
+        distribution, not its mean: a request likely to finish soon ranks early even if its
+        mean is inflated by a small chance of running long.
+        """
+        pred, rank = self._step(hidden, slots, first, generated, max_new_tokens,
+                                tokens_since_last, rank=True)
+        assert rank is not None
+        return pred, rank
+
+    def _step(self, hidden: Tensor, slots: IntLike, first: bool | Sequence[bool] | Tensor,
+              generated: IntLike, max_new_tokens: IntLike, tokens_since_last: IntLike,
+              rank: bool) -> tuple[Tensor, Tensor | None]:
         if hidden.dim() != 2 or hidden.shape[1] != self.hidden_size:
             raise ValueError(f"Probe.step: hidden must be [B, {self.hidden_size}], "
                              f"got {tuple(hidden.shape)}")
@@ -115,20 +139,31 @@ class Probe(nn.Module):
             raise ValueError(f"Probe.step: tokens_since_last must be >= 0, got {since.tolist()}")
         w = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         if b == 0:
-            return torch.empty(0, dtype=torch.float32, device=device)
+            empty = torch.empty(0, dtype=torch.float32, device=device)
+            return empty, (empty.clone() if rank else None)
+
+        def launch(rows: Tensor | None, tokens: int) -> tuple[Tensor, Tensor | None]:
+            h, sl, fi, ca = ((hidden, slot_t, first_t, cap) if rows is None else
+                             (hidden[rows.to(hidden.device)], slot_t[rows], first_t[rows],
+                              cap[rows]))
+            args = (h, sl.to(device), fi.to(device), *w, self.transition(tokens), self.centers)
+            if rank:
+                return torch.ops.trail.probe_step_rank(*args, self.edges, ca.to(device),
+                                                       self.state)
+            return torch.ops.trail.probe_step(*args, ca.to(device), self.state), None
+
         lo, hi = int(since.min()), int(since.max())
         if lo == hi:  # the usual case: one launch for the whole batch
-            return torch.ops.trail.probe_step(
-                hidden, slot_t.to(device), first_t.to(device), *w, self.transition(lo),
-                self.centers, cap.to(device), self.state)
-        kinds = torch.unique(since)
+            return launch(None, lo)
         pred = torch.empty(b, dtype=torch.float32, device=device)
-        for k in kinds.tolist():  # rows skipped different numbers of tokens: one Tᵏ each
+        ranks = torch.empty_like(pred) if rank else None
+        for k in torch.unique(since).tolist():  # rows skipped different numbers of tokens
             rows = (since == k).nonzero().flatten()
-            pred[rows.to(device)] = torch.ops.trail.probe_step(
-                hidden[rows.to(hidden.device)], slot_t[rows].to(device), first_t[rows].to(device),
-                *w, self.transition(k), self.centers, cap[rows].to(device), self.state)
-        return pred
+            p, r = launch(rows, k)
+            pred[rows.to(device)] = p
+            if ranks is not None:
+                ranks[rows.to(device)] = r
+        return pred, ranks
 
     def _host_slots(self, slots: IntLike, b: int) -> Tensor:
         """Slots as int32 on the host, checked: in range and unique (the kernels rely on it)."""
