@@ -102,6 +102,49 @@ def test_margin_stops_near_tie_preemption(impl: types.ModuleType) -> None:
         assert bool(s.schedule(0.0).preempted.tolist()) is preempts, margin
 
 
+@settings(max_examples=30, deadline=None)
+@given(beta=st.floats(0.0, 3.0), seed=st.integers(0, 2**31 - 1))
+def test_set_prefill_weight_equals_building_with_it(beta: float, seed: int) -> None:
+    """Requests filed under β₀, then β switched: the next admissions are those of a scheduler
+    built with β that saw the same history (the margin keeps preemption out of it, so the
+    history does not depend on β); both twins agree."""
+    import random
+
+    rng = random.Random(seed)
+    reqs = [(i, rng.uniform(0, 2), rng.randint(1, 300), float(rng.randint(1, 200)))
+            for i in range(12)]
+    decisions = []
+    for impl in (trail_ext, sched_ref):
+        for switch in (True, False):
+            s = sched(impl, policy="TRAIL", max_running=3, preempt_margin=1e9,
+                      prefill_weight=0.2 if switch else beta, aging_rate=0.5)
+            for i, t, prompt, out in reqs[:3]:  # all run whatever β is
+                s.add(i, t, prompt, 512, out)
+            run_one_step(s, 2.0, set())
+            for i, t, prompt, out in reqs[3:]:  # wait, filed with β₀'s keys
+                s.add(i, t + 2.0, prompt, 512, out)
+            assert s.schedule(4.0).admitted.tolist() == []
+            if switch:
+                s.set_prefill_weight(beta)
+            admitted = []
+            for step in range(9):  # one running request finishes per step
+                d = s.schedule(5.0 + step)
+                admitted += d.admitted.tolist()
+                running = d.running.tolist()
+                s.on_step(5.0 + step, running, [1] * len(running),
+                          [r == running[0] for r in running])
+            decisions.append(admitted)
+    assert all(x == decisions[0] for x in decisions), decisions
+    assert len(decisions[0]) >= 6
+
+
+def test_set_prefill_weight_refuses_bad_values(impl: types.ModuleType) -> None:
+    s = sched(impl, policy="SRPT")
+    for value in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="prefill_weight"):
+            s.set_prefill_weight(value)
+
+
 @pytest.mark.parametrize("field", ["prefill_weight", "aging_rate", "preempt_margin"])
 @pytest.mark.parametrize("value", [-0.5, math.nan, math.inf])
 def test_bad_values_are_refused(impl: types.ModuleType, field: str, value: float) -> None:

@@ -426,6 +426,8 @@ PYBIND11_MODULE(_C, m) {
             s.update_scores(r.data(), v.data(), static_cast<size_t>(r.size()));
           },
           py::arg("rids"), py::arg("scores"), "Set LTR scores (lower runs first).")
+      .def("set_prefill_weight", &Scheduler::set_prefill_weight, py::arg("prefill_weight"),
+           "Change prefill_weight (β) of a live scheduler; filed requests are re-ranked.")
       .def(
           "abort", [](Scheduler& s, py::handle rid) { s.abort(as_int(rid, "rid")); },
           py::arg("rid"), "End a live request in any state and free what it holds.")

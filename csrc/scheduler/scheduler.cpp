@@ -461,6 +461,17 @@ void Scheduler::update_scores(const int64_t* rids, const double* scores, size_t 
   }
 }
 
+void Scheduler::set_prefill_weight(double prefill_weight) {
+  if (!std::isfinite(prefill_weight) || prefill_weight < 0.0)
+    throw ValueError(cat("SchedulerConfig.prefill_weight=", prefill_weight,
+                         ": must be finite and >= 0"));
+  if (prefill_weight == cfg_.prefill_weight) return;
+  cfg_.prefill_weight = prefill_weight;
+  std::vector<uint32_t> filed;
+  for (const RankKey& k : candidates_) filed.push_back(k.idx);
+  for (uint32_t idx : filed) rekey(idx);
+}
+
 void Scheduler::abort(int64_t rid) {
   const uint32_t idx = lookup(rid);
   Request& r = table_[idx];

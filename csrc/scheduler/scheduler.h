@@ -25,6 +25,9 @@ class Scheduler {
   void update_predictions(const int64_t* rids, const double* remaining, size_t n);
   void update_scores(const int64_t* rids, const double* scores, size_t n);
   void abort(int64_t rid);
+  // Change β (prefill_weight) of a live scheduler, e.g. as the engine learns its step costs;
+  // every filed request is re-ranked, so the result is that of a scheduler built with it.
+  void set_prefill_weight(double prefill_weight);
 
   RequestView get(int64_t rid) const;
   Stats stats() const;

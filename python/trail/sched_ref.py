@@ -666,6 +666,14 @@ class Scheduler:
         if rid in self._running:
             self._running.remove(rid)
 
+    def set_prefill_weight(self, prefill_weight: float) -> None:
+        """Change β of a live scheduler; every rank uses it from now on."""
+        value = _float_arg(prefill_weight, "prefill_weight")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"SchedulerConfig.prefill_weight={prefill_weight!r}: must be "
+                             f"finite and >= 0")
+        self._cfg.prefill_weight = value
+
     def abort(self, rid: int) -> None:
         """End a live request in any state."""
         rid = _int_arg(rid, "rid")
