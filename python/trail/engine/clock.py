@@ -66,6 +66,20 @@ class StepCost:
         """Cost of one step of this shape."""
         return math.fsum(getattr(self, f) * x for f, x in zip(FEATURES, features(shape)))
 
+    def prefill_weight(self, batch: int = 32, context: int = 1024, prompt: int = 256) -> float:
+        """β: seconds of one prefill token over one decode token, at a decode step of `batch`
+        rows attending to `context` tokens each (as CostModel.prefill_weight): a decode token
+        costs the step / batch; a prefill token, the time a `prompt`-token prefill row adds
+        to that step, per token. inf if decode costs nothing."""
+        for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"StepCost.prefill_weight: {name}={value!r} must be a "
+                                 f"positive int")
+        step = self.seconds(StepShape(batch, 0, batch * context, 0))
+        mixed = self.seconds(StepShape(batch + 1, prompt, batch * context, 0))
+        per_decode = step / batch
+        return (mixed - step) / prompt / per_decode if per_decode > 0 else math.inf
+
     @classmethod
     def from_json(cls, path: str | pathlib.Path) -> "StepCost":
         """Load a cost written by to_json (extra keys such as provenance are ignored)."""

@@ -24,6 +24,7 @@ from torch import nn
 import trail_ext as te
 from trail.engine.clock import StepCost, StepShape, VirtualClock, WallClock
 from trail.engine.metrics import Report, aggregate
+from trail.engine.prefill_weight import PrefillWeightEstimator
 from trail.engine.request import Request, RequestOutput
 from trail.engine.runner import ModelRunner, SeqInput
 from trail.engine.sampling import Sampler, SamplingParams
@@ -57,6 +58,11 @@ class EngineConfig:
     # cost per step (trail.engine.clock), so timings do not depend on the machine's load.
     step_cost: StepCost | None = None
     record_steps: bool = False  # keep (StepShape, wall seconds) per step in Engine.step_log
+    # β of the scheduler's work-aware key: None keeps SchedulerConfig.prefill_weight; a
+    # number sets it; "auto" learns it from this engine's own steps and keeps it current
+    # (trail.engine.prefill_weight; from the StepCost on a virtual clock). See
+    # Engine.prefill_weight_log.
+    prefill_weight: float | str | None = None
 
 
 @dataclass
@@ -112,6 +118,17 @@ class Engine:
             raise TypeError(f"EngineConfig.step_cost must be a StepCost or None, "
                             f"got {type(config.step_cost).__name__}")
         self.clock = WallClock() if config.step_cost is None else VirtualClock(config.step_cost)
+        self._beta: PrefillWeightEstimator | None = None
+        self.prefill_weight_log: list[tuple[int, float]] = []  # (step, β) when β changed
+        pw = config.prefill_weight
+        if isinstance(pw, str) and pw == "auto":
+            self._beta = PrefillWeightEstimator(known=config.step_cost)
+        elif pw is not None:
+            if isinstance(pw, bool) or not isinstance(pw, (int, float)):
+                raise ValueError(f"EngineConfig.prefill_weight must be a number >= 0, 'auto' "
+                                 f"or None, got {pw!r}")
+            self.scheduler.set_prefill_weight(float(pw))  # validates: finite and >= 0
+            self.prefill_weight_log.append((0, float(pw)))
         self.step_log: list[tuple[StepShape, float]] = []
         # Seconds spent per phase of step(), summed over steps (see phase_times()).
         self._phase = dict.fromkeys(("schedule", "kv", "forward", "sample", "probe",
@@ -252,6 +269,12 @@ class Engine:
             self._phase[phase] += dt
         if self.config.record_steps:
             self.step_log.append((shape, time.perf_counter() - t0))
+        if self._beta is not None:
+            self._beta.add(shape, t3 - t2)
+            beta = self._beta.update()
+            if beta is not None:
+                self.scheduler.set_prefill_weight(beta)
+                self.prefill_weight_log.append((self._step_no, beta))
         self._steps += 1
         self._step_no += 1
         return [self._retire(r, now, reason) for r, reason in done]
