@@ -246,9 +246,34 @@ def test_evaluate_end_to_end(tmp_path: pathlib.Path) -> None:
     assert np.isfinite(report["mae"]["refined_geometric"]) and report["better_bins"]
     assert Probe.load(tmp_path / "e" / "probe_geometric").bins.edges[1] == 2.0
     assert report["error_profile"]["cells"] and report["prompt_only"] == {"skipped": "disabled"}
+    for key in ("error_correlation", "error_correlation_geometric"):
+        assert set(report[key]) == {"lags", "corr_tokens", "note"}
     for f in ("report.json", "mae_by_layer.png", "mae_by_age.png", "confusion.png"):
         assert (tmp_path / "e" / f).exists()
     assert Probe.load(tmp_path / "e" / "probe").layer == report["best_layer"]
+
+
+def test_error_correlation_recovers_an_ar1_error() -> None:
+    """Residuals whose normal scores follow an AR(1) in age give back its correlation length."""
+    from trail.probe.evaluate import error_correlation
+
+    rng = np.random.default_rng(0)
+    length, rows = 20.0, []
+    for r in range(600):
+        ages = np.sort(rng.choice(np.arange(1, 300), 16, replace=False))
+        z = rng.standard_normal()
+        prev = ages[0]
+        for a in ages:
+            rho = np.exp(-(a - prev) / length)
+            z = rho * z + np.sqrt(1 - rho**2) * rng.standard_normal()
+            prev = a
+            rows.append((r, a, 400.0 - a, (400.0 - a) * np.exp(0.3 * z)))
+    request, age, true, pred = (np.array(c) for c in zip(*rows))
+    out = error_correlation(pred, true, age, request, Bins.uniform(10, 512.0))
+    assert 15 < out["corr_tokens"] < 27
+    assert out["lags"][0]["lag_tokens"] == [1, 1] or out["lags"][0]["mean_lag"] < 4
+    short = [x["correlation"] for x in out["lags"] if x["mean_lag"] < 4]
+    assert all(c > 0.7 for c in short)
 
 
 def saved_model_folder(path: pathlib.Path) -> pathlib.Path:

@@ -12,7 +12,9 @@ On a collection (see collect.py), split by request with the training seed:
 4. trains and scores the prompt-only baseline (MiniLM, `trail.probe.baseline`) on the same
    split when it is installed;
 5. exports the refined predictions' error profile (residual quantiles by age and true bin),
-   which the simulator samples from;
+   which the simulator samples from, and how that error is correlated along a request
+   (`error_correlation`: the lag correlation of its normal scores and the fitted correlation
+   length, the simulator's `corr_tokens`);
 and writes report.json, PNG plots and the chosen layer's probe checkpoint into the output.
 """
 
@@ -133,6 +135,71 @@ def error_profile(pred: np.ndarray, true: np.ndarray, age: np.ndarray, bins: Bin
                     "sample a cell's residual by interpolating its quantiles at u ~ U(0,1)"}
 
 
+LAG_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def error_correlation(pred: np.ndarray, true: np.ndarray, age: np.ndarray,
+                      request: np.ndarray, bins: Bins, min_pairs: int = 30) -> dict[str, Any]:
+    """How a request's prediction error persists across its steps: lag correlations and L.
+
+    The latent error of a sample is the normal score of its residual (pred − true) within its
+    cell of `error_profile` (age bucket × true bin): z = Φ⁻¹(u), u = the residual's mid-rank
+    in the cell / its size — the Gaussian copula the simulator's profile mode samples through.
+    For every pair of samples of one request, Δ = their age difference; per lag bucket
+    [LAG_EDGES[i], LAG_EDGES[i+1]) the Pearson correlation of the pairs' z (buckets with at
+    least `min_pairs` pairs). `corr_tokens` L is the least-squares fit (weighted by pairs) of
+    ρ(Δ) = exp(−Δ / L) to them over a log grid of L in [0.5, 10⁵] tokens: the AR(1) model of
+    `trail.sim.predictors.EmbeddingProbe`. NaN when no bucket has enough pairs.
+    """
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    age, request = np.asarray(age), np.asarray(request)
+    ab = np.clip(np.searchsorted(np.asarray(AGE_EDGES), np.maximum(age, 1), side="right") - 1,
+                 0, len(AGE_EDGES) - 1)
+    tb = bins.index(torch.from_numpy(true)).numpy()
+    z = np.full(len(pred), np.nan)
+    resid = pred - true
+    for cell in np.unique(ab * bins.k + tb):
+        m = np.flatnonzero(ab * bins.k + tb == cell)
+        if len(m) < 5:
+            continue
+        r = np.sort(resid[m])  # ties share their mid-rank
+        lo = np.searchsorted(r, resid[m], side="left")
+        hi = np.searchsorted(r, resid[m], side="right")
+        u = ((lo + hi) / 2.0) / len(m)  # (mid-rank + 0.5) / n, in (0, 1)
+        z[m] = torch.special.ndtri(torch.from_numpy(u)).numpy()
+    ok = np.flatnonzero(np.isfinite(z))
+    first, second = [], []
+    for r in np.unique(request[ok]):
+        idx = ok[request[ok] == r]
+        if len(idx) > 1:
+            i, j = np.triu_indices(len(idx), k=1)
+            first.append(idx[i])
+            second.append(idx[j])
+    lags = []
+    if first:
+        i, j = np.concatenate(first), np.concatenate(second)
+        delta = np.abs(age[j].astype(float) - age[i].astype(float))
+        for lo_, hi_ in zip(LAG_EDGES, LAG_EDGES[1:]):
+            m = (delta >= lo_) & (delta < hi_)
+            if m.sum() >= min_pairs and np.std(z[i][m]) > 0 and np.std(z[j][m]) > 0:
+                lags.append({"lag_tokens": [lo_, hi_ - 1], "mean_lag": float(delta[m].mean()),
+                             "pairs": int(m.sum()),
+                             "correlation": float(np.corrcoef(z[i][m], z[j][m])[0, 1])})
+    corr_tokens = math.nan
+    if lags:
+        d = np.array([x["mean_lag"] for x in lags])
+        rho = np.array([x["correlation"] for x in lags])
+        w = np.array([x["pairs"] for x in lags], float)
+        grid = np.geomspace(0.5, 1e5, 4000)
+        err = ((rho[None, :] - np.exp(-d[None, :] / grid[:, None])) ** 2 * w).sum(axis=1)
+        corr_tokens = float(grid[int(np.argmin(err))])
+    return {"lags": lags, "corr_tokens": corr_tokens,
+            "note": "z = normal score of the residual within its error_profile cell; "
+                    "correlation of z between two samples of one request, by their age "
+                    "difference; corr_tokens L fits exp(-lag / L) (trail simulate "
+                    "--corr-tokens)"}
+
+
 def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
              layers: Sequence[int] | None = None, cfg: TrainConfig | None = None,
              num_bins: int = 10, max_len: float = 512.0, baseline: bool | None = None,
@@ -183,6 +250,10 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
         "error_profile": error_profile(preds["refined"], true, age, uniform),
         "error_profile_geometric": error_profile(preds["refined_geometric"], true, age,
                                                  geometric),
+        "error_correlation": error_correlation(preds["refined"], true, age, s.request[rows],
+                                               uniform),
+        "error_correlation_geometric": error_correlation(preds["refined_geometric"], true, age,
+                                                         s.request[rows], geometric),
     }
     base = _prompt_only(collection, s, val, rows, uniform, cfg.seed, baseline, progress,
                         out / "prompt_only")
@@ -223,6 +294,15 @@ def summary_markdown(report: dict[str, Any]) -> str:
               f"{report['error_profile']['bin_edges'][-1]:g} tokens; geometric bins: edges "
               f"{', '.join(f'{e:g}' for e in report['geometric_bins']['edges'])}. Better for the "
               f"refined probe here: **{report['better_bins']}**."]
+    corr = report.get("error_correlation")
+    if corr and corr["lags"]:
+        lags = ", ".join(f"{x['lag_tokens'][0]}-{x['lag_tokens'][1]}: {x['correlation']:.2f}"
+                         for x in corr["lags"])
+        geo = report.get("error_correlation_geometric", {}).get("corr_tokens", math.nan)
+        lines += ["", f"Error correlation along a request (refined probe, normal scores of the "
+                  f"residual by age difference in tokens): {lags}; fitted correlation length "
+                  f"{corr['corr_tokens']:.1f} tokens (geometric bins: {geo:.1f}), the "
+                  f"simulator's `--corr-tokens`."]
     if "skipped" in report["prompt_only"]:
         lines += ["", f"Prompt-only baseline skipped: {report['prompt_only']['skipped']}."]
     lines += ["", "MAE by age (tokens generated so far):", "",
