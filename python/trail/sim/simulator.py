@@ -4,7 +4,8 @@ Each iteration: the scheduler decides the batch at the simulated time; the cost 
 it (prefill tokens of admitted and recomputed requests, one decode token for every other
 running request over its context, KV swapped out and in over the host link); time advances
 by that; every running request gets one token; requests finish at their true length; the
-predictor's refreshed predictions go back to the scheduler. So the verdicts are about the
+predictor's refreshed predictions (keyed by request id, so a request's simulated error can
+persist across its refreshes) go back to the scheduler. So the verdicts are about the
 scheduler code the engine runs, not about a re-implementation.
 
 Records per request: arrival, first-token and finish times, preemptions; aggregates as the
@@ -93,7 +94,7 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
     if cap < output.max():
         raise ValueError(f"max_new_tokens={cap} is below the longest output ({output.max()})")
     rng = np.random.default_rng(seed)
-    initial, scores = predictor.initial(output, rng)
+    initial, scores = predictor.initial(output, rng, max_new_tokens=cap)
     refreshes = bool(getattr(predictor, "refreshes", False))
 
     s = te.Scheduler(scheduler)
@@ -199,7 +200,7 @@ def _refresh(s: te.Scheduler, predictor: Any, live: np.ndarray, since: np.ndarra
     due = live[(since[live] >= predict_every) | np.isin(live, prefilled)]
     if len(due):
         since[due] = 0
-        pred = predictor.refresh(output[due] - generated[due], generated[due], rng)
+        pred = predictor.refresh(due, output[due] - generated[due], generated[due], rng)
         s.update_predictions(due, np.maximum(pred, 0.0))
 
 
