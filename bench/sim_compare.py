@@ -28,7 +28,17 @@ from typing import Any
 import numpy as np
 from trail.machine import describe
 from trail.progress import progress_bar
-from trail.sim.compare import COMPARE, SimSettings, at_load, run, summary_row, sweep_c
+from trail.sim.compare import (
+    COMPARE,
+    SimSettings,
+    at_load,
+    describe_short,
+    run,
+    setup,
+    summary_row,
+    sweep_c,
+)
+from trail.sim.compare import describe as policy_settings
 from trail.sim.cost_model import CostModel
 from trail.sim.plots import plot_guard_tradeoff, plot_latency_cdf, plot_rate_sweep, plot_sweep
 from trail.sim.traces import load_trace
@@ -99,10 +109,13 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], guard: list[dict[
              f"trace, rescaled in time to each load (load = arrival rate / the saturated FCFS "
              f"throughput of {meta['max_running']} slots), through the C++ scheduler on the "
              f"roofline cost model. TRAIL: probe predictions refreshed every "
-             f"{meta['predict_every']} tokens (simulated error, MAE 33.9 at prefill), a "
-             f"prompt-only prediction (MAE 46.1) while waiting, c = {meta['c']}; TRAIL+: the "
-             f"same with true lengths; SJF: prompt-only; SRPT: TRAIL's predictions, no limit "
-             f"on preemption; `{LIMITED}`: TRAIL, at most one preemption per request.", "",
+             f"{meta['predict_every']} tokens (simulated error, MAE 33.9 at prefill, "
+             f"correlated over {meta['corr_tokens']:g} tokens), a prompt-only prediction "
+             f"(MAE 46.1) while waiting, {meta['trail']}; TRAIL+: the same rule with true "
+             f"lengths; TRAIL-paper: the paper's rule (c = 0.8, output tokens only); SJF: "
+             f"prompt-only, output tokens only; SJF-work: prompt-only with TRAIL's key; "
+             f"`{LIMITED}`: TRAIL, at most one preemption per request "
+             f"(trail.sim.compare).", "",
              f"- machine: {meta['machine']}",
              f"- python {meta['python']}, numpy {meta['numpy']}, commit {meta['commit']}",
              f"- run: {meta['started']}, {meta['wall_s']:.0f} s", "",
@@ -180,7 +193,10 @@ def main() -> None:
             "python": platform.python_version(), "numpy": np.__version__, "commit": commit(),
             "trace": args.trace, "requests": len(trace), "preset": args.preset,
             "max_running": settings.max_running, "c": settings.c,
-            "predict_every": settings.predict_every, "guard_load": args.guard_load,
+            "predict_every": settings.predict_every, "corr_tokens": settings.corr_tokens,
+            "trail": describe_short(policy_settings(setup("TRAIL", settings))),
+            "policy_settings": {n: policy_settings(setup(n, settings)) for n in COMPARE},
+            "guard_load": args.guard_load,
             "cdf_load": max(loads), "wall_s": time.perf_counter() - t0}
     md = markdown(meta, rows, guard, csweep)
     if args.smoke:

@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from trail.cli import main
+from trail.sim.compare import COMPARE, TRAIL_DEFAULTS, SimSettings, describe, setup
 from trail.sim.theory import sjf_mean_response_time, srpt_mean_response_time
 from trail.sim.traces import load_trace
 
@@ -20,11 +21,51 @@ def test_simulate_compare_writes_the_summary(tmp_path: pathlib.Path,
     assert main(["simulate", "--trace", "azure-conv", "--compare", "--limit", "200",
                  "--load", "0.9", "--quiet", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["policies"]) == {"FCFS", "SJF", "SRPT", "TRAIL", "TRAIL+", "LTR"}
+    assert list(summary["policies"]) == list(COMPARE) == [
+        "FCFS", "SJF", "SJF-work", "TRAIL-paper", "TRAIL", "TRAIL+", "LTR", "MLFQ"]
     for row in summary["policies"].values():
         assert set(row) == SUMMARY_KEYS and row["finished"] == row["submitted"] == 200
     assert summary["load"] == 0.9 and summary["seed"] == 0
-    assert "TRAIL+" in capsys.readouterr().out
+    assert list(summary["policy_settings"]) == list(COMPARE)
+    out = capsys.readouterr().out
+    for name in COMPARE:
+        assert f"\n{name} " in out
+
+
+def test_policy_settings_trail_defaults_and_overrides(tmp_path: pathlib.Path) -> None:
+    """TRAIL (and SJF-work, TRAIL+) take TRAIL_DEFAULTS or the flags; SJF and TRAIL-paper keep
+    the paper's rule whatever the flags say; summary.json records each one's settings."""
+    from trail.sim.cost_model import CostModel
+
+    beta = CostModel.preset("llama3-8b-a100-80gb").prefill_weight(batch=48)
+    assert TRAIL_DEFAULTS["prefill_weight"] == "auto"
+    settings = SimSettings(cost=CostModel.preset("llama3-8b-a100-80gb"))
+    trail = describe(setup("trail", settings))
+    assert trail["prefill_weight"] == beta and trail["aging_rate"] == TRAIL_DEFAULTS["aging_rate"]
+    assert trail["rank"] == TRAIL_DEFAULTS["rank"] and trail["c"] == TRAIL_DEFAULTS["c"]
+
+    assert main(["simulate", "--trace", "azure-conv", "--compare", "--limit", "60", "--quiet",
+                 "--prefill-weight", "2", "--aging-rate", "1", "--preempt-margin", "7",
+                 "--rank", "gittins", "--corr-tokens", "0", "--c", "0.5", "--max-preemptions",
+                 "3", "--out", str(tmp_path)]) == 0
+    ps = json.loads((tmp_path / "summary.json").read_text())["policy_settings"]
+    for name in ("TRAIL", "TRAIL+"):
+        assert {k: ps[name][k] for k in ("prefill_weight", "aging_rate", "preempt_margin", "c",
+                                         "max_preemptions")} == {
+            "prefill_weight": 2.0, "aging_rate": 1.0, "preempt_margin": 7.0, "c": 0.5,
+            "max_preemptions": 3}
+    assert ps["TRAIL"]["rank"] == "gittins" and ps["TRAIL"]["corr_tokens"] == 0
+    assert ps["TRAIL+"]["predictor"] == "oracle" and ps["TRAIL"]["predictor"] == "probe"
+    assert ps["SJF-work"] == {"scheduler": "SJF", "predictor": "prompt-only",
+                              "prefill_weight": 2.0, "aging_rate": 1.0, "starvation_steps": 0,
+                              "rank": "gittins", "prediction_mae": 46.1}
+    assert ps["SJF"] == {"scheduler": "SJF", "predictor": "prompt-only", "prefill_weight": 0.0,
+                         "aging_rate": 0.0, "starvation_steps": 0, "rank": "mean",
+                         "prediction_mae": 46.1}
+    paper = ps["TRAIL-paper"]
+    assert (paper["prefill_weight"], paper["aging_rate"], paper["preempt_margin"], paper["c"],
+            paper["rank"], paper["max_preemptions"]) == (0.0, 0.0, 0.0, 0.8, "mean", -1)
+    assert paper["corr_tokens"] == 0  # the simulated probe is the same for every policy
 
 
 def test_simulate_one_policy_on_a_csv(tmp_path: pathlib.Path) -> None:
@@ -47,6 +88,10 @@ def test_theory_command_reduces_to_sjf_and_srpt(tmp_path: pathlib.Path) -> None:
 def test_bad_simulate_arguments(capsys: pytest.CaptureFixture) -> None:
     assert main(["simulate", "--policy", "fifo", "--limit", "10"]) == 1
     assert "unknown policy" in capsys.readouterr().err
+    assert main(["simulate", "--limit", "10", "--corr-tokens", "-1"]) == 1
+    assert "corr_tokens" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: not a choice
+        main(["simulate", "--limit", "10", "--rank", "median"])
     assert main(["simulate", "--trace", "no-such-trace", "--limit", "10"]) == 1
     assert main(["simulate", "--load", "3", "--limit", "10"]) == 1
 
@@ -76,6 +121,7 @@ def test_simulate_work_aware_keys(tmp_path: pathlib.Path, capsys: pytest.Capture
     beta = CostModel.preset("llama3-8b-a100-80gb").prefill_weight(batch=48)
     assert summary["prefill_weight"] == beta and summary["aging_rate"] == 2.0
     assert summary["policies"]["TRAIL"]["finished"] == 150
+    assert summary["policy_settings"]["TRAIL"]["preempt_margin"] == 5.0
     assert f"size + {beta:.4g} x pending prefill + 2 x arrival" in capsys.readouterr().out
     for flag, value in (("--prefill-weight", "heavy"), ("--prefill-weight", "-1"),
                         ("--aging-rate", "nan")):

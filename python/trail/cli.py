@@ -158,59 +158,69 @@ def _floats(text: str) -> list[float]:
 
 
 def _sim_settings(args: argparse.Namespace, cost: Any) -> Any:
+    """SimSettings from the flags; TRAIL's settings not given stay at TRAIL_DEFAULTS."""
     from trail.sim.compare import SimSettings
 
-    beta = args.prefill_weight
-    if beta == "auto":
-        beta = cost.prefill_weight(batch=args.max_running)
-    else:
-        try:
-            beta = float(beta)
-        except ValueError:
-            raise ValueError(f"--prefill-weight {beta!r}: expected a number or 'auto'") from None
-    return SimSettings(cost=cost, load=args.load, c=args.c, max_running=args.max_running,
+    trail = {k: v for k, v in (("c", args.c), ("prefill_weight", args.prefill_weight),
+                               ("aging_rate", args.aging_rate),
+                               ("preempt_margin", args.preempt_margin), ("rank", args.rank),
+                               ("corr_tokens", args.corr_tokens)) if v is not None}
+    return SimSettings(cost=cost, load=args.load, max_running=args.max_running,
                        block_size=args.block_size, predict_every=args.predict_every,
                        seed=args.seed, max_preemptions=args.max_preemptions,
-                       starvation_steps=args.starvation_steps, prefill_weight=beta,
-                       aging_rate=args.aging_rate, preempt_margin=args.preempt_margin)
+                       starvation_steps=args.starvation_steps, **trail)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from trail.sim.compare import COMPARE, at_load, run, setup, summary_row, sweep_loads
+    from trail.sim.compare import (
+        COMPARE,
+        at_load,
+        canonical_name,
+        describe,
+        describe_short,
+        run,
+        setup,
+        summary_row,
+        sweep_loads,
+    )
     from trail.sim.plots import plot_latency_cdf, plot_rate_sweep
 
-    names = list(COMPARE) if args.compare else [args.policy.upper()]
-    for name in names:
-        setup(name, args.predict_every)  # unknown names fail before any work
-
+    names = list(COMPARE) if args.compare else [canonical_name(args.policy)]
     cost, trace = _sim_inputs(args)
     settings = _sim_settings(args, cost)
+    effective = {name: describe(setup(name, settings)) for name in names}
     scaled, cap = at_load(trace, settings)
+    beta = settings.beta
     summary: dict[str, Any] = {"policies": {}, "load": args.load, "seed": args.seed,
                                "trace": args.trace, "requests": len(trace), "preset": cost.name,
                                "capacity_req_s": cap, "rate_req_s": scaled.rate,
-                               "c": args.c, "max_running": args.max_running,
+                               "max_running": args.max_running,
                                "max_preemptions": args.max_preemptions,
                                "starvation_steps": args.starvation_steps,
-                               "prefill_weight": settings.prefill_weight,
+                               "predict_every": settings.predict_every,
+                               "corr_tokens": settings.corr_tokens,
+                               # TRAIL's settings; every policy's are under policy_settings
+                               "c": settings.c, "prefill_weight": beta,
                                "aging_rate": settings.aging_rate,
-                               "preempt_margin": settings.preempt_margin}
+                               "preempt_margin": settings.preempt_margin,
+                               "rank": settings.rank, "policy_settings": effective}
     print(f"{args.trace}: {len(trace)} requests at load {args.load} "
           f"({scaled.rate:.2f} req/s of a {cap:.2f} req/s capacity), {cost.name}")
-    print(f"keys of SJF/SRPT/TRAIL: size + {settings.prefill_weight:.4g} x pending prefill "
-          f"+ {settings.aging_rate:.4g} x arrival; preemption margin "
-          f"{settings.preempt_margin:.4g}")
-    print(f"{'policy':8s} {'mean lat':>9s} {'p50':>8s} {'p99':>9s} {'mean TTFT':>10s} "
-          f"{'tok/s':>8s} {'preempt':>8s}")
+    print(f"TRAIL's key: size + {beta:.4g} x pending prefill + {settings.aging_rate:.4g} x "
+          f"arrival; preemption margin {settings.preempt_margin:.4g}; rank {settings.rank}; "
+          f"c {settings.c:.4g}; probe error correlation {settings.corr_tokens:.4g} tokens")
+    print(f"{'policy':12s} {'mean lat':>9s} {'p50':>8s} {'p99':>9s} {'mean TTFT':>10s} "
+          f"{'tok/s':>8s} {'preempt':>8s}  settings")
     latencies = {}
     for name in names:
         result = run(scaled, name, settings, progress=not args.quiet)
         latencies[name] = result.finish - result.arrival
         row = summary_row(result)
         summary["policies"][name] = row
-        print(f"{name:8s} {row['mean_latency_s']:9.2f} {row['p50_latency_s']:8.2f} "
+        print(f"{name:12s} {row['mean_latency_s']:9.2f} {row['p50_latency_s']:8.2f} "
               f"{row['p99_latency_s']:9.2f} {row['mean_ttft_s']:10.3f} "
-              f"{row['throughput_tok_s']:8.0f} {row['preemptions']:8d}")
+              f"{row['throughput_tok_s']:8.0f} {row['preemptions']:8d}  "
+              f"{describe_short(effective[name])}")
     out = pathlib.Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -220,10 +230,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'summary.json'} and {out / 'latency_cdf.png'}")
     if args.loads:
         rows, _ = sweep_loads(trace, names, settings, args.loads, progress=not args.quiet)
-        print(f"{'load':>5s} {'req/s':>6s} {'policy':8s} {'mean lat':>9s} {'p99':>9s} "
+        print(f"{'load':>5s} {'req/s':>6s} {'policy':12s} {'mean lat':>9s} {'p99':>9s} "
               f"{'mean TTFT':>10s}")
         for r in rows:
-            print(f"{r['load']:5.2f} {r['rate_req_s']:6.2f} {r['policy']:8s} "
+            print(f"{r['load']:5.2f} {r['rate_req_s']:6.2f} {r['policy']:12s} "
                   f"{r['mean_latency_s']:9.2f} {r['p99_latency_s']:9.2f} {r['mean_ttft_s']:10.3f}")
         if out:
             (out / "rate_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -465,11 +475,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="replay a trace through the scheduler on a cost model")
     p.add_argument("--trace", default="azure-conv",
                    help="azure-conv, azure-code, or a CSV arrival_s,prompt_tokens,output_tokens")
-    p.add_argument("--policy", default="trail",
-                   help="FCFS, SJF (prompt-only), SRPT, TRAIL, TRAIL+ (oracle), LTR or MLFQ")
+    p.add_argument("--policy", default="TRAIL",
+                   help="FCFS, SJF (the paper's prompt-only baseline), SJF-work (SJF with "
+                        "TRAIL's key), SRPT, TRAIL-paper (the paper's rule), TRAIL (the "
+                        "recommended settings), TRAIL+ (TRAIL on true lengths), LTR or MLFQ; "
+                        "any case")
     p.add_argument("--compare", action="store_true",
-                   help="run FCFS, SJF, SRPT, TRAIL, TRAIL+ and LTR side by side")
-    p.add_argument("--c", type=float, default=0.8, help="TRAIL's limited-preemption factor")
+                   help="run FCFS, SJF, SJF-work, TRAIL-paper, TRAIL, TRAIL+, LTR and MLFQ "
+                        "side by side")
+    p.add_argument("--c", type=float, default=None,
+                   help="TRAIL's limited-preemption factor (default: TRAIL's recommended "
+                        "setting, trail.sim.compare.TRAIL_DEFAULTS)")
     p.add_argument("--load", type=float, default=0.8,
                    help="arrival rate as a fraction of the saturated capacity")
     p.add_argument("--preset", default="llama3-8b-a100-80gb",
@@ -484,17 +500,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the simulated prediction errors (default 0)")
     p.add_argument("--max-preemptions", type=int, default=-1,
-                   help="preemptions a request may suffer (-1: unbounded)")
+                   help="preemptions a request may suffer (-1: unbounded; TRAIL-paper: "
+                        "always unbounded)")
     p.add_argument("--starvation-steps", type=int, default=0,
                    help="aging guard: run a request first once it has waited this many "
-                        "iterations (size-based policies; 0: off)")
-    p.add_argument("--prefill-weight", default="0", metavar="BETA",
-                   help="work-aware key: add BETA x prompt tokens still to prefill (SJF, "
-                        "SRPT, TRAIL); 'auto' derives it from the cost model (default 0)")
-    p.add_argument("--aging-rate", type=float, default=0.0, metavar="ALPHA",
-                   help="add ALPHA x arrival (tokens per second) to those keys (default 0)")
-    p.add_argument("--preempt-margin", type=float, default=0.0,
-                   help="preempt for rank only past this key gap, in tokens (default 0)")
+                        "iterations (size-based policies but TRAIL-paper; 0: off)")
+    p.add_argument("--prefill-weight", default=None, metavar="BETA",
+                   help="TRAIL's work-aware key (also SJF-work's, SRPT's): add BETA x prompt "
+                        "tokens still to prefill; 'auto' derives it from the cost model "
+                        "(default: TRAIL_DEFAULTS, auto)")
+    p.add_argument("--aging-rate", type=float, default=None, metavar="ALPHA",
+                   help="add ALPHA x arrival (tokens per second) to those keys (default: "
+                        "TRAIL_DEFAULTS)")
+    p.add_argument("--preempt-margin", type=float, default=None,
+                   help="preempt for rank only past this key gap, in tokens (default: "
+                        "TRAIL_DEFAULTS)")
+    p.add_argument("--rank", choices=("mean", "gittins"), default=None,
+                   help="what TRAIL (and SJF-work, SRPT) feed the scheduler: the predicted "
+                        "length (mean) or the Gittins rank of the predictor's belief "
+                        "(default: TRAIL_DEFAULTS)")
+    p.add_argument("--corr-tokens", type=float, default=None, metavar="L",
+                   help="correlation length in tokens of a request's simulated probe error "
+                        "(AR(1) across refreshes; 0: independent; default "
+                        "trail.sim.predictors.DEFAULT_CORR_TOKENS, measured on the demo model)")
     p.add_argument("--loads", type=_floats, default=None,
                    help="also sweep these loads, e.g. 0.5,0.7,0.9 (Figure 6: rate_sweep.*)")
     p.add_argument("--out", default=None,

@@ -1,35 +1,84 @@
 """Named policy setups and side-by-side simulation runs (`trail simulate`).
 
-Each name pairs a scheduler policy with what it is told about lengths:
-FCFS (nothing), SJF (prompt-only prediction at arrival: "SJF-prompt"), SRPT and TRAIL (the
-embedding probe, refreshed every `predict_every` tokens), TRAIL+ (TRAIL on true lengths, the
-oracle bound), LTR (learned-to-rank scores), MLFQ (FastServe's multi-level feedback queue).
+Each name pairs a scheduler policy and its settings with what it is told about lengths:
+
+- `FCFS`: arrival order (vLLM's default).
+- `SJF`: the paper's baseline: SJF on a prompt-only prediction at arrival, ranked by the
+  output length alone (β = 0, α = 0, margin 0, rank "mean").
+- `SJF-work`: SJF on the same prompt-only predictions, with TRAIL's work-aware key (β, α),
+  margin and rank (no probe; the margin has no effect on the non-preemptive SJF).
+- `TRAIL-paper`: the paper's exact rule: TRAIL on the embedding probe's predictions
+  (refreshed every `predict_every` tokens), rank "mean", c = 0.8, β = 0, α = 0, margin 0,
+  no cap on preemptions and no starvation guard.
+- `TRAIL`: the recommended configuration, `SimSettings`' c, prefill_weight, aging_rate,
+  preempt_margin and rank (by default `TRAIL_DEFAULTS`), on the probe.
+- `TRAIL+`: exactly TRAIL's rule and settings fed true lengths (the oracle bound).
+- `SRPT`: TRAIL's settings and probe, preempting with no c limit (not in COMPARE).
+- `LTR`: learned-to-rank scores; `MLFQ`: FastServe's multi-level feedback queue.
+
+`setup(name, settings)` returns a policy's effective settings; `describe` turns them into the
+dict that `trail simulate` prints and writes to summary.json.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 import trail_ext as te
 from trail.sim.cost_model import CostModel
-from trail.sim.predictors import LTR, EmbeddingProbe, Oracle, PromptOnly
+from trail.sim.predictors import (
+    DEFAULT_CORR_TOKENS,
+    LTR,
+    RANKS,
+    EmbeddingProbe,
+    Oracle,
+    PromptOnly,
+)
 from trail.sim.simulator import SimResult, capacity, simulate
 from trail.sim.traces import Trace
 
-POLICY_NAMES = ("FCFS", "SJF", "SRPT", "TRAIL", "TRAIL+", "LTR", "MLFQ")
-COMPARE = ("FCFS", "SJF", "SRPT", "TRAIL", "TRAIL+", "LTR")
+POLICY_NAMES = ("FCFS", "SJF", "SJF-work", "SRPT", "TRAIL-paper", "TRAIL", "TRAIL+", "LTR",
+                "MLFQ")
+COMPARE = ("FCFS", "SJF", "SJF-work", "TRAIL-paper", "TRAIL", "TRAIL+", "LTR", "MLFQ")
+
+# TRAIL's recommended settings: the one place they live. SimSettings' defaults, hence those of
+# `trail simulate`, `trail tune-c` and bench/sim_compare.py, come from here. They are chosen
+# by bench/sim_compare.py measurements (the engineer who runs them updates these values).
+# prefill_weight "auto": β from the cost model, CostModel.prefill_weight(batch=max_running).
+TRAIL_DEFAULTS: dict[str, Any] = {"prefill_weight": "auto", "aging_rate": 3.0,
+                                  "preempt_margin": 0.0, "rank": "mean", "c": 0.8}
+# The paper's rule (SJF's and TRAIL-paper's keys): output tokens only, no margin.
+PAPER_RULE: dict[str, Any] = {"prefill_weight": 0.0, "aging_rate": 0.0, "preempt_margin": 0.0,
+                              "rank": "mean", "c": 0.8}
+
+
+def resolve_prefill_weight(value: float | str, cost: Any, batch: int) -> float:
+    """β as a number: `value` itself, or for "auto" the cost model's
+    `prefill_weight(batch=batch)` (0 for a cost model without one, e.g. UniformCost, whose
+    iterations cost the same whatever they prefill)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            method = getattr(cost, "prefill_weight", None)
+            return float(method(batch=batch)) if method is not None else 0.0
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"prefill_weight={value!r}: expected a number or 'auto'") from None
+    return float(value)
 
 
 @dataclass
 class SimSettings:
-    """Everything a run needs besides the trace and the policy."""
+    """Everything a run needs besides the trace and the policy; TRAIL's rule by default is
+    TRAIL_DEFAULTS."""
 
     cost: CostModel
     load: float = 0.8
-    c: float = 0.8
+    c: float = TRAIL_DEFAULTS["c"]
     max_running: int = 48
     block_size: int = 16
     kv_utilization: float = 0.9
@@ -38,9 +87,27 @@ class SimSettings:
     max_preemptions: int = -1     # per request, for preemptive policies (-1: unbounded)
     starvation_steps: int = 0     # aging guard for size-based policies (0: off)
     starvation_period: int = 10**9
-    prefill_weight: float = 0.0   # work-aware key (SJF, SRPT, TRAIL): β × pending prefill
-    aging_rate: float = 0.0       # ... + α × arrival, tokens per second
-    preempt_margin: float = 0.0   # preemption for rank needs a key gap above this
+    # TRAIL's work-aware key (also SJF-work's and SRPT's): size + β × pending prefill
+    # + α × arrival (α in tokens per second); β a number or "auto" (from the cost model)
+    prefill_weight: float | str = TRAIL_DEFAULTS["prefill_weight"]
+    aging_rate: float = TRAIL_DEFAULTS["aging_rate"]
+    preempt_margin: float = TRAIL_DEFAULTS["preempt_margin"]  # key gap preemption needs
+    rank: str = TRAIL_DEFAULTS["rank"]  # "mean" or "gittins" (trail.sim.predictors)
+    corr_tokens: float = DEFAULT_CORR_TOKENS  # the simulated probe error's correlation length
+
+    def __post_init__(self) -> None:
+        if self.rank not in RANKS:
+            raise ValueError(f"rank={self.rank!r} must be one of {', '.join(RANKS)}")
+        if not (isinstance(self.corr_tokens, (int, float)) and math.isfinite(self.corr_tokens)
+                and self.corr_tokens >= 0):
+            raise ValueError(f"corr_tokens={self.corr_tokens!r} must be finite and >= 0")
+        if isinstance(self.prefill_weight, str) and self.prefill_weight.strip().lower() != "auto":
+            resolve_prefill_weight(self.prefill_weight, self.cost, self.max_running)
+
+    @property
+    def beta(self) -> float:
+        """prefill_weight as a number ("auto" resolved from the cost model)."""
+        return resolve_prefill_weight(self.prefill_weight, self.cost, self.max_running)
 
     def scheduler(self, policy: te.Policy) -> te.SchedulerConfig:
         """The scheduler config for `policy` under these settings."""
@@ -51,22 +118,83 @@ class SimSettings:
                                   max_preemptions=self.max_preemptions,
                                   starvation_steps=self.starvation_steps,
                                   starvation_period=self.starvation_period,
-                                  prefill_weight=self.prefill_weight,
+                                  prefill_weight=self.beta,
                                   aging_rate=self.aging_rate,
                                   preempt_margin=self.preempt_margin)
 
 
-def setup(name: str, predict_every: int) -> tuple[te.Policy, Any]:
-    """(scheduler policy, predictor) for a policy name of POLICY_NAMES."""
-    key = name.upper()
-    table = {"FCFS": (te.Policy.FCFS, Oracle()), "SJF": (te.Policy.SJF, PromptOnly()),
-             "SRPT": (te.Policy.SRPT, EmbeddingProbe(predict_every=predict_every)),
-             "TRAIL": (te.Policy.TRAIL, EmbeddingProbe(predict_every=predict_every)),
-             "TRAIL+": (te.Policy.TRAIL, Oracle()), "LTR": (te.Policy.LTR, LTR()),
-             "MLFQ": (te.Policy.MLFQ, Oracle())}
-    if key not in table:
+@dataclass(frozen=True)
+class PolicySetup:
+    """A named policy: its scheduler policy, predictor and effective settings."""
+
+    name: str
+    policy: te.Policy
+    predictor: Any
+    settings: SimSettings
+
+
+def canonical_name(name: str) -> str:
+    """The POLICY_NAMES spelling of `name` (case-insensitive); ValueError if unknown."""
+    names = {n.upper(): n for n in POLICY_NAMES}
+    if name.upper() not in names:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
-    return table[key]
+    return names[name.upper()]
+
+
+def setup(name: str, settings: SimSettings) -> PolicySetup:
+    """The scheduler policy, predictor and effective settings of a name of POLICY_NAMES."""
+    key = canonical_name(name)
+    paper = replace(settings, **PAPER_RULE)
+    if key == "TRAIL-paper":
+        paper = replace(paper, max_preemptions=-1, starvation_steps=0)
+    s = paper if key in ("SJF", "TRAIL-paper") else settings
+
+    def probe() -> EmbeddingProbe:
+        return EmbeddingProbe(predict_every=s.predict_every, corr_tokens=s.corr_tokens,
+                              rank=s.rank)
+
+    table = {"FCFS": (te.Policy.FCFS, lambda: Oracle()),
+             "SJF": (te.Policy.SJF, lambda: PromptOnly()),
+             "SJF-work": (te.Policy.SJF, lambda: PromptOnly(rank=s.rank)),
+             "SRPT": (te.Policy.SRPT, probe), "TRAIL-paper": (te.Policy.TRAIL, probe),
+             "TRAIL": (te.Policy.TRAIL, probe), "TRAIL+": (te.Policy.TRAIL, lambda: Oracle()),
+             "LTR": (te.Policy.LTR, lambda: LTR()), "MLFQ": (te.Policy.MLFQ, lambda: Oracle())}
+    policy, make = table[key]
+    return PolicySetup(key, policy, make(), s)
+
+
+def describe(ps: PolicySetup) -> dict[str, Any]:
+    """The settings that act on a policy (summary.json's `policy_settings` entry)."""
+    s, p = ps.settings, ps.policy
+    out: dict[str, Any] = {"scheduler": p.name, "predictor": ps.predictor.name}
+    if p in (te.Policy.SJF, te.Policy.SRPT, te.Policy.TRAIL):
+        out.update(prefill_weight=s.beta, aging_rate=s.aging_rate)
+    if p in (te.Policy.SRPT, te.Policy.TRAIL, te.Policy.LTR, te.Policy.MLFQ):
+        out.update(preempt_margin=s.preempt_margin, max_preemptions=s.max_preemptions)
+    if p == te.Policy.TRAIL:
+        out["c"] = s.c
+    if p != te.Policy.FCFS:
+        out["starvation_steps"] = s.starvation_steps
+    if isinstance(ps.predictor, (PromptOnly, EmbeddingProbe)):
+        out.update(rank=ps.predictor.rank, prediction_mae=ps.predictor.mae)
+    if isinstance(ps.predictor, EmbeddingProbe):
+        out.update(predict_every=ps.predictor.predict_every,
+                   corr_tokens=ps.predictor.corr_tokens)
+    if isinstance(ps.predictor, LTR):
+        out["kendall_tau"] = ps.predictor.tau
+    return out
+
+
+def describe_short(d: dict[str, Any]) -> str:
+    """One line of `describe`'s dict, for tables: predictor/rank, β, α, margin, c."""
+    parts = [d["predictor"] + (f"/{d['rank']}" if "rank" in d else "")]
+    if "prefill_weight" in d:
+        parts.append(f"β {d['prefill_weight']:.3g} α {d['aging_rate']:.3g}")
+    if "preempt_margin" in d and d["scheduler"] in ("SRPT", "TRAIL"):
+        parts.append(f"margin {d['preempt_margin']:.3g}")
+    if "c" in d:
+        parts.append(f"c {d['c']:.3g}")
+    return ", ".join(parts)
 
 
 def at_load(trace: Trace, settings: SimSettings) -> tuple[Trace, float]:
@@ -83,11 +211,12 @@ def run(trace: Trace, name: str, settings: SimSettings, progress: bool = False,
         desc: str | None = None) -> SimResult:
     """Simulate `trace` (already at the wanted rate) under one named policy; `desc` labels
     the progress bar (default: the policy's name)."""
-    policy, predictor = setup(name, settings.predict_every)
+    ps = setup(name, settings)
+    s = ps.settings
     return simulate(trace.arrival_s, trace.prompt_tokens, trace.output_tokens,
-                    settings.scheduler(policy), settings.cost, predictor,
-                    predict_every=settings.predict_every, seed=settings.seed, progress=progress,
-                    desc=desc or f"simulating {name}")
+                    s.scheduler(ps.policy), s.cost, ps.predictor,
+                    predict_every=s.predict_every, seed=s.seed, progress=progress,
+                    desc=desc or f"simulating {ps.name}")
 
 
 def summary_row(result: SimResult) -> dict[str, float]:

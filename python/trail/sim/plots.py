@@ -20,7 +20,9 @@ import numpy as np
 POLICY_STYLES: dict[str, dict[str, Any]] = {
     "FCFS": {"color": "C0", "linestyle": (0, (7, 2)), "marker": "o"},
     "SJF": {"color": "C1", "linestyle": (0, (3, 1.5)), "marker": "s"},
+    "SJF-work": {"color": "C9", "linestyle": (0, (3, 1.5, 1, 1.5)), "marker": "v"},
     "SRPT": {"color": "C2", "linestyle": (0, (1, 1.2)), "marker": "D", "hollow": True},
+    "TRAIL-paper": {"color": "C7", "linestyle": (0, (4, 1, 1, 1)), "marker": "<"},
     "TRAIL": {"color": "C3", "linestyle": "-", "marker": "^", "linewidth": 2.0},
     "TRAIL+": {"color": "C4", "linestyle": (0, (6, 2, 1, 2)), "marker": "o", "hollow": True},
     "LTR": {"color": "C5", "linestyle": (0, (6, 1.5, 1, 1.5, 1, 1.5)), "marker": "P"},
