@@ -33,6 +33,12 @@ def test_demo_quick_runs_end_to_end(tmp_path: pathlib.Path, monkeypatch: pytest.
         assert row["throughput_tok_s"] > 0, name
     assert summary["policies"]["FCFS"]["preemptions"] == 0
     assert summary["policies"]["SJF"]["preemptions"] == 0
+    assert summary["policies"]["SJF-work"]["preemptions"] == 0
+    settings = summary["settings"]
+    assert settings["SJF"]["prefill_weight_used"] == 0.0 == settings["TRAIL-paper"]["aging_rate"]
+    assert settings["TRAIL"]["prefill_weight"] == "auto"
+    assert settings["TRAIL"]["prefill_weight_used"] > 0  # learned from the step cost
+    assert settings["TRAIL+"]["lengths"] == "true" and settings["MLFQ"]["lengths"] is None
     assert math.isfinite(summary["probe_mae"]) and math.isfinite(summary["prompt_only_mae"])
     assert summary["seed"] == 0 and summary["machine"]
     assert summary["ratios_to_fcfs"]["FCFS"]["mean_latency_s"] == 1.0
@@ -59,3 +65,8 @@ def test_demo_rejects_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
         DemoConfig.quick(workload=0)
     assert main(["demo", "--quick", "--load", "2", "--out", "unused"]) == 1
     assert "load" in capsys.readouterr().err
+    for bad, field in (({"rank": "median"}, "rank"), ({"aging_rate": -1.0}, "aging_rate"),
+                       ({"prefill_weight": "often"}, "prefill_weight"),
+                       ({"preempt_margin": math.nan}, "preempt_margin")):
+        with pytest.raises(ValueError, match=field):
+            DemoConfig(**bad)

@@ -254,13 +254,26 @@ def _write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
+def _beta(text: str) -> float | str:
+    """--prefill-weight: 'auto' or a number (DemoConfig checks its range)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--prefill-weight must be 'auto' or a number, got {text!r}") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from trail.demo.end_to_end import DemoConfig, run_demo, table
 
     fields = {k: v for k, v in (("seed", args.seed), ("load", args.load),
                                 ("workload", args.requests), ("c", args.c),
                                 ("max_running", args.max_running), ("clock", args.clock),
-                                ("threads", args.threads)) if v is not None}
+                                ("threads", args.threads), ("aging_rate", args.aging_rate),
+                                ("preempt_margin", args.preempt_margin), ("rank", args.rank),
+                                ("prefill_weight", None if args.prefill_weight is None
+                                 else _beta(args.prefill_weight))) if v is not None}
     cfg = DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
     summary = run_demo(cfg, args.out, progress=not args.quiet)
     print()
@@ -550,8 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_tune_c)
 
-    p = sub.add_parser("demo", help="the whole system end to end: FCFS, SJF, TRAIL, TRAIL+ "
-                                    "through the engine on the demo model")
+    p = sub.add_parser("demo", help="the whole system end to end: FCFS, SJF, SJF-work, "
+                                    "TRAIL-paper, TRAIL, TRAIL+, MLFQ through the engine on "
+                                    "the demo model")
     p.add_argument("--quick", action="store_true", help="reduced run (~1.5 min, for smoke tests)")
     p.add_argument("--out", default="runs/demo", help="results directory")
     p.add_argument("--seed", type=int, default=None,
@@ -568,6 +582,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "real time")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for collection, probe training and serving (default 1)")
+    p.add_argument("--prefill-weight", default=None, metavar="BETA",
+                   help="TRAIL's β: a number, or 'auto' (default: learned by the engine from "
+                        "its step costs)")
+    p.add_argument("--aging-rate", type=float, default=None, metavar="ALPHA",
+                   help="TRAIL's aging, tokens per second (default: DemoConfig's)")
+    p.add_argument("--preempt-margin", type=float, default=None,
+                   help="TRAIL's preemption margin in tokens (default: DemoConfig's)")
+    p.add_argument("--rank", choices=("mean", "gittins"), default=None,
+                   help="TRAIL ranks by the mean predicted remaining length or the Gittins "
+                        "rank of the predicted distribution (default: DemoConfig's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=cmd_demo)
 

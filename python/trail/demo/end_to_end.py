@@ -1,4 +1,4 @@
-"""`trail demo`: the whole system on one machine — model, probe, workload, four policies.
+"""`trail demo`: the whole system on one machine — model, probe, workload, the policies.
 
 1. **Model**: the demo model (trained on first use, then cached; `--quick` trains a shorter
    one, cached apart).
@@ -13,11 +13,21 @@
    requests queue.
 4. **Serving**, the same arrivals through the real engine under
    - FCFS;
-   - SJF on the prompt-only prediction made at arrival;
-   - TRAIL: the prompt-only prediction at arrival ranks waiting requests; once running, the
-     probe refines the remaining length every `predict_every` engine steps; limited
-     preemption with `c` (the KV of a preempted request is kept);
-   - TRAIL+: TRAIL on the true lengths from the first pass (the oracle bound).
+   - SJF on the prompt-only prediction made at arrival (output rank: the paper's baseline);
+   - SJF-work: the same predictions with TRAIL's work-aware key and aging (no probe): what
+     the key alone buys;
+   - TRAIL-paper: the paper's rule: the prompt-only prediction at arrival ranks waiting
+     requests; once running, the probe refines the remaining length every `predict_every`
+     engine steps; limited preemption with c = 0.8 (the KV of a preempted request is kept);
+     output rank, no aging;
+   - TRAIL: the recommended configuration: TRAIL-paper's machinery with the work-aware key
+     (β learned by the engine from its step costs), aging `aging_rate`, the preemption
+     margin and the rank (`mean` or `gittins`) of DemoConfig;
+   - TRAIL+: TRAIL's rule and settings on the true lengths from the first pass (the
+     oracle bound);
+   - MLFQ: FastServe's multi-level feedback queue (no predictions).
+   LTR is not served here: it needs a learned ranking model over prompts, which the demo
+   does not train (`trail simulate` has it, with simulated scores).
 5. **Output**: a table (mean / p50 / p99 latency, mean TTFT, throughput, preemptions, ratios
    to FCFS), `summary.json`, `results.csv`, per-policy request records, and plots: latency
    CDF per policy, predicted vs true remaining length along a few generations.
@@ -53,7 +63,8 @@ from trail.cpu import threads
 from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
 from trail.machine import describe
 
-POLICIES = ("FCFS", "SJF", "TRAIL", "TRAIL+")
+POLICIES = ("FCFS", "SJF", "SJF-work", "TRAIL-paper", "TRAIL", "TRAIL+", "MLFQ")
+RANKS = ("mean", "gittins")
 CLOCKS = ("virtual", "wall")
 SUMMARY_KEYS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
                 "throughput_tok_s", "preemptions", "submitted", "finished")
@@ -73,6 +84,14 @@ class DemoConfig:
     max_new_tokens: int = 400
     temperature: float = 1.0
     c: float = 0.8                      # TRAIL's limited-preemption factor
+    # TRAIL's (and SJF-work's) work-aware key: β ("auto": learned by the engine from its
+    # step costs), aging in tokens per second, the preemption margin in tokens, and what
+    # ranks a request: the "mean" predicted remaining length or the "gittins" rank of the
+    # predicted distribution (prompt-only at arrival, the probe's once running).
+    prefill_weight: float | str = "auto"
+    aging_rate: float = 0.0
+    preempt_margin: float = 0.0
+    rank: str = "mean"
     # Every 8 engine steps (and the requests prefilled then): on this tiny CPU model one
     # probe call costs ~10% of a step, every 8th step ~2%; the prompt-only prediction
     # ranks a request until its first probe prediction.
@@ -95,6 +114,18 @@ class DemoConfig:
             raise ValueError(f"DemoConfig.c={self.c!r} must be finite and >= 0")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"DemoConfig.temperature={self.temperature!r} must be >= 0")
+        if not (self.prefill_weight == "auto" or (
+                isinstance(self.prefill_weight, (int, float))
+                and not isinstance(self.prefill_weight, bool)
+                and math.isfinite(self.prefill_weight) and self.prefill_weight >= 0)):
+            raise ValueError(f"DemoConfig.prefill_weight={self.prefill_weight!r} must be "
+                             f"'auto' or a number >= 0")
+        for name in ("aging_rate", "preempt_margin"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"DemoConfig.{name}={value!r} must be finite and >= 0")
+        if self.rank not in RANKS:
+            raise ValueError(f"DemoConfig.rank={self.rank!r} must be one of {RANKS}")
         if self.clock not in CLOCKS:
             raise ValueError(f"DemoConfig.clock={self.clock!r} must be one of {CLOCKS}")
 
@@ -128,6 +159,7 @@ class Workload:
     params: list[SamplingParams]
     arrival: np.ndarray          # seconds from the start, sorted
     prompt_pred: np.ndarray      # prompt-only predicted total length, at arrival
+    prompt_gittins: np.ndarray   # the Gittins rank of the prompt-only distribution
     true_len: np.ndarray         # output lengths from the first pass
     capacity: float              # saturated FCFS throughput, requests per second
     kv_tokens: int
@@ -190,11 +222,13 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
     arrival -= arrival[0]
     predictor = PromptOnlyPredictor.load(report["prompt_only"]["checkpoint"])
     prompt_pred = np.maximum(predictor.predict(prompts), 1.0)
+    prompt_gittins = np.maximum(predictor.predict_gittins(prompts, cfg.max_new_tokens), 1.0)
     timings["workload_s"] = time.perf_counter() - t
     _progress(progress, f"      saturated throughput {capacity:.1f} req/s; arrivals at "
                         f"{rate:.1f} req/s (load {cfg.load}) over {arrival[-1]:.1f} s")
     return Workload(model, report["probe_checkpoints"][report["better_bins"]], report, prompts,
-                    ids, params, arrival, prompt_pred, true_len, capacity, kv_tokens, timings)
+                    ids, params, arrival, prompt_pred, prompt_gittins, true_len, capacity,
+                    kv_tokens, timings)
 
 
 def probe_mae(report: dict[str, Any]) -> float:
@@ -210,17 +244,24 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
 
     if name not in POLICIES:
         raise ValueError(f"unknown demo policy {name!r}; choose from {POLICIES}")
-    pred = {"FCFS": None, "SJF": w.prompt_pred, "TRAIL": w.prompt_pred,
-            "TRAIL+": w.true_len.astype(float)}[name]
-    policy = {"FCFS": te.Policy.FCFS, "SJF": te.Policy.SJF}.get(name, te.Policy.TRAIL)
+    work = name in ("SJF-work", "TRAIL", "TRAIL+")  # TRAIL's key, aging and rank
+    at_arrival = w.prompt_gittins if work and cfg.rank == "gittins" else w.prompt_pred
+    pred = {"FCFS": None, "MLFQ": None, "TRAIL+": w.true_len.astype(float)}.get(name, at_arrival)
+    policy = {"FCFS": te.Policy.FCFS, "SJF": te.Policy.SJF, "SJF-work": te.Policy.SJF,
+              "MLFQ": te.Policy.MLFQ}.get(name, te.Policy.TRAIL)
     sched = _scheduler(cfg, policy, w.kv_tokens)
+    if work:
+        sched.aging_rate = cfg.aging_rate
+        sched.preempt_margin = cfg.preempt_margin
     for field, value in scheduler_fields.items():
         setattr(sched, field, value)
     arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i]) if pred is None
                 else (float(w.arrival[i]), w.ids[i], w.params[i], float(pred[i]))
                 for i in range(len(w.ids))]
-    return _serve(w.model, sched, Probe.load(w.probe_checkpoint) if name == "TRAIL" else None,
-                  cfg, arrivals, progress, f"serving {name}")
+    probe = Probe.load(w.probe_checkpoint) if name in ("TRAIL-paper", "TRAIL") else None
+    return _serve(w.model, sched, probe, cfg, arrivals, progress, f"serving {name}",
+                  prefill_weight=cfg.prefill_weight if work else None,
+                  probe_rank=cfg.rank if name == "TRAIL" else "mean")
 
 
 def run_demo(cfg: DemoConfig, out: str | pathlib.Path, progress: bool = True,
@@ -267,17 +308,20 @@ def _scheduler(cfg: DemoConfig, policy: te.Policy, kv_tokens: int) -> te.Schedul
 
 
 def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
-           arrivals: list[tuple], progress: bool, desc: str) -> Report:
+           arrivals: list[tuple], progress: bool, desc: str,
+           prefill_weight: float | str | None = None, probe_rank: str = "mean") -> Report:
     """One pass of the arrivals through a fresh engine; every request must finish."""
     cost = demo_step_cost() if cfg.clock == "virtual" else None
     engine = Engine(model, EngineConfig(scheduler=sched, probe=probe, step_cost=cost,
-                                        predict_every=cfg.predict_every))
+                                        predict_every=cfg.predict_every,
+                                        prefill_weight=prefill_weight, probe_rank=probe_rank))
     with threads(cfg.threads):
         report = engine.run(arrivals, progress=progress, desc=desc)
     if report.aggregates["finished"] != len(arrivals):
         raise RuntimeError(f"{report.aggregates['finished']} of {len(arrivals)} requests "
                            f"finished under {sched.policy}")
     report.outputs.sort(key=lambda o: o.rid)  # rid = index in time order = workload index
+    report.aggregates["prefill_weight"] = engine.scheduler.config.prefill_weight  # as learned
     return report
 
 
@@ -287,6 +331,24 @@ def _row(report: Report) -> dict[str, Any]:
             "p99_latency_s": a["latency_s_p99"], "mean_ttft_s": a["ttft_s_mean"],
             "throughput_tok_s": a["throughput_tok_s"], "preemptions": int(a["preemptions"]),
             "submitted": int(a["requests"]), "finished": int(a["finished"])}
+
+
+def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None
+                    ) -> dict[str, Any]:
+    """What a demo policy ranks by and with which key (summary.json's `settings`)."""
+    work = name in ("SJF-work", "TRAIL", "TRAIL+")
+    scheduler = {"FCFS": "FCFS", "SJF": "SJF", "SJF-work": "SJF", "MLFQ": "MLFQ"}.get(name,
+                                                                                     "TRAIL")
+    lengths = {"FCFS": None, "MLFQ": None, "SJF": "prompt-only", "SJF-work": "prompt-only",
+               "TRAIL+": "true"}.get(name, "prompt-only, then probe")
+    return {"scheduler": scheduler, "lengths": lengths,
+            "c": cfg.c if scheduler == "TRAIL" else None,
+            "prefill_weight": cfg.prefill_weight if work else 0.0,
+            "prefill_weight_used": (report.aggregates.get("prefill_weight")
+                                    if report is not None else None),
+            "aging_rate": cfg.aging_rate if work else 0.0,
+            "preempt_margin": cfg.preempt_margin if work else 0.0,
+            "rank": cfg.rank if work else ("mean" if lengths else None)}
 
 
 def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[str, Any]:
@@ -299,7 +361,9 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
               for name, row in policies.items()}
     same = {name: int(sum(len(o.output_ids) == n for o, n in zip(r.outputs, true_len)))
             for name, r in reports.items()}
-    return {"policies": policies, "ratios_to_fcfs": ratios, "probe_mae": probe_mae(report),
+    return {"policies": policies, "ratios_to_fcfs": ratios,
+            "settings": {name: policy_settings(name, cfg, r) for name, r in reports.items()},
+            "probe_mae": probe_mae(report),
             "prompt_only_mae": report["mae"]["prompt_only"], "seed": cfg.seed,
             "machine": describe(),
             "probe": {"layer": report["best_layer"], "bins": report["better_bins"],
@@ -328,12 +392,12 @@ def _write_csv(path: pathlib.Path, summary: dict[str, Any]) -> None:
 
 def table(summary: dict[str, Any]) -> str:
     """The demo's results as a fixed-width text table."""
-    head = (f"{'policy':8s} {'mean lat':>9s} {'p50':>7s} {'p99':>7s} {'mean TTFT':>10s} "
+    head = (f"{'policy':11s} {'mean lat':>9s} {'p50':>7s} {'p99':>7s} {'mean TTFT':>10s} "
             f"{'tok/s':>7s} {'preempt':>8s} {'lat/FCFS':>9s} {'p99/FCFS':>9s} {'TTFT/FCFS':>10s}")
     lines = [head, "-" * len(head)]
     for name, row in summary["policies"].items():
         r = summary["ratios_to_fcfs"][name]
-        lines.append(f"{name:8s} {row['mean_latency_s']:9.3f} {row['p50_latency_s']:7.3f} "
+        lines.append(f"{name:11s} {row['mean_latency_s']:9.3f} {row['p50_latency_s']:7.3f} "
                      f"{row['p99_latency_s']:7.3f} {row['mean_ttft_s']:10.3f} "
                      f"{row['throughput_tok_s']:7.0f} {row['preemptions']:8d} "
                      f"{r['mean_latency_s']:9.3f} {r['p99_latency_s']:9.3f} "
