@@ -29,6 +29,7 @@ def test_gpu_probe_script_smoke_runs_on_cpu() -> None:
     ("bench_engine.py", "engine step (no probe)"),
     ("theory_check.py", "smoke run done"),
     ("sim_compare.py", "TRAIL/FCFS"),
+    ("sim_regimes.py", "TRAIL/SJF-work"),
     ("gpu_calibrate.py", "fitted:"),   # a tiny model on the CPU: checks the script only
 ])
 def test_benchmark_script_smoke_runs(script: str, expected: str) -> None:

@@ -368,3 +368,129 @@ def plot_sweep(sweep: dict[str, Any], path: str, *, trace: str = "", preset: str
            footnote="c: a running request may be preempted only while its generated tokens "
                     "≤ c × its predicted length (c = 0: never, as in SJF; c = 1: SRPT with "
                     "exact sizes)")
+
+
+def plot_frontier(rows: list[dict[str, Any]], path: str, title: str = "", *,
+                  trace: str = "", preset: str = "", load: float | None = None) -> None:
+    """Mean (y) versus p99 (x) latency, one line per policy through its tail knob's values.
+
+    Rows: {policy, knob, value, mean_latency_s, p99_latency_s, label (optional)}; `knob` is
+    "aging_rate" (α, tokens per second of waiting) or "starvation_steps" (the aging guard,
+    0 = off), or None for a reference point (FCFS: a black star). Points are labelled with
+    `label`, else the knob's value; lower-left is better on both counts.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5.6))
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    for k, policy in enumerate(policies):
+        mine = [r for r in rows if r["policy"] == policy]
+        if all(r.get("knob") is None for r in mine):
+            ax.plot([r["p99_latency_s"] for r in mine], [r["mean_latency_s"] for r in mine],
+                    marker="*", markersize=14, color="black", linestyle="none", label=policy,
+                    zorder=2.5)
+            continue
+        knob = mine[0]["knob"]
+        if knob == "starvation_steps":  # off first, then from the longest guard to the shortest
+            mine.sort(key=lambda r: -(r["value"] or float("inf")))
+            what, label = "guard k", (lambda v: "off" if not v else f"{v:g}")
+        else:
+            mine.sort(key=lambda r: r["value"])
+            what, label = "α", (lambda v: f"{v:g}")
+        style = series_style(policy, k)
+        ax.plot([r["p99_latency_s"] for r in mine], [r["mean_latency_s"] for r in mine],
+                label=f"{policy} ({what})", **style)
+        points: dict[tuple[float, float], list[str]] = {}
+        for r in mine:
+            points.setdefault((r["p99_latency_s"], r["mean_latency_s"]), []).append(
+                r.get("label") or label(r["value"]))
+        for j, (xy, names) in enumerate(points.items()):
+            right = (j + k) % 2 == 0  # alternate sides so neighbours' labels stay apart
+            ax.annotate(", ".join(names), xy, fontsize=7, color=style["color"],
+                        xytext=(6 if right else -6, 4 if right else -10),
+                        textcoords="offset points", ha="left" if right else "right")
+    ax.set(xlabel="p99 latency (s)", ylabel="mean latency (s)", xscale="log")
+    _keep_labels_inside(ax)
+    finish(fig, ax, path, run_title(title or "Mean versus p99 latency: the tail knobs",
+                                    trace, preset, load),
+           footnote="α: aging rate of the work-aware key (tokens/s of waiting); guard k: "
+                    "starvation_steps (off = 0). Lower left is better.")
+
+
+def plot_ratio_map(cells: list[dict[str, Any]], path: str, title: str = "", *,
+                   value: str = "ratio", rows_key: str = "slots", cols_key: str = "load",
+                   panel_key: str = "trace", what: str = "TRAIL / SJF-work mean latency"
+                   ) -> None:
+    """A heat map per panel (e.g. per trace) of `value` over rows × columns (slots × load).
+
+    Diverging colours centred on 1: blue below (the numerator better), red above; each cell
+    carries its number. Cells without a value stay blank.
+    """
+    from matplotlib.colors import TwoSlopeNorm
+
+    plt = pyplot()
+    panels = list(dict.fromkeys(c[panel_key] for c in cells))
+    row_vals = sorted({c[rows_key] for c in cells})
+    col_vals = sorted({c[cols_key] for c in cells})
+    vals = [c[value] for c in cells if c.get(value) is not None and math.isfinite(c[value])]
+    spread = max([0.05] + [abs(v - 1.0) for v in vals])
+    norm = TwoSlopeNorm(vcenter=1.0, vmin=1.0 - spread, vmax=1.0 + spread)
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 3.4 * len(panels), 3.9),
+                             squeeze=False)
+    axes = list(axes[0])
+    image = None
+    for ax, panel in zip(axes, panels):
+        grid = np.full((len(row_vals), len(col_vals)), np.nan)
+        for c in cells:
+            if c[panel_key] == panel and c.get(value) is not None:
+                grid[row_vals.index(c[rows_key]), col_vals.index(c[cols_key])] = c[value]
+        image = ax.imshow(grid, cmap="RdBu_r", norm=norm, aspect="auto", origin="lower")
+        for i in range(len(row_vals)):
+            for j in range(len(col_vals)):
+                if math.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=9,
+                            color="white" if abs(grid[i, j] - 1) > 0.6 * spread else "black")
+        ax.set_xticks(range(len(col_vals)), [_plain(v) for v in col_vals])
+        ax.set_yticks(range(len(row_vals)), [_plain(v) for v in row_vals])
+        # a panel named by a file path (a trace CSV) is named by its file name alone
+        ax.set(xlabel=cols_key, title=pathlib.PurePath(str(panel)).name)
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel(rows_key)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.85, label=what)
+    fig.suptitle(title or what, fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_regime_axes(axes_rows: dict[str, list[dict[str, Any]]], path: str,
+                     title: str = "", *, reference: str = "SJF-work",
+                     focus: tuple[str, ...] = ("TRAIL", "TRAIL+")) -> None:
+    """One column per axis of a regime map: each policy's mean latency over `reference`'s at
+    every value of that axis (the others at their base values); the dotted line at 1 is the
+    reference. The top row shows the `focus` policies alone (their ratios sit within a few
+    percent of 1, which a policy far from 1 would flatten), the bottom row every policy.
+    Rows: {label, ratios: {policy: ratio}} in axis order."""
+    plt = pyplot()
+    names = list(axes_rows)
+    fig, axes = plt.subplots(2, len(names), figsize=(2.2 + 2.9 * len(names), 7.4),
+                             squeeze=False, sharey="row")
+    for col, axis in enumerate(names):
+        rows = axes_rows[axis]
+        labels = [pathlib.PurePath(str(r["label"])).name for r in rows]
+        policies = list(dict.fromkeys(k for r in rows for k in r.get("ratios", {})))
+        for row, shown in enumerate(([p for p in policies if p in focus], policies)):
+            ax = axes[row, col]
+            for policy in shown:
+                ax.plot(range(len(rows)), [r["ratios"].get(policy, np.nan) for r in rows],
+                        label=f"{policy} / {reference}",
+                        **series_style(policy, policies.index(policy)))
+            ax.axhline(1.0, color="grey", linewidth=1, linestyle=":")
+            ax.set_xticks(range(len(rows)), labels, fontsize=8)
+            ax.set(xlim=(-0.4, len(rows) - 0.6))
+        axes[1, col].set_xlabel(axis)
+    axes[0, 0].set_ylabel(f"mean latency / {reference}'s\n({', '.join(focus)})")
+    axes[1, 0].set_ylabel(f"mean latency / {reference}'s\n(every policy)")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    finish(fig, axes, path, title or f"Mean latency relative to {reference}, one axis at a "
+                                     f"time", legend=False)
