@@ -8,7 +8,8 @@ import pathlib
 import pytest
 
 from trail.cli import main
-from trail.sim.compare import COMPARE, TRAIL_DEFAULTS, SimSettings, describe, setup
+from trail.sim.compare import (AGING_FRACTION, COMPARE, TRAIL_DEFAULTS, SimSettings, describe,
+                               setup)
 from trail.sim.theory import sjf_mean_response_time, srpt_mean_response_time
 from trail.sim.traces import load_trace
 
@@ -41,7 +42,9 @@ def test_policy_settings_trail_defaults_and_overrides(tmp_path: pathlib.Path) ->
     assert TRAIL_DEFAULTS["prefill_weight"] == "auto"
     settings = SimSettings(cost=CostModel.preset("llama3-8b-a100-80gb"))
     trail = describe(setup("trail", settings))
-    assert trail["prefill_weight"] == beta and trail["aging_rate"] == TRAIL_DEFAULTS["aging_rate"]
+    assert TRAIL_DEFAULTS["aging_rate"] == "auto"
+    alpha = AGING_FRACTION * CostModel.preset("llama3-8b-a100-80gb").decode_tokens_per_s(48)
+    assert trail["prefill_weight"] == beta and trail["aging_rate"] == alpha > 0
     assert trail["rank"] == TRAIL_DEFAULTS["rank"] and trail["c"] == TRAIL_DEFAULTS["c"]
 
     assert main(["simulate", "--trace", "azure-conv", "--compare", "--limit", "60", "--quiet",
@@ -124,7 +127,8 @@ def test_simulate_work_aware_keys(tmp_path: pathlib.Path, capsys: pytest.Capture
     assert summary["policy_settings"]["TRAIL"]["preempt_margin"] == 5.0
     assert f"size + {beta:.4g} x pending prefill + 2 x arrival" in capsys.readouterr().out
     for flag, value in (("--prefill-weight", "heavy"), ("--prefill-weight", "-1"),
-                        ("--aging-rate", "nan")):
+                        ("--aging-rate", "nan"), ("--aging-rate", "soon"),
+                        ("--aging-rate", "-2")):
         assert main(["simulate", "--trace", "azure-conv", "--limit", "50", "--quiet",
                      flag, value]) == 1
         err = capsys.readouterr().err.replace("_", "-")

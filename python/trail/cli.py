@@ -201,12 +201,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                "corr_tokens": settings.corr_tokens,
                                # TRAIL's settings; every policy's are under policy_settings
                                "c": settings.c, "prefill_weight": beta,
-                               "aging_rate": settings.aging_rate,
+                               "aging_rate": settings.alpha,
                                "preempt_margin": settings.preempt_margin,
                                "rank": settings.rank, "policy_settings": effective}
     print(f"{args.trace}: {len(trace)} requests at load {args.load} "
           f"({scaled.rate:.2f} req/s of a {cap:.2f} req/s capacity), {cost.name}")
-    print(f"TRAIL's key: size + {beta:.4g} x pending prefill + {settings.aging_rate:.4g} x "
+    print(f"TRAIL's key: size + {beta:.4g} x pending prefill + {settings.alpha:.4g} x "
           f"arrival; preemption margin {settings.preempt_margin:.4g}; rank {settings.rank}; "
           f"c {settings.c:.4g}; probe error correlation {settings.corr_tokens:.4g} tokens")
     print(f"{'policy':12s} {'mean lat':>9s} {'p50':>8s} {'p99':>9s} {'mean TTFT':>10s} "
@@ -522,9 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TRAIL's work-aware key (also SJF-work's, SRPT's): add BETA x prompt "
                         "tokens still to prefill; 'auto' derives it from the cost model "
                         "(default: TRAIL_DEFAULTS, auto)")
-    p.add_argument("--aging-rate", type=float, default=None, metavar="ALPHA",
-                   help="add ALPHA x arrival (tokens per second) to those keys (default: "
-                        "TRAIL_DEFAULTS)")
+    p.add_argument("--aging-rate", default=None, metavar="ALPHA",
+                   help="add ALPHA x arrival (tokens per second) to those keys; 'auto': 2%% "
+                        "of one request's decode speed at a full batch (default: "
+                        "TRAIL_DEFAULTS, auto)")
     p.add_argument("--preempt-margin", type=float, default=None,
                    help="preempt for rank only past this key gap, in tokens (default: "
                         "TRAIL_DEFAULTS)")

@@ -49,11 +49,38 @@ COMPARE = ("FCFS", "SJF", "SJF-work", "TRAIL-paper", "TRAIL", "TRAIL+", "LTR", "
 # `trail simulate`, `trail tune-c` and bench/sim_compare.py, come from here. They are chosen
 # by bench/sim_compare.py measurements (the engineer who runs them updates these values).
 # prefill_weight "auto": β from the cost model, CostModel.prefill_weight(batch=max_running).
-TRAIL_DEFAULTS: dict[str, Any] = {"prefill_weight": "auto", "aging_rate": 3.0,
-                                  "preempt_margin": 0.0, "rank": "mean", "c": 0.8}
+# aging_rate "auto": AGING_FRACTION of one request's decode speed at a full batch
+# (CostModel.decode_tokens_per_s(batch=max_running)): aging in the units of the server's
+# own speed, so one setting means the same on a slow or a fast GPU.
+# preempt_margin 256 tokens: with the simulated probe's errors a preemption for rank pays
+# only when the victim's key is far above the newcomer's (bench/results/sim_compare_*:
+# margin 0 made TRAIL 3-5% slower than SJF-work on azure-conv, 256 makes it match or beat).
+# rank "mean": the Gittins rank measured no better (within 0.5%) and costs more.
+TRAIL_DEFAULTS: dict[str, Any] = {"prefill_weight": "auto", "aging_rate": "auto",
+                                  "preempt_margin": 256.0, "rank": "mean", "c": 0.8}
 # The paper's rule (SJF's and TRAIL-paper's keys): output tokens only, no margin.
 PAPER_RULE: dict[str, Any] = {"prefill_weight": 0.0, "aging_rate": 0.0, "preempt_margin": 0.0,
                               "rank": "mean", "c": 0.8}
+
+
+AGING_FRACTION = 0.02
+
+
+def resolve_aging_rate(value: float | str, cost: Any, batch: int) -> float:
+    """α in tokens per second: `value` itself, or for "auto" AGING_FRACTION × the decode
+    speed of one request at a batch of `batch` (0 for a cost model without one)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            method = getattr(cost, "decode_tokens_per_s", None)
+            return AGING_FRACTION * float(method(batch=batch)) if method is not None else 0.0
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"aging_rate={value!r}: expected a number or 'auto'") from None
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"aging_rate={value!r} must be finite and >= 0")
+    return value
 
 
 def resolve_prefill_weight(value: float | str, cost: Any, batch: int) -> float:
@@ -90,7 +117,7 @@ class SimSettings:
     # TRAIL's work-aware key (also SJF-work's and SRPT's): size + β × pending prefill
     # + α × arrival (α in tokens per second); β a number or "auto" (from the cost model)
     prefill_weight: float | str = TRAIL_DEFAULTS["prefill_weight"]
-    aging_rate: float = TRAIL_DEFAULTS["aging_rate"]
+    aging_rate: float | str = TRAIL_DEFAULTS["aging_rate"]  # tokens/s, or "auto"
     preempt_margin: float = TRAIL_DEFAULTS["preempt_margin"]  # key gap preemption needs
     rank: str = TRAIL_DEFAULTS["rank"]  # "mean" or "gittins" (trail.sim.predictors)
     corr_tokens: float = DEFAULT_CORR_TOKENS  # the simulated probe error's correlation length
@@ -103,11 +130,18 @@ class SimSettings:
             raise ValueError(f"corr_tokens={self.corr_tokens!r} must be finite and >= 0")
         if isinstance(self.prefill_weight, str) and self.prefill_weight.strip().lower() != "auto":
             resolve_prefill_weight(self.prefill_weight, self.cost, self.max_running)
+        if not (isinstance(self.aging_rate, str) and self.aging_rate.strip().lower() == "auto"):
+            resolve_aging_rate(self.aging_rate, self.cost, self.max_running)
 
     @property
     def beta(self) -> float:
         """prefill_weight as a number ("auto" resolved from the cost model)."""
         return resolve_prefill_weight(self.prefill_weight, self.cost, self.max_running)
+
+    @property
+    def alpha(self) -> float:
+        """aging_rate in tokens per second ("auto" resolved from the cost model)."""
+        return resolve_aging_rate(self.aging_rate, self.cost, self.max_running)
 
     def scheduler(self, policy: te.Policy) -> te.SchedulerConfig:
         """The scheduler config for `policy` under these settings."""
@@ -119,7 +153,7 @@ class SimSettings:
                                   starvation_steps=self.starvation_steps,
                                   starvation_period=self.starvation_period,
                                   prefill_weight=self.beta,
-                                  aging_rate=self.aging_rate,
+                                  aging_rate=self.alpha,
                                   preempt_margin=self.preempt_margin)
 
 
@@ -168,7 +202,7 @@ def describe(ps: PolicySetup) -> dict[str, Any]:
     s, p = ps.settings, ps.policy
     out: dict[str, Any] = {"scheduler": p.name, "predictor": ps.predictor.name}
     if p in (te.Policy.SJF, te.Policy.SRPT, te.Policy.TRAIL):
-        out.update(prefill_weight=s.beta, aging_rate=s.aging_rate)
+        out.update(prefill_weight=s.beta, aging_rate=s.alpha)
     if p in (te.Policy.SRPT, te.Policy.TRAIL, te.Policy.LTR, te.Policy.MLFQ):
         out.update(preempt_margin=s.preempt_margin, max_preemptions=s.max_preemptions)
     if p == te.Policy.TRAIL:

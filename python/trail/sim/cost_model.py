@@ -165,6 +165,13 @@ class CostModel:
         mixed = self.iteration_time(prompt, batch, batch * context, float(prompt) ** 2)
         return ((mixed - step) / prompt) / (step / batch)
 
+    def decode_tokens_per_s(self, batch: int = 32, context: int = 1024) -> float:
+        """Tokens per second one request decodes at in a step of `batch` requests with
+        `context` tokens each: the speed at which a running request's remaining shrinks."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"decode_tokens_per_s: batch={batch!r} must be a positive int")
+        return 1.0 / self.iteration_time(0, batch, batch * context)
+
     def prefill_time(self, tokens: float) -> float:
         """Seconds to prefill one sequence of `tokens` tokens alone (also: recompute)."""
         return self.iteration_time(tokens, 0, 0) if tokens > 0 else 0.0
