@@ -42,14 +42,20 @@ def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def alphas(text: str) -> list[float | str]:
+    """Comma-separated aging rates: numbers or 'auto'."""
+    return [x.strip() if x.strip() == "auto" else float(x) for x in text.split(",")
+            if x.strip()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results",
                     help="where the results go")
     ap.add_argument("--label", default=None, help="file name date (default: today, UTC)")
     ap.add_argument("--quick", action="store_true", help="DemoConfig.quick(): a smoke run")
-    ap.add_argument("--alphas", type=floats, default=[0.0, 10.0, 30.0, 100.0, 300.0],
-                    help="aging rates α (tokens/s) for SJF-work, TRAIL and TRAIL+")
+    ap.add_argument("--alphas", type=alphas, default=["auto", 0.0, 10.0, 30.0, 100.0, 300.0],
+                    help="aging rates α (tokens/s, or auto) for SJF-work, TRAIL and TRAIL+")
     ap.add_argument("--ranks", default="mean,gittins",
                     help="TRAIL's ranks to try: mean, gittins or both")
     ap.add_argument("--margins", type=floats, default=[0.0],
@@ -83,7 +89,7 @@ def main() -> None:
                 for name in SWEPT:
                     if name == "SJF-work" and margin != args.margins[0]:
                         continue  # SJF does not preempt: the margin changes nothing
-                    serve(name, cfg, f"rank={rank} α={alpha:g} margin={margin:g}")
+                    serve(name, cfg, f"rank={rank} α={alpha} margin={margin:g}")
 
     label = args.label or dt.datetime.now(dt.timezone.utc).date().isoformat()
     stem = f"demo_policies{'_quick' if args.quick else ''}_{label}"

@@ -65,7 +65,9 @@ def test_demo_rejects_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
         DemoConfig.quick(workload=0)
     assert main(["demo", "--quick", "--load", "2", "--out", "unused"]) == 1
     assert "load" in capsys.readouterr().err
+    assert DemoConfig(aging_rate="auto").aging_rate == "auto"
     for bad, field in (({"rank": "median"}, "rank"), ({"aging_rate": -1.0}, "aging_rate"),
+                       ({"aging_rate": "soon"}, "aging_rate"),
                        ({"prefill_weight": "often"}, "prefill_weight"),
                        ({"preempt_margin": math.nan}, "preempt_margin")):
         with pytest.raises(ValueError, match=field):

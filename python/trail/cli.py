@@ -254,14 +254,14 @@ def _write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def _beta(text: str) -> float | str:
-    """--prefill-weight: 'auto' or a number (DemoConfig checks its range)."""
+def _auto_or_number(text: str, flag: str) -> float | str:
+    """A flag that takes 'auto' or a number (DemoConfig checks the range)."""
     if text == "auto":
         return text
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"--prefill-weight must be 'auto' or a number, got {text!r}") from None
+        raise ValueError(f"{flag} must be 'auto' or a number, got {text!r}") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -270,10 +270,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in (("seed", args.seed), ("load", args.load),
                                 ("workload", args.requests), ("c", args.c),
                                 ("max_running", args.max_running), ("clock", args.clock),
-                                ("threads", args.threads), ("aging_rate", args.aging_rate),
+                                ("threads", args.threads),
+                                ("aging_rate", None if args.aging_rate is None
+                                 else _auto_or_number(args.aging_rate, "--aging-rate")),
                                 ("preempt_margin", args.preempt_margin), ("rank", args.rank),
                                 ("prefill_weight", None if args.prefill_weight is None
-                                 else _beta(args.prefill_weight))) if v is not None}
+                                 else _auto_or_number(args.prefill_weight,
+                                                      "--prefill-weight"))) if v is not None}
     cfg = DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
     summary = run_demo(cfg, args.out, progress=not args.quiet)
     print()
@@ -586,8 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-weight", default=None, metavar="BETA",
                    help="TRAIL's β: a number, or 'auto' (default: learned by the engine from "
                         "its step costs)")
-    p.add_argument("--aging-rate", type=float, default=None, metavar="ALPHA",
-                   help="TRAIL's aging, tokens per second (default: DemoConfig's)")
+    p.add_argument("--aging-rate", default=None, metavar="ALPHA",
+                   help="TRAIL's aging, tokens per second, or 'auto': 2%% of one request's "
+                        "decode speed (default: auto)")
     p.add_argument("--preempt-margin", type=float, default=None,
                    help="TRAIL's preemption margin in tokens (default: DemoConfig's)")
     p.add_argument("--rank", choices=("mean", "gittins"), default=None,

@@ -89,7 +89,7 @@ class DemoConfig:
     # ranks a request: the "mean" predicted remaining length or the "gittins" rank of the
     # predicted distribution (prompt-only at arrival, the probe's once running).
     prefill_weight: float | str = "auto"
-    aging_rate: float = 0.0
+    aging_rate: float | str = "auto"    # "auto": AGING_FRACTION of the decode speed
     preempt_margin: float = 0.0
     rank: str = "mean"
     # Every 8 engine steps (and the requests prefilled then): on this tiny CPU model one
@@ -122,8 +122,11 @@ class DemoConfig:
                              f"'auto' or a number >= 0")
         for name in ("aging_rate", "preempt_margin"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"DemoConfig.{name}={value!r} must be finite and >= 0")
+            if name == "aging_rate" and value == "auto":
+                continue
+            if isinstance(value, (bool, str)) or not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"DemoConfig.{name}={value!r} must be finite and >= 0"
+                                 + (" or 'auto'" if name == "aging_rate" else ""))
         if self.rank not in RANKS:
             raise ValueError(f"DemoConfig.rank={self.rank!r} must be one of {RANKS}")
         if self.clock not in CLOCKS:
@@ -140,6 +143,18 @@ def demo_step_cost() -> StepCost:
     """The demo model's frozen engine step cost (the virtual clock's), shipped with trail."""
     return StepCost.from_text(
         resources.files("trail.demo").joinpath("step_cost.json").read_text(), "step_cost.json")
+
+
+def demo_aging_rate(cfg: DemoConfig) -> float:
+    """TRAIL's α in tokens per second: the number, or for "auto" AGING_FRACTION of one
+    request's decode speed at a full batch of the demo model (its frozen step cost, with a
+    context of half the generation cap)."""
+    from trail.engine.prefill_weight import AGING_FRACTION
+
+    if cfg.aging_rate != "auto":
+        return float(cfg.aging_rate)
+    return AGING_FRACTION * demo_step_cost().decode_tokens_per_s(
+        cfg.max_running, max(1, cfg.max_new_tokens // 2))
 
 
 def _progress(progress: bool, text: str) -> None:
@@ -251,7 +266,7 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
               "MLFQ": te.Policy.MLFQ}.get(name, te.Policy.TRAIL)
     sched = _scheduler(cfg, policy, w.kv_tokens)
     if work:
-        sched.aging_rate = cfg.aging_rate
+        sched.aging_rate = demo_aging_rate(cfg)
         sched.preempt_margin = cfg.preempt_margin
     for field, value in scheduler_fields.items():
         setattr(sched, field, value)
@@ -346,7 +361,7 @@ def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None
             "prefill_weight": cfg.prefill_weight if work else 0.0,
             "prefill_weight_used": (report.aggregates.get("prefill_weight")
                                     if report is not None else None),
-            "aging_rate": cfg.aging_rate if work else 0.0,
+            "aging_rate": demo_aging_rate(cfg) if work else 0.0,
             "preempt_margin": cfg.preempt_margin if work else 0.0,
             "rank": cfg.rank if work else ("mean" if lengths else None)}
 

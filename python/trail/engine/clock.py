@@ -80,6 +80,14 @@ class StepCost:
         per_decode = step / batch
         return (mixed - step) / prompt / per_decode if per_decode > 0 else math.inf
 
+    def decode_tokens_per_s(self, batch: int = 32, context: int = 1024) -> float:
+        """Tokens per second one request decodes at in a step of `batch` rows attending to
+        `context` tokens each (no probe call)."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"StepCost.decode_tokens_per_s: batch={batch!r} must be a "
+                             f"positive int")
+        return 1.0 / self.seconds(StepShape(batch, 0, batch * context, 0))
+
     @classmethod
     def from_json(cls, path: str | pathlib.Path) -> "StepCost":
         """Load a cost written by to_json (extra keys such as provenance are ignored)."""

@@ -18,6 +18,11 @@ import numpy as np
 
 from trail.engine.clock import StepCost, StepShape, fit_step_cost
 
+# aging_rate "auto" (trail simulate, trail demo): α = AGING_FRACTION × the decode speed of one
+# request at a full batch, so one setting means the same on a slow or a fast server. 2% was
+# the best mean-vs-p99 trade-off measured (bench/results/sim_compare_*, demo_policies_*).
+AGING_FRACTION = 0.02
+
 
 class PrefillWeightEstimator:
     """Online β from (StepShape, seconds) samples; `update()` returns a new β or None."""

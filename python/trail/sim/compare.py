@@ -38,6 +38,7 @@ from trail.sim.predictors import (
     Oracle,
     PromptOnly,
 )
+from trail.engine.prefill_weight import AGING_FRACTION
 from trail.sim.simulator import SimResult, capacity, simulate
 from trail.sim.traces import Trace
 
@@ -61,9 +62,6 @@ TRAIL_DEFAULTS: dict[str, Any] = {"prefill_weight": "auto", "aging_rate": "auto"
 # The paper's rule (SJF's and TRAIL-paper's keys): output tokens only, no margin.
 PAPER_RULE: dict[str, Any] = {"prefill_weight": 0.0, "aging_rate": 0.0, "preempt_margin": 0.0,
                               "rank": "mean", "c": 0.8}
-
-
-AGING_FRACTION = 0.02
 
 
 def resolve_aging_rate(value: float | str, cost: Any, batch: int) -> float:
