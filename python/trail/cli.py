@@ -301,12 +301,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = args.device
     result: dict[str, Any] = {"device": device}
     print(f"probe_step (D={args.hidden}, H=512, K=10) on {device}: median of {args.repeats}")
-    print(f"{'batch':>6s} {'op us':>10s} {'reference us':>13s} {'us/token':>9s} {'speedup':>8s}")
+    print(f"{'batch':>6s} {'op us':>10s} {'reference us':>13s} {'us/token':>9s} {'speedup':>8s} "
+          f"{'+gittins us':>12s}")
     result["probe"] = bench_probe(args.batches, d=args.hidden, device=device,
                                   repeats=args.repeats)
     for r in result["probe"]:
         print(f"{r['batch']:6d} {r['op_us']:10.1f} {r['reference_us']:13.1f} "
-              f"{r['op_us_per_token']:9.2f} {r['speedup']:7.2f}x")
+              f"{r['op_us_per_token']:9.2f} {r['speedup']:7.2f}x {r['op_rank_us']:12.1f}")
     # The measure of the project's bench/bench_scheduler.py and the README's table.
     print(f"\nscheduler: one serving-loop iteration of trail_ext.Scheduler = schedule + "
           f"on_step + update_predictions\nfor {args.running} running requests, then add of "

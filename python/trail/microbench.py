@@ -62,7 +62,8 @@ def probe_args(b: int, d: int, h: int, k: int, slots: int, device: str,
 
 def bench_probe(batches: list[int], d: int = 4096, h: int = 512, k: int = 10,
                 device: str = "cpu", repeats: int = 50) -> list[dict[str, Any]]:
-    """Median µs per probe_step call (op and reference) for each batch size."""
+    """Median µs per probe_step call (op and reference) for each batch size, and of
+    probe_step_rank (the same step with the Gittins rank as a second output)."""
     from trail.kernels.reference import probe_step_reference
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -71,10 +72,15 @@ def bench_probe(batches: list[int], d: int = 4096, h: int = 512, k: int = 10,
         if b < 1:
             raise ValueError(f"batch size {b} must be >= 1")
         args = probe_args(b, d, h, k, max(1024, b), device)
+        edges = torch.linspace(0.0, 512.0, k + 1, device=device)  # probe_args' bins
+        ranked = args[:9] + [edges] + args[9:]
         op = median_seconds(lambda: torch.ops.trail.probe_step(*args), repeats, sync=sync)
+        rank = median_seconds(lambda: torch.ops.trail.probe_step_rank(*ranked), repeats,
+                              sync=sync)
         ref = median_seconds(lambda: probe_step_reference(*args), repeats, sync=sync)
         rows.append({"batch": b, "op_us": op * 1e6, "reference_us": ref * 1e6,
-                     "op_us_per_token": op * 1e6 / b, "speedup": ref / op})
+                     "op_us_per_token": op * 1e6 / b, "speedup": ref / op,
+                     "op_rank_us": rank * 1e6, "rank_overhead": rank / op - 1.0})
     return rows
 
 
