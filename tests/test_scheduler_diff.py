@@ -52,6 +52,7 @@ def draw_config(pick: "Picker", ample_memory: bool = False) -> dict[str, Any]:
         prefill_weight=pick.choice([0.0, 0.0, 0.25, 1.0]),
         aging_rate=pick.choice([0.0, 0.0, 0.5, 4.0]),
         preempt_margin=pick.choice([0.0, 0.0, 1.0, 3.5]),
+        kv_aware=pick.choice([False, False, True]),
     )
 
 
@@ -349,8 +350,8 @@ def random_event_of(kind: str, pair: Pair, data: st.DataObject) -> None:
             pair.call("update_predictions", rids, vals)
 
 
-@pytest.mark.parametrize("work", [False, True], ids=["plain", "work-aware"])
-def test_large_population_agrees(work: bool) -> None:
+@pytest.mark.parametrize("work", [False, True, "kv"], ids=["plain", "work-aware", "kv-aware"])
+def test_large_population_agrees(work: bool | str) -> None:
     """A longer seeded run with hundreds of requests: same decisions at every iteration."""
     rng = np.random.default_rng(7)
     for policy in POLICIES:
@@ -360,7 +361,9 @@ def test_large_population_agrees(work: bool) -> None:
                    starvation_period=20, default_predicted_len=30.0, mlfq_levels=4,
                    mlfq_base_quantum=4, mlfq_prefill_ratio=16.0,
                    prefill_weight=0.3 if work else 0.0, aging_rate=2.0 if work else 0.0,
-                   preempt_margin=1.5 if work else 0.0)
+                   preempt_margin=1.5 if work else 0.0, kv_aware=work == "kv")
+        if work == "kv":
+            cfg["preempt_mode"] = "KEEP"
         pair = Pair(cfg)
         true_len: dict[int, int] = {}
         rid = 0
@@ -381,5 +384,7 @@ def test_large_population_agrees(work: bool) -> None:
             pair.call("update_predictions", alive,
                       [max(0.0, true_len[r] - pair.native.get(r).generated + rng.normal(0, 3))
                        for r in alive])
-        assert pair.native.stats()["finished"] > 40, policy  # every policy makes progress
+        # Every policy makes progress (kv_aware holds memory back for predicted growth, so
+        # fewer requests run at once in this memory-starved setup).
+        assert pair.native.stats()["finished"] > (25 if work == "kv" else 40), policy
 

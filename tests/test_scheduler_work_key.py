@@ -1,4 +1,5 @@
-"""Work-aware keys (prefill_weight, aging_rate) and the preemption margin, in both twins."""
+"""Work-aware keys (prefill_weight, aging_rate), the preemption margin and KV-aware filling,
+in both twins."""
 
 from __future__ import annotations
 
@@ -150,3 +151,39 @@ def test_set_prefill_weight_refuses_bad_values(impl: types.ModuleType) -> None:
 def test_bad_values_are_refused(impl: types.ModuleType, field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         sched(impl, **{field: value})
+
+
+def test_kv_aware_admits_only_what_predicted_growth_leaves_room_for(
+        impl: types.ModuleType) -> None:
+    """Capacity 8 blocks of 16 tokens. A running request at 16 tokens predicted to grow by
+    80 will need 6 blocks; a newcomer of 16 prompt tokens predicted to need 32 more needs 3.
+    Without kv_aware both run now (room for their next tokens) and memory runs out later;
+    with it the newcomer waits until a refined prediction shrinks the first one's growth."""
+    for aware in (False, True):
+        s = sched(impl, policy="SJF", max_running=4, kv_capacity_tokens=128, block_size=16,
+                  kv_aware=aware)
+        s.add(1, 0.0, 16, 100, 80.0)
+        s.schedule(0.0)
+        s.add(2, 0.0, 16, 100, 32.0)
+        assert s.schedule(1.0).admitted.tolist() == ([] if aware else [2]), aware
+    s.update_predictions([1], [20.0])  # the probe now says 20 more tokens: 3 blocks
+    assert s.schedule(2.0).admitted.tolist() == [2]
+
+
+def test_kv_aware_rank_preemption_frees_predicted_growth(impl: types.ModuleType) -> None:
+    """A long-predicted running request (TRAIL, early in its life) is preempted for a short
+    newcomer when the newcomer's predicted KV does not fit beside its predicted growth."""
+    s = sched(impl, policy="TRAIL", max_running=4, kv_capacity_tokens=128, block_size=16,
+              kv_aware=True, preempt_mode=impl.PreemptMode.KEEP)
+    s.add(1, 0.0, 16, 100, 90.0)
+    s.schedule(0.0)
+    s.add(2, 0.0, 16, 100, 10.0)
+    d = s.schedule(1.0)
+    assert d.preempted.tolist() == [1] and d.admitted.tolist() == [2]
+
+
+def test_kv_aware_never_stalls_an_empty_batch(impl: types.ModuleType) -> None:
+    s = sched(impl, policy="SJF", max_running=4, kv_capacity_tokens=128, block_size=16,
+              kv_aware=True)
+    s.add(1, 0.0, 16, 100, 500.0)  # predicted far beyond capacity (the cap is 100 tokens)
+    assert s.schedule(0.0).admitted.tolist() == [1]

@@ -46,11 +46,12 @@ def test_policy_settings_trail_defaults_and_overrides(tmp_path: pathlib.Path) ->
     alpha = AGING_FRACTION * CostModel.preset("llama3-8b-a100-80gb").decode_tokens_per_s(48)
     assert trail["prefill_weight"] == beta and trail["aging_rate"] == alpha > 0
     assert trail["rank"] == TRAIL_DEFAULTS["rank"] and trail["c"] == TRAIL_DEFAULTS["c"]
+    assert trail["kv_aware"] is TRAIL_DEFAULTS["kv_aware"] is True
 
     assert main(["simulate", "--trace", "azure-conv", "--compare", "--limit", "60", "--quiet",
                  "--prefill-weight", "2", "--aging-rate", "1", "--preempt-margin", "7",
                  "--rank", "gittins", "--corr-tokens", "0", "--c", "0.5", "--max-preemptions",
-                 "3", "--out", str(tmp_path)]) == 0
+                 "3", "--no-kv-aware", "--out", str(tmp_path)]) == 0
     ps = json.loads((tmp_path / "summary.json").read_text())["policy_settings"]
     for name in ("TRAIL", "TRAIL+"):
         assert {k: ps[name][k] for k in ("prefill_weight", "aging_rate", "preempt_margin", "c",
@@ -60,11 +61,14 @@ def test_policy_settings_trail_defaults_and_overrides(tmp_path: pathlib.Path) ->
     assert ps["TRAIL"]["rank"] == "gittins" and ps["TRAIL"]["corr_tokens"] == 0
     assert ps["TRAIL+"]["predictor"] == "oracle" and ps["TRAIL"]["predictor"] == "probe"
     assert ps["SJF-work"] == {"scheduler": "SJF", "predictor": "prompt-only",
-                              "prefill_weight": 2.0, "aging_rate": 1.0, "starvation_steps": 0,
-                              "rank": "gittins", "prediction_mae": 46.1}
+                              "prefill_weight": 2.0, "aging_rate": 1.0, "kv_aware": False,
+                              "starvation_steps": 0, "rank": "gittins", "prediction_mae": 46.1}
     assert ps["SJF"] == {"scheduler": "SJF", "predictor": "prompt-only", "prefill_weight": 0.0,
-                         "aging_rate": 0.0, "starvation_steps": 0, "rank": "mean",
-                         "prediction_mae": 46.1}
+                         "aging_rate": 0.0, "kv_aware": False, "starvation_steps": 0,
+                         "rank": "mean", "prediction_mae": 46.1}
+    assert ps["TRAIL"]["kv_aware"] is False  # --no-kv-aware
+    for name in ("LTR", "MLFQ"):  # TRAIL's margin is not the baselines'
+        assert ps[name]["preempt_margin"] == 0.0, name
     paper = ps["TRAIL-paper"]
     assert (paper["prefill_weight"], paper["aging_rate"], paper["preempt_margin"], paper["c"],
             paper["rank"], paper["max_preemptions"]) == (0.0, 0.0, 0.0, 0.8, "mean", -1)

@@ -52,6 +52,7 @@ class SchedulerConfig:
     prefill_weight: float
     aging_rate: float
     preempt_margin: float
+    kv_aware: bool
     def __init__(self, *, policy: Policy = ..., max_running: int = 48,
                  kv_capacity_tokens: int = 65536, block_size: int = 16, c: float = 0.8,
                  preempt_mode: PreemptMode = ..., swap_capacity_tokens: int = 0,
@@ -59,7 +60,8 @@ class SchedulerConfig:
                  starvation_period: int = 0, default_predicted_len: float = 128.0,
                  mlfq_levels: int = 4, mlfq_base_quantum: int = 16,
                  mlfq_prefill_ratio: float = 64.0, prefill_weight: float = 0.0,
-                 aging_rate: float = 0.0, preempt_margin: float = 0.0) -> None: ...
+                 aging_rate: float = 0.0, preempt_margin: float = 0.0,
+                 kv_aware: bool = False) -> None: ...
 
 class Decision:
     @property

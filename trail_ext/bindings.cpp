@@ -294,12 +294,13 @@ PYBIND11_MODULE(_C, m) {
                        int64_t starvation_steps, int64_t starvation_period,
                        double default_predicted_len, int64_t mlfq_levels,
                        int64_t mlfq_base_quantum, double mlfq_prefill_ratio,
-                       double prefill_weight, double aging_rate, double preempt_margin) {
+                       double prefill_weight, double aging_rate, double preempt_margin,
+                       bool kv_aware) {
              return SchedulerConfig{policy, max_running, kv_capacity_tokens, block_size, c,
                                     preempt_mode, swap_capacity_tokens, max_preemptions,
                                     starvation_steps, starvation_period, default_predicted_len,
                                     mlfq_levels, mlfq_base_quantum, mlfq_prefill_ratio,
-                                    prefill_weight, aging_rate, preempt_margin};
+                                    prefill_weight, aging_rate, preempt_margin, kv_aware};
            }),
            py::kw_only(), py::arg("policy") = Policy::TRAIL, py::arg("max_running") = 48,
            py::arg("kv_capacity_tokens") = 65536, py::arg("block_size") = 16,
@@ -309,7 +310,7 @@ PYBIND11_MODULE(_C, m) {
            py::arg("default_predicted_len") = 128.0, py::arg("mlfq_levels") = 4,
            py::arg("mlfq_base_quantum") = 16, py::arg("mlfq_prefill_ratio") = 64.0,
            py::arg("prefill_weight") = 0.0, py::arg("aging_rate") = 0.0,
-           py::arg("preempt_margin") = 0.0)
+           py::arg("preempt_margin") = 0.0, py::arg("kv_aware") = false)
       .def_readwrite("policy", &SchedulerConfig::policy)
       .def_readwrite("max_running", &SchedulerConfig::max_running)
       .def_readwrite("kv_capacity_tokens", &SchedulerConfig::kv_capacity_tokens)
@@ -326,7 +327,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("mlfq_prefill_ratio", &SchedulerConfig::mlfq_prefill_ratio)
       .def_readwrite("prefill_weight", &SchedulerConfig::prefill_weight)
       .def_readwrite("aging_rate", &SchedulerConfig::aging_rate)
-      .def_readwrite("preempt_margin", &SchedulerConfig::preempt_margin);
+      .def_readwrite("preempt_margin", &SchedulerConfig::preempt_margin)
+      .def_readwrite("kv_aware", &SchedulerConfig::kv_aware);
 
   py::class_<Decision>(m, "Decision", "One iteration's decision; int64 arrays of rids.")
       .def_readonly("iteration", &Decision::iteration)

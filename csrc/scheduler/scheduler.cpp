@@ -318,6 +318,17 @@ Decision Scheduler::schedule(double now) {
   // 2. Fill in rank order; stop at the first candidate that cannot run.
   const size_t max_running = static_cast<size_t>(cfg_.max_running);
   std::vector<RankKey>& victims = victims_;
+  // kv_aware: the KV the batch is predicted to reach (running: projected, kept: held).
+  int64_t projected = 0;
+  if (cfg_.kv_aware)
+    for (uint32_t idx : running_) projected += projected_blocks(table_[idx]);
+  const bool keep_victims = cfg_.preempt_mode == PreemptMode::KEEP;
+  auto projected_fits = [&](const Request& x, bool x_kept, int64_t freed, size_t left) {
+    if (!cfg_.kv_aware || left == 0) return true;  // an empty batch always takes one
+    const int64_t total = projected - freed + kept_blocks_ - (x_kept ? held_blocks(x) : 0) +
+                          projected_blocks(x);
+    return total <= capacity_blocks_;
+  };
   auto it = candidates_.begin();
   while (it != candidates_.end()) {
     const uint32_t xi = it->idx;
@@ -330,7 +341,8 @@ Decision Scheduler::schedule(double now) {
     const int64_t need = next_blocks(x) - (x_kept ? held_blocks(x) : 0);
     const int64_t free_blocks = capacity_blocks_ - running_next_blocks_ - kept_blocks_;
     const int64_t evictable = kept_blocks_ - (x_kept ? held_blocks(x) : 0);
-    if (!(running_.size() < max_running && need <= free_blocks + evictable)) {
+    if (!(running_.size() < max_running && need <= free_blocks + evictable &&
+          projected_fits(x, x_kept, 0, running_.size()))) {
       if (!preempts_for_rank(cfg_.policy)) break;
       victims.clear();
       for (uint32_t ri : running_) {
@@ -342,24 +354,31 @@ Decision Scheduler::schedule(double now) {
       // A max-heap pops worst first; usually one victim suffices, so no full sort.
       std::make_heap(victims.begin(), victims.end());
       size_t slots = running_.size(), count = 0;
-      int64_t avail = free_blocks + evictable;
+      int64_t avail = free_blocks + evictable, freed = 0;
       bool enough = false;
       for (auto end = victims.end(); end != victims.begin() && !enough; ++count) {
         std::pop_heap(victims.begin(), end);
         --end;
         --slots;
-        avail += next_blocks(table_[end->idx]);
-        enough = slots < max_running && need <= avail;
+        const Request& v = table_[end->idx];
+        avail += next_blocks(v);
+        // kv_aware: a victim's predicted growth goes; its KV stays if it is kept
+        if (cfg_.kv_aware) freed += projected_blocks(v) - (keep_victims ? held_blocks(v) : 0);
+        enough = slots < max_running && need <= avail && projected_fits(x, x_kept, freed, slots);
       }
       if (!enough) break;
       // pop_heap parks each popped victim at the back: the worst is last.
-      for (size_t k = 0; k < count; ++k)
-        preempt(victims[victims.size() - 1 - k].idx, /*for_rank=*/true, d);
+      for (size_t k = 0; k < count; ++k) {
+        const uint32_t vi = victims[victims.size() - 1 - k].idx;
+        if (cfg_.kv_aware) projected -= projected_blocks(table_[vi]);
+        preempt(vi, /*for_rank=*/true, d);
+      }
     }
     if (x_kept) kept_erase(xi);
     it = candidates_.erase(it);
     x.in_sets = false;
     take(xi, d);
+    if (cfg_.kv_aware) projected += projected_blocks(x);
   }
   for (uint32_t idx : evicted_) rekey(idx);
   evicted_.clear();

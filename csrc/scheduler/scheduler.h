@@ -2,6 +2,9 @@
 // Semantics are specified in docs/scheduler.md; trail.sched_ref is the Python twin.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
+
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -39,6 +42,11 @@ class Scheduler {
   int64_t blocks(int64_t tokens) const { return (tokens + cfg_.block_size - 1) / cfg_.block_size; }
   int64_t next_blocks(const Request& r) const { return blocks(r.tokens() + 1); }
   int64_t held_blocks(const Request& r) const { return blocks(r.tokens()); }
+  // KV a request is predicted to reach: its tokens plus predicted remaining (kv_aware).
+  int64_t projected_blocks(const Request& r) const {
+    const int64_t grown = blocks(r.tokens() + static_cast<int64_t>(std::ceil(r.remaining)));
+    return std::max(next_blocks(r), grown);
+  }
   RankKey rank_key(uint32_t idx) const;
 
   uint32_t lookup(int64_t rid) const;          // KeyError if not live

@@ -37,6 +37,10 @@ struct SchedulerConfig {
   double aging_rate = 0.0;
   // Preemption for rank needs victim key > candidate key + preempt_margin.
   double preempt_margin = 0.0;
+  // KV-aware fill: admit or resume a request only if the KV every running request is
+  // predicted to reach (tokens + predicted remaining), the kept KV and its own predicted
+  // total fit in capacity, so that predicted growth never forces an eviction.
+  bool kv_aware = false;
 };
 
 // One iteration's decision; every list holds rids in the order the events happened.

@@ -164,6 +164,7 @@ def _sim_settings(args: argparse.Namespace, cost: Any) -> Any:
     trail = {k: v for k, v in (("c", args.c), ("prefill_weight", args.prefill_weight),
                                ("aging_rate", args.aging_rate),
                                ("preempt_margin", args.preempt_margin), ("rank", args.rank),
+                               ("kv_aware", args.kv_aware),
                                ("corr_tokens", args.corr_tokens)) if v is not None}
     return SimSettings(cost=cost, load=args.load, max_running=args.max_running,
                        block_size=args.block_size, predict_every=args.predict_every,
@@ -203,7 +204,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                "c": settings.c, "prefill_weight": beta,
                                "aging_rate": settings.alpha,
                                "preempt_margin": settings.preempt_margin,
-                               "rank": settings.rank, "policy_settings": effective}
+                               "rank": settings.rank, "kv_aware": settings.kv_aware,
+                               "policy_settings": effective}
     print(f"{args.trace}: {len(trace)} requests at load {args.load} "
           f"({scaled.rate:.2f} req/s of a {cap:.2f} req/s capacity), {cost.name}")
     print(f"TRAIL's key: size + {beta:.4g} x pending prefill + {settings.alpha:.4g} x "
@@ -533,6 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preempt-margin", type=float, default=None,
                    help="preempt for rank only past this key gap, in tokens (default: "
                         "TRAIL_DEFAULTS)")
+    p.add_argument("--kv-aware", action=argparse.BooleanOptionalAction, default=None,
+                   help="fill only while the batch's predicted KV (tokens + predicted "
+                        "remaining) fits, so growth never forces an eviction (default: "
+                        "TRAIL_DEFAULTS, on)")
     p.add_argument("--rank", choices=("mean", "gittins"), default=None,
                    help="what TRAIL (and SJF-work, SRPT) feed the scheduler: the predicted "
                         "length (mean) or the Gittins rank of the predictor's belief "

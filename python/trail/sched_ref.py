@@ -90,6 +90,7 @@ class SchedulerConfig:
     prefill_weight: float = 0.0   # work-aware rank: size + weight * pending prefill tokens
     aging_rate: float = 0.0       # ... + aging_rate * arrival (tokens per second)
     preempt_margin: float = 0.0   # preempt only if victim key > candidate key + margin
+    kv_aware: bool = False        # fill only while the predicted KV of the batch fits
 
 
 @dataclass
@@ -244,6 +245,9 @@ class Scheduler:
         for name in ("c", "default_predicted_len", "mlfq_prefill_ratio", "prefill_weight",
                      "aging_rate", "preempt_margin"):
             setattr(cfg, name, _float_arg(getattr(cfg, name), name))
+        if not isinstance(cfg.kv_aware, (bool, np.bool_)):
+            raise TypeError(f"kv_aware must be a bool, got {cfg.kv_aware!r}")
+        cfg.kv_aware = bool(cfg.kv_aware)
 
         def require(ok: bool, name: str, rule: str) -> None:
             if not ok:
@@ -302,6 +306,28 @@ class Scheduler:
         """Preempted requests whose KV is still on the device."""
         return [r for r in self._reqs.values()
                 if r.state is RequestState.PREEMPTED and r.kv is KvLocation.DEVICE]
+
+    def _projected(self, r: _Request) -> int:
+        """Blocks `r` is predicted to reach: tokens + predicted remaining (kv_aware)."""
+        return max(self._next(r), self._blocks(r.tokens + math.ceil(r.remaining)))
+
+    def _projected_fits(self, x: _Request, victims: list[_Request]) -> bool:
+        """kv_aware: running (less `victims`) at their projected KV, kept KV (victims kept in
+        KEEP mode), and `x` at its projected KV fit in capacity; always true for an empty
+        batch."""
+        cfg = self._cfg
+        if not cfg.kv_aware:
+            return True
+        gone = {v.rid for v in victims}
+        running = [self._reqs[rid] for rid in self._running if rid not in gone]
+        if not running:
+            return True
+        kept = [k for k in self._kept() if k is not x]
+        if cfg.preempt_mode is PreemptMode.KEEP:
+            kept += victims
+        total = (sum(self._projected(r) for r in running) + sum(self._held(k) for k in kept)
+                 + self._projected(x))
+        return total <= self._C
 
     def _reserved(self) -> int:
         """Σ_running next + Σ_kept kept."""
@@ -546,7 +572,8 @@ class Scheduler:
             need = self._next(x) - (self._held(x) if x_is_kept else 0)
             free = self._C - self._reserved()
             evictable = sum(self._held(k) for k in self._kept() if k is not x)
-            if len(self._running) < cfg.max_running and need <= free + evictable:
+            if (len(self._running) < cfg.max_running and need <= free + evictable
+                    and self._projected_fits(x, [])):
                 self._take(x, dec, touched)
                 continue
             if cfg.policy not in _PREEMPTIVE:
@@ -562,7 +589,8 @@ class Scheduler:
             for k, v in enumerate(victims, start=1):
                 freed += self._next(v)
                 if (len(self._running) - k < cfg.max_running
-                        and need <= free + evictable + freed):
+                        and need <= free + evictable + freed
+                        and self._projected_fits(x, victims[:k])):
                     chosen = victims[:k]
                     break
             if chosen is None:

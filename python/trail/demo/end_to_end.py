@@ -92,6 +92,7 @@ class DemoConfig:
     aging_rate: float | str = "auto"    # "auto": AGING_FRACTION of the decode speed
     preempt_margin: float = 0.0
     rank: str = "mean"
+    kv_aware: bool = True               # fill only while predicted KV fits (docs/scheduler.md)
     # Every 8 engine steps (and the requests prefilled then): on this tiny CPU model one
     # probe call costs ~10% of a step, every 8th step ~2%; the prompt-only prediction
     # ranks a request until its first probe prediction.
@@ -268,6 +269,7 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
     if work:
         sched.aging_rate = demo_aging_rate(cfg)
         sched.preempt_margin = cfg.preempt_margin
+        sched.kv_aware = cfg.kv_aware
     for field, value in scheduler_fields.items():
         setattr(sched, field, value)
     arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i]) if pred is None
@@ -363,6 +365,7 @@ def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None
                                     if report is not None else None),
             "aging_rate": demo_aging_rate(cfg) if work else 0.0,
             "preempt_margin": cfg.preempt_margin if work else 0.0,
+            "kv_aware": cfg.kv_aware if work else False,
             "rank": cfg.rank if work else ("mean" if lengths else None)}
 
 
