@@ -30,6 +30,7 @@ def test_gpu_probe_script_smoke_runs_on_cpu() -> None:
     ("theory_check.py", "smoke run done"),
     ("sim_compare.py", "TRAIL/FCFS"),
     ("sim_regimes.py", "TRAIL/SJF-work"),
+    ("kv_aware.py", "KV drops"),
     ("gpu_calibrate.py", "fitted:"),   # a tiny model on the CPU: checks the script only
 ])
 def test_benchmark_script_smoke_runs(script: str, expected: str) -> None:
