@@ -127,6 +127,22 @@ def test_outputs_equal_generate_under_preemption(kind: str, policy: str, mode: s
     assert engine.kv.used_blocks == 0 and not engine.kv.host
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("policy", ["SJF", "TRAIL"])
+def test_kv_aware_filling_serves_the_same_tokens(policy: str, mode: str) -> None:
+    """kv_aware holds memory back for predicted growth: the engine's KV accounting stays
+    exact (check_invariants) and every request still gets generate()'s tokens."""
+    cfg = tight_config(policy, mode)
+    cfg.kv_aware = True
+    engine = Engine(model_for("llama"), EngineConfig(scheduler=cfg, check_invariants=True))
+    jobs = workload(seed=11 + POLICIES.index(policy))
+    out = drive(engine, jobs, lambda n: SamplingParams(max_new_tokens=n),
+                adversary=np.random.default_rng(2))
+    for i, (prompt, n) in enumerate(jobs):
+        assert out[i].output_ids == greedy("llama", prompt, n), f"request {i}"
+    assert engine.kv.used_blocks == 0 and not engine.kv.host
+
+
 def test_preemption_actually_happened() -> None:
     """The parametrised runs above must have exercised preemption for every mode."""
     if len(PREEMPTIONS) < len(POLICIES) * len(MODES) * 3:
