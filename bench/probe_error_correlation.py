@@ -41,7 +41,7 @@ def measure(run: pathlib.Path) -> dict[str, Any]:
     _, val = split_by_request(s.request, cfg["val_fraction"], cfg["seed"])
     rows = np.flatnonzero(val)
     true, age = s.remaining[rows].astype(float), s.age[rows]
-    out: dict[str, Any] = {"run": str(run), "model_id": report.get("model_id", ""),
+    out: dict[str, Any] = {"run": run.name, "model_id": report.get("model_id", ""),
                            "layer": report["best_layer"], "val_requests":
                            int(len(np.unique(s.request[rows]))), "val_samples": int(len(rows))}
     for name, folder in (("uniform", "probe"), ("geometric", "probe_geometric")):

@@ -102,7 +102,8 @@ from sim_runs import (  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ALPACA = "alpaca-prompts"
 ALPACA_FILE = "alpaca/alpaca_data_subset5000.json"
-DEFAULT_DATA = os.environ.get("TRAIL_SHARED_DATA", "/work/shared/data")
+# The data set folder (its README names the files): --data, or $TRAIL_SHARED_DATA.
+DEFAULT_DATA = os.environ.get("TRAIL_SHARED_DATA", "")
 REFERENCE = "SJF-work"
 PAYS, NOTHING = 0.90, 0.01  # TRAIL ≤ 0.90 × SJF-work: pays; |ratio − 1| ≤ 1%: adds nothing
 AXES = ("slots", "kv", "trace", "load", "probe")
@@ -149,11 +150,12 @@ def alpaca_prompts_trace(base: Trace, data: pathlib.Path, tokens_per_word: float
         pool = np.maximum(1, np.round(tokens_per_word * np.array([words(t) for t in texts])))
         prompts = rng.choice(pool.astype(np.int64), size=len(base))
         how = (f"{base.name}'s arrivals and output lengths with prompt lengths drawn from the "
-               f"{len(rows)} Alpaca prompts of {path} at {tokens_per_word:g} tokens per word")
+               f"{len(rows)} Alpaca prompts of {ALPACA_FILE} at {tokens_per_word:g} tokens per "
+               f"word")
     else:
         prompts = np.maximum(1, np.round(60 * np.exp(0.8 * rng.standard_normal(len(base)))))
         how = (f"{base.name}'s arrivals and output lengths with lognormal prompt lengths "
-               f"(median 60 tokens, σ 0.8; {path} was not found)")
+               f"(median 60 tokens, σ 0.8; {ALPACA_FILE} was not found under --data)")
     trace = Trace(base.arrival_s, prompts.astype(np.int64), base.output_tokens, name=ALPACA)
     return trace, how + f" (median prompt {float(np.median(trace.prompt_tokens)):g} tokens)"
 
@@ -406,8 +408,9 @@ def main() -> None:
                     help="policies of the one-axis cells (SJF-work and TRAIL needed)")
     ap.add_argument("--product-policies", default="SJF-work,TRAIL",
                     help="policies of the trace × slots × load product")
-    ap.add_argument("--data", type=pathlib.Path, default=pathlib.Path(DEFAULT_DATA),
-                    help=f"shared data folder holding {ALPACA_FILE} (for {ALPACA})")
+    ap.add_argument("--data", type=pathlib.Path, default=pathlib.Path(DEFAULT_DATA or "."),
+                    help=f"data folder holding {ALPACA_FILE} (for {ALPACA}; default "
+                         f"$TRAIL_SHARED_DATA)")
     ap.add_argument("--tokens-per-word", type=float, default=1.3,
                     help=f"prompt tokens per Alpaca word in {ALPACA}")
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results")

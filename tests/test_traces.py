@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from trail.sim.traces import (
     read_azure_csv,
 )
 
-SHARED_AZURE = Path("/work/shared/data/azure2023")
+# The original Azure CSVs, where the shared data set is available ($TRAIL_SHARED_DATA).
+SHARED_AZURE = Path(os.environ.get("TRAIL_SHARED_DATA", "")) / "azure2023"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def conv() -> Trace:
     return load_trace("azure-conv")
 
 
-# Statistics as stated in /work/shared/data/README.md, section 1 (computed there with pandas).
+# Statistics as stated in the shared data set's README.md, section 1 (computed with pandas).
 @pytest.mark.parametrize("which, rows, out_mean, out_median, out_p90, out_p99, out_max, "
                          "in_mean, in_median, duration, rate_n_over_d, cv", [
                              ("code", 8819, 27.88, 13, 55, 251.5, 1899, 2047.8, 1469,
