@@ -108,3 +108,21 @@ def test_views_and_stats_shapes(impl: Any) -> None:
     assert st["running"] == 2 and st["kv_reserved_blocks"] == 4  # 2 × ceil(5/4)
     d = s.schedule(1.0)
     assert d.iteration == 2 and d.running.dtype == np.int64 and d.running.tolist() == [1, 2]
+
+
+def test_config_is_a_copy_that_cannot_change_the_scheduler(impl: Any) -> None:
+    """Writing to `Scheduler.config` (or to the config it was built from) changes nothing:
+    the scheduler keeps the values it validated (a zero block size once crashed the process)."""
+    cfg = impl.SchedulerConfig(policy=impl.Policy.SJF, max_running=2, kv_capacity_tokens=64,
+                               block_size=16)
+    s = impl.Scheduler(cfg)
+    cfg.block_size = 0
+    view = s.config
+    view.block_size = 0
+    view.max_running = 0
+    view.c = float("nan")
+    assert s.config.block_size == 16 and s.config.max_running == 2 and s.config.c == 0.8
+    s.add(1, 0.0, 5, 8, 3.0)
+    s.add(2, 0.0, 5, 8, 4.0)
+    s.add(3, 0.0, 5, 8, 5.0)
+    assert s.schedule(0.0).running.tolist() == [1, 2]  # still two slots of 16-token blocks

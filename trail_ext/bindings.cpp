@@ -380,7 +380,11 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<Scheduler>(m, "Scheduler", "The TRAIL request scheduler (docs/scheduler.md).")
       .def(py::init<const SchedulerConfig&>(), py::arg("config"))
-      .def_property_readonly("config", &Scheduler::config)
+      // A copy: writing to it must not change what the scheduler validated and holds.
+      .def_property_readonly(
+          "config", [](const Scheduler& s) { return SchedulerConfig(s.config()); },
+          "A copy of the validated configuration (change a live scheduler's β with "
+          "set_prefill_weight).")
       .def(
           "add",
           [](Scheduler& s, py::handle rid, py::handle arrival, py::handle prompt_len,
