@@ -205,10 +205,19 @@ def test_bad_requests_raise_and_others_continue() -> None:
         (lambda: SamplingParams(temperature=-1.0), ValueError, "temperature"),
         (lambda: SamplingParams(top_p=0.0), ValueError, "top_p"),
         (lambda: eng.add_request([1, 2], "greedy"), TypeError, "SamplingParams"),
+        (lambda: eng.add_request([1.7, 2], SamplingParams()), TypeError, "ints"),
+        (lambda: eng.add_request(torch.tensor([1.0, 2.0]), SamplingParams()), TypeError,
+         "integer tensor"),
+        (lambda: eng.add_request([1, 2], SamplingParams(), arrival=math.nan), ValueError,
+         "arrival"),
+        (lambda: SamplingParams(seed=2**64), ValueError, "seed"),
+        (lambda: SamplingParams(seed=-1), ValueError, "seed"),
     ]
     for call, exc, words in bad_calls:
         with pytest.raises(exc, match=words):
             call()
+    # Nothing of a refused request reached the scheduler: it holds only the good one.
+    assert eng.scheduler.stats()["live"] == 1 and eng.scheduler.get(good).rid == good
     outs = {}
     while eng.has_unfinished():
         outs.update({o.rid: o for o in eng.step()})
@@ -371,5 +380,13 @@ def test_run_passes_predictions_at_arrival_to_the_scheduler() -> None:
     report = eng.run(arrivals, progress=False)
     order = [o.rid for o in sorted(report.outputs, key=lambda o: o.first_token_time)]
     assert order == [1, 2, 0]
-    with pytest.raises(ValueError, match="arrival"):
-        eng.run([(0.0, jobs[0][0])], progress=False)
+    # Malformed arrivals are rejected one by one; the others are served.
+    report = eng.run([(0.0, jobs[0][0]), (math.nan, jobs[0][0], SamplingParams()),
+                      (-1.0, jobs[0][0], SamplingParams()),
+                      (0.0, jobs[1][0], SamplingParams(max_new_tokens=3)),
+                      (0.0, [1.5, 2.0], SamplingParams()),
+                      (0.0, jobs[2][0], SamplingParams(max_new_tokens=2))], progress=False)
+    assert [k for k, _ in report.rejected] == [0, 1, 2, 4]
+    assert "arrival" in report.rejected[0][1] and "finite" in report.rejected[1][1]
+    assert "ints" in report.rejected[3][1]
+    assert sorted(len(o.output_ids) for o in report.outputs) == [2, 3]

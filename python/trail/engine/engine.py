@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -158,8 +159,7 @@ class Engine:
         params = params if params is not None else SamplingParams()
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
-        prompt = [int(t) for t in (prompt_ids.tolist() if torch.is_tensor(prompt_ids)
-                                   else prompt_ids)]
+        prompt = _token_ids(prompt_ids)
         if not prompt:
             raise ValueError("empty prompt: a request needs at least one token")
         if len(prompt) >= self.max_model_len:
@@ -171,10 +171,17 @@ class Engine:
                              f"{bad[:8]}")
         max_new = min(params.max_new_tokens, self.max_model_len - len(prompt))
         rid = self._next_rid
-        arrival = self.now() if arrival is None else float(arrival)
-        self.scheduler.add(rid, arrival, len(prompt), max_new, predicted_len, score)
+        if arrival is None:
+            arrival = self.now()
+        elif isinstance(arrival, bool) or not isinstance(arrival, (int, float)) \
+                or not math.isfinite(arrival):
+            raise ValueError(f"arrival must be a finite number of seconds, got {arrival!r}")
+        # Everything that can fail comes before the scheduler hears of the request, so a bad
+        # request leaves no trace (the scheduler validates its own arguments before adding).
+        request = Request(rid, prompt, params, max_new, float(arrival), Sampler(params))
+        self.scheduler.add(rid, float(arrival), len(prompt), max_new, predicted_len, score)
         self._next_rid += 1
-        self._reqs[rid] = Request(rid, prompt, params, max_new, arrival, Sampler(params))
+        self._reqs[rid] = request
         return rid
 
     def abort(self, rid: int) -> RequestOutput:
@@ -330,11 +337,14 @@ class Engine:
         On a virtual clock an idle engine jumps to the next arrival instead of sleeping.
         `desc` labels the progress bar.
         """
-        arrivals = sorted(workload, key=lambda a: a[0])
-        for a in arrivals:
-            if len(a) not in (3, 4):
-                raise ValueError(f"an arrival is (seconds, prompt ids, params[, predicted "
-                                 f"length]), got a tuple of {len(a)}")
+        arrivals, rejected = [], []
+        for k, a in enumerate(workload):
+            problem = _arrival_problem(a)
+            if problem:
+                rejected.append((k, problem))  # one bad arrival never stops the others
+            else:
+                arrivals.append((float(a[0]), k, a))
+        arrivals.sort(key=lambda x: (x[0], x[1]))
         start = self.now()
         outputs: list[RequestOutput] = []
         bar = progress_bar(len(arrivals), desc, "req", progress)
@@ -342,9 +352,13 @@ class Engine:
         while i < len(arrivals) or self.has_unfinished():
             t = self.now() - start
             while i < len(arrivals) and arrivals[i][0] <= t:
-                at, prompt, params, *predicted = arrivals[i]
-                self.add_request(prompt, params, arrival=start + at,
-                                 predicted_len=predicted[0] if predicted else math.nan)
+                at, k, (_, prompt, params, *predicted) = arrivals[i]
+                try:
+                    self.add_request(prompt, params, arrival=start + at,
+                                     predicted_len=predicted[0] if predicted else math.nan)
+                except (ValueError, TypeError, OverflowError, KeyError) as exc:
+                    rejected.append((k, str(exc)))
+                    bar.update(1)
                 i += 1
             if self.has_unfinished():
                 finished = self.step()
@@ -353,4 +367,33 @@ class Engine:
             elif i < len(arrivals):
                 self.clock.wait_until(start + arrivals[i][0])
         bar.close()
-        return Report(outputs, aggregate(outputs, self.now() - start))
+        return Report(outputs, aggregate(outputs, self.now() - start), sorted(rejected))
+
+
+def _token_ids(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:
+    """Prompt token ids as ints; floats, bools and other types are refused, not truncated."""
+    if torch.is_tensor(prompt_ids):
+        if prompt_ids.dtype.is_floating_point or prompt_ids.dtype == torch.bool \
+                or prompt_ids.dim() != 1:
+            raise TypeError(f"prompt ids must be a 1-D integer tensor, got "
+                            f"{prompt_ids.dtype} of shape {tuple(prompt_ids.shape)}")
+        return [int(t) for t in prompt_ids.tolist()]
+    if isinstance(prompt_ids, (str, bytes)):
+        raise TypeError(f"prompt ids must be a sequence of ints, got {type(prompt_ids).__name__}")
+    out = []
+    for t in prompt_ids:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"prompt ids must be ints, got {t!r}")
+        out.append(int(t))
+    return out
+
+
+def _arrival_problem(a: object) -> str:
+    """Why an Engine.run arrival is malformed ('' if it is well formed)."""
+    if not isinstance(a, (tuple, list)) or len(a) not in (3, 4):
+        return f"an arrival is (seconds, prompt ids, params[, predicted length]), got {a!r:.80}"
+    at = a[0]
+    if isinstance(at, bool) or not isinstance(at, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(at)) or float(at) < 0:
+        return f"arrival time must be finite seconds >= 0, got {at!r}"
+    return ""

@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import pathlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -47,6 +47,8 @@ class Report:
 
     outputs: list[RequestOutput]
     aggregates: dict[str, float]
+    # Arrivals Engine.run refused (its index in the workload, why): served are the others.
+    rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def save(self, directory: str | pathlib.Path, name: str = "report") -> pathlib.Path:
         """Write DIR/NAME.json (aggregates + records) and DIR/NAME_requests.csv."""
