@@ -390,3 +390,64 @@ def test_run_passes_predictions_at_arrival_to_the_scheduler() -> None:
     assert "arrival" in report.rejected[0][1] and "finite" in report.rejected[1][1]
     assert "ints" in report.rejected[3][1]
     assert sorted(len(o.output_ids) for o in report.outputs) == [2, 3]
+
+
+def test_a_failing_sampler_changes_nothing_and_the_step_can_be_retried() -> None:
+    """Sampling is all or nothing: a row that raises leaves every request, the scheduler, the
+    KV pool and every random stream as they were; retrying gives the same tokens as a run
+    that never failed."""
+    def serve(fail_at: int | None) -> dict[int, list[int]]:
+        eng = Engine(model_for("llama"), EngineConfig(
+            scheduler=tight_config("TRAIL", "KEEP"), check_invariants=True))
+        rids = [eng.add_request([i + 1, i + 2, i + 3], SamplingParams(
+            max_new_tokens=6, temperature=1.0, seed=i)) for i in range(3)]
+        outs, step = {}, 0
+        while eng.has_unfinished():
+            if step == fail_at:
+                victim = eng._reqs[rids[1]] if rids[1] in eng._reqs else None
+                original = victim.sampler.sample if victim else None
+                if victim is not None:
+                    victim.sampler.sample = lambda logits: (_ for _ in ()).throw(
+                        RuntimeError("injected sampling fault"))
+                before = {r: list(q.output_ids) for r, q in eng._reqs.items()}
+                stats = eng.scheduler.stats()
+                with pytest.raises(RuntimeError, match="injected"):
+                    eng.step()
+                assert {r: list(q.output_ids) for r, q in eng._reqs.items()} == before
+                assert eng.scheduler.stats()["finished"] == stats["finished"]
+                if victim is not None:
+                    victim.sampler.sample = original
+            outs.update({o.rid: o.output_ids for o in eng.step()})
+            step += 1
+        assert eng.kv.used_blocks == 0
+        return outs
+
+    assert serve(fail_at=2) == serve(fail_at=None)
+
+
+def test_a_failing_probe_or_observer_degrades_the_step_but_loses_nothing() -> None:
+    probe = Probe(32, Bins.uniform(6, 64.0), hidden_dim=16, layer=0, num_slots=4)
+    eng = Engine(model_for("qwen2"), EngineConfig(
+        scheduler=te.SchedulerConfig(policy=te.Policy.TRAIL, max_running=3,
+                                     kv_capacity_tokens=128, block_size=4),
+        probe=probe))
+    calls = {"n": 0}
+    real_step = probe.step
+
+    def flaky(*a: Any, **k: Any) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] % 2:
+            raise RuntimeError("injected probe fault")
+        return real_step(*a, **k)
+
+    probe.step = flaky
+    eng.observer = lambda record: (_ for _ in ()).throw(ValueError("injected observer fault"))
+    rids = [eng.add_request([i + 1, i + 2], SamplingParams(max_new_tokens=4)) for i in range(3)]
+    outs = {}
+    while eng.has_unfinished():
+        outs.update({o.rid: o for o in eng.step()})
+    assert sorted(outs) == rids  # every request finished and was returned once
+    assert all(o.output_ids == greedy("qwen2", [r + 1, r + 2], 4) for r, o in outs.items())
+    phases = {phase for _, phase, _ in eng.faults}
+    assert phases == {"probe", "observer"} and eng.kv.used_blocks == 0
+    assert any(o.predictions for o in outs.values())  # the probe's good calls still counted

@@ -131,6 +131,8 @@ class Engine:
             self.scheduler.set_prefill_weight(float(pw))  # validates: finite and >= 0
             self.prefill_weight_log.append((0, float(pw)))
         self.step_log: list[tuple[StepShape, float]] = []
+        # (step, phase, error) of probe/observer failures the engine served through
+        self.faults: list[tuple[int, str, str]] = []
         # Seconds spent per phase of step(), summed over steps (see phase_times()).
         self._phase = dict.fromkeys(("schedule", "kv", "forward", "sample", "probe",
                                      "scheduler_update"), 0.0)
@@ -248,12 +250,13 @@ class Engine:
         # The whole step's cost (the probe call included) is charged before its tokens
         # appear, so a virtual clock's token times do not depend on when the probe runs.
         shape = StepShape(len(seqs), prefill_tokens, context_tokens, len(seqs) if predict else 0)
+        tokens = self._sample_all([self._reqs[rid] for rid in running], logits)
         self.clock.advance(shape)
         now = self.now()
         finished_flags, done = [], []
         for i, rid in enumerate(running):
             r = self._reqs[rid]
-            token = r.sampler.sample(logits[i])
+            token = tokens[i]
             r.output_ids.append(token)
             if r.first_token_time is None:
                 r.first_token_time = now
@@ -265,12 +268,16 @@ class Engine:
         t4 = time.perf_counter()
         self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
         t5 = time.perf_counter()
+        # The tokens are committed: from here on a failure degrades the step (no new
+        # predictions, no observation; recorded in Engine.faults) but never loses a request.
         if predict:
-            self._predict(running, hidden[self.probe.layer], finished_flags)
+            self._guarded("probe", lambda: self._predict(running, hidden[self.probe.layer],
+                                                         finished_flags))
         t6 = time.perf_counter()
         if self.observer is not None:
-            self.observer(StepRecord(running, [len(self._reqs[r].output_ids) for r in running],
-                                     [r in admitted for r in running], finished_flags, hidden))
+            record = StepRecord(running, [len(self._reqs[r].output_ids) for r in running],
+                                [r in admitted for r in running], finished_flags, hidden)
+            self._guarded("observer", lambda: self.observer(record))
         for phase, dt in (("schedule", t1 - t0), ("kv", t2 - t1), ("forward", t3 - t2),
                           ("sample", t4 - t3), ("scheduler_update", t5 - t4), ("probe", t6 - t5)):
             self._phase[phase] += dt
@@ -286,6 +293,24 @@ class Engine:
         self._step_no += 1
         return [self._retire(r, now, reason) for r, reason in done]
 
+    def _sample_all(self, reqs: list[Request], logits: torch.Tensor) -> list[int]:
+        """One token per row, all or nothing: if a row fails, every sampler's random stream
+        is put back, so a retried step draws exactly what it would have drawn."""
+        states = [r.sampler.generator.get_state() for r in reqs]
+        try:
+            return [r.sampler.sample(logits[i]) for i, r in enumerate(reqs)]
+        except BaseException:
+            for r, st in zip(reqs, states):
+                r.sampler.generator.set_state(st)
+            raise
+
+    def _guarded(self, phase: str, fn: Callable[[], None]) -> None:
+        """Run a phase after the tokens are committed; a failure is recorded, not raised."""
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one failing probe must not stop serving
+            self.faults.append((self._step_no, phase, f"{type(exc).__name__}: {exc}"))
+
     def _predict(self, running: list[int], hidden: torch.Tensor, finished: list[bool]) -> None:
         """Refine the predictions of every unfinished running row; tell the scheduler.
 
@@ -298,18 +323,17 @@ class Engine:
         reqs = [self._reqs[running[i]] for i in rows]
         first = [not r.predictions for r in reqs]
         since = [len(r.output_ids) - r.predicted_at for r in reqs]
-        for r in reqs:
-            r.predicted_at = len(r.output_ids)
         args = (hidden[rows], [r.probe_slot for r in reqs], first,
                 [len(r.output_ids) for r in reqs], [r.max_new_tokens for r in reqs], since)
         if self.config.probe_rank == "gittins":
             pred, key = (t.cpu() for t in self.probe.step_rank(*args))
         else:
             pred = key = self.probe.step(*args).cpu()
-        for r, p in zip(reqs, pred.tolist()):
+        self.scheduler.update_predictions([r.rid for r in reqs], key.double().numpy())
+        for r, p in zip(reqs, pred.tolist()):  # only once the whole call has succeeded
+            r.predicted_at = len(r.output_ids)
             r.predictions.append(p)
             r.prediction_tokens.append(len(r.output_ids))
-        self.scheduler.update_predictions([r.rid for r in reqs], key.double().numpy())
 
     def _retire(self, r: Request, now: float, reason: str) -> RequestOutput:
         self.kv.free(r.rid)
