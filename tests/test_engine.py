@@ -451,3 +451,48 @@ def test_a_failing_probe_or_observer_degrades_the_step_but_loses_nothing() -> No
     phases = {phase for _, phase, _ in eng.faults}
     assert phases == {"probe", "observer"} and eng.kv.used_blocks == 0
     assert any(o.predictions for o in outs.values())  # the probe's good calls still counted
+
+
+def generate_on(model: Any, prompt: list[int], n: int) -> list[int]:
+    out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt),
+                                                                           dtype=torch.long),
+                         max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                         eos_token_id=None, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_the_engine_lends_itself_to_the_model(attn: str) -> None:
+    """The user's model.generate() gives the same tokens before, during and after an engine's
+    life; close() (or leaving `with`) restores its attention and removes the hooks; a closed
+    engine refuses to serve; a second engine on the same model keeps working when the first
+    closes."""
+    model = model_for("llama")
+    model.set_attn_implementation(attn)
+    prompt = [3, 1, 4, 1, 5]
+    before = generate_on(model, prompt, 6)
+    hooks_before = sum(len(m._forward_hooks) for m in model.modules())
+    cfg = EngineConfig(scheduler=te.SchedulerConfig(max_running=2, kv_capacity_tokens=128,
+                                                    block_size=4),
+                       probe=Probe(32, Bins.uniform(6, 64.0), hidden_dim=8, layer=1))
+    with Engine(model, cfg) as eng:
+        assert generate_on(model, prompt, 6) == before       # during, outside its forward
+        other = Engine(model, cfg)
+        rid = eng.add_request(prompt, SamplingParams(max_new_tokens=6))
+        out = {}
+        while eng.has_unfinished():
+            out.update({o.rid: o.output_ids for o in eng.step()})
+        assert out[rid] == before                            # and the engine still serves
+    assert model.config._attn_implementation == attn
+    assert generate_on(model, prompt, 6) == before           # after
+    rid = other.add_request(prompt, SamplingParams(max_new_tokens=6))
+    while other.has_unfinished():
+        done = other.step()
+    assert done[0].output_ids == before                      # the second engine still serves
+    other.close()
+    other.close()                                            # idempotent
+    assert model.config._attn_implementation == attn
+    assert sum(len(m._forward_hooks) for m in model.modules()) == hooks_before
+    with pytest.raises(RuntimeError, match="closed"):
+        other.add_request(prompt, SamplingParams(max_new_tokens=2))
+        other.step()

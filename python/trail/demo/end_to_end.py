@@ -329,10 +329,10 @@ def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
            prefill_weight: float | str | None = None, probe_rank: str = "mean") -> Report:
     """One pass of the arrivals through a fresh engine; every request must finish."""
     cost = demo_step_cost() if cfg.clock == "virtual" else None
-    engine = Engine(model, EngineConfig(scheduler=sched, probe=probe, step_cost=cost,
-                                        predict_every=cfg.predict_every,
-                                        prefill_weight=prefill_weight, probe_rank=probe_rank))
-    with threads(cfg.threads):
+    with Engine(model, EngineConfig(scheduler=sched, probe=probe, step_cost=cost,
+                                    predict_every=cfg.predict_every,
+                                    prefill_weight=prefill_weight,
+                                    probe_rank=probe_rank)) as engine, threads(cfg.threads):
         report = engine.run(arrivals, progress=progress, desc=desc)
     if report.aggregates["finished"] != len(arrivals):
         raise RuntimeError(f"{report.aggregates['finished']} of {len(arrivals)} requests "

@@ -68,7 +68,6 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """Serve the prompts through the Engine (FCFS); outputs in prompt order."""
     rng = make_rng(f"demo-sampling-{seed}")  # request i's token stream: its own seed
     limit = int(model.config.max_position_embeddings)
-    old_attn = model.config._attn_implementation
     engine = Engine(model, EngineConfig(scheduler=te.SchedulerConfig(
         policy=te.Policy.FCFS, max_running=max_running,
         kv_capacity_tokens=max_running * limit, block_size=16)))
@@ -84,9 +83,7 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             bar.update(len(done))
         bar.close()
     finally:
-        # The engine routes attention through its paged cache; give the caller the model back
-        # as it came (e.g. for model.generate).
-        model.set_attn_implementation(old_attn)
+        engine.close()  # give the caller the model back as it came (e.g. for generate)
     return [outputs[r] for r in rids]
 
 

@@ -71,8 +71,9 @@ def paged_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
                     **kwargs: Any) -> tuple[torch.Tensor, None]:
     """Attention over the paged cache for query [1, H, T, D], key/value [1, KVH, T, D]."""
     batch: ForwardBatch | None = getattr(_state, "batch", None)
-    if batch is None:
-        raise RuntimeError(f"attention '{NAME}' ran outside the TRAIL engine's forward")
+    if batch is None:  # the model's own forward (e.g. model.generate()): its own attention
+        return fallback(module)(module, query, key, value, attention_mask, scaling=scaling,
+                                dropout=dropout, **kwargs)
     if kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None:
         raise NotImplementedError("the TRAIL engine supports neither sliding-window attention "
                                   "nor logit soft-capping")
@@ -114,6 +115,21 @@ def paged_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
                                                scale=scaling, enable_gqa=gqa)
             out[batch.decode_rows] = o[:, :, 0]
     return out[None], None
+
+
+FALLBACK_ATTR = "_trail_fallback_attention"
+
+
+def fallback(module: torch.nn.Module) -> Any:
+    """The attention for `module`'s own forwards while the engine holds its model: SDPA,
+    whose mask format is the one transformers builds for this attention (an eager model's
+    additive masks are not built while the engine's attention is set)."""
+    if getattr(module, FALLBACK_ATTR, None) is None:
+        raise RuntimeError(f"attention '{NAME}' ran outside the TRAIL engine's forward on a "
+                           f"module the engine did not set up")
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    return ALL_ATTENTION_FUNCTIONS["sdpa"]
 
 
 def register() -> str:

@@ -139,6 +139,17 @@ class Engine:
         self._steps = 0
         self._step_no = 0  # forward steps since construction (phase_times resets _steps)
 
+    def close(self) -> None:
+        """Give the model back: remove the engine's hooks and restore the model's own
+        attention (idempotent). The engine cannot serve afterwards."""
+        self.runner.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def phase_times(self, reset: bool = False) -> dict[str, float]:
         """Mean seconds per step spent in each phase (schedule, kv, forward, sample, probe...)."""
         steps = max(self._steps, 1)

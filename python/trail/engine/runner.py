@@ -57,15 +57,26 @@ class ModelRunner:
         self.device, self.dtype = param.device, param.dtype
         self.kv = PagedKVCache(self.num_layers, kv_heads, head_dim, block_size, num_blocks,
                                self.device, self.dtype)
-        model.set_attn_implementation(attention.register())
         self.layers = find_decoder_layers(model)
-        self._captured: dict[int, torch.Tensor] = {}
-        self._hooks = []
         for layer in sorted(set(hook_layers)):
             if not 0 <= layer < len(self.layers):
                 raise ValueError(f"hidden-state layer {layer} is not one of the model's "
                                  f"{len(self.layers)} layers")
-            self._hooks.append(self.layers[layer].register_forward_hook(self._capture(layer)))
+        # Lent, not taken (and only once every check has passed): the model's own attention
+        # is kept for its own forwards (e.g. model.generate() while an engine exists) and
+        # put back by close().
+        before = getattr(model.config, "_attn_implementation", None) or "sdpa"
+        if before == attention.NAME:  # another engine holds the model: keep what it recorded
+            before = next((getattr(m, attention.FALLBACK_ATTR) for m in model.modules()
+                           if hasattr(m, attention.FALLBACK_ATTR)), "sdpa")
+        self._attn_before = before
+        model.set_attn_implementation(attention.register())
+        for module in model.modules():
+            if hasattr(module, "layer_idx"):
+                setattr(module, attention.FALLBACK_ATTR, self._attn_before)
+        self._captured: dict[int, torch.Tensor] = {}
+        self._hooks = [self.layers[layer].register_forward_hook(self._capture(layer))
+                       for layer in sorted(set(hook_layers))]
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.use_kernel = True  # False: always gather + SDPA (the reference path)
 
@@ -75,16 +86,26 @@ class ModelRunner:
         return hook
 
     def close(self) -> None:
-        """Remove the hidden-state hooks."""
+        """Give the model back: remove the hidden-state hooks, restore its attention."""
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        if self._attn_before is not None:
+            self.model.set_attn_implementation(self._attn_before)
+            for module in self.model.modules():
+                if hasattr(module, attention.FALLBACK_ATTR):
+                    delattr(module, attention.FALLBACK_ATTR)
+            self._attn_before = None
 
     @torch.no_grad()
     def forward(self, seqs: list[SeqInput], want_hidden: bool = True
                 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Logits [n, vocab] at each sequence's last token, and hooked layers' states [n, D]
         (an empty dict when `want_hidden` is False: nothing is extracted)."""
+        if self._attn_before is None:
+            raise RuntimeError("this engine was closed: it has given the model back")
+        if getattr(self.model.config, "_attn_implementation", None) != attention.NAME:
+            self.model.set_attn_implementation(attention.NAME)  # another engine closed
         dev = self.device
         ids, pos, slots, last = [], [], [], []
         prefills, decode_rows, decode_seqs = [], [], []

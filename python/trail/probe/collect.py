@@ -225,6 +225,7 @@ def collect(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
         raise
     finally:
         bar.close()
+        engine.close()  # the hooks and attention go; the caller's model is as it came
     collector.flush()
     write_manifest(out, manifest)
     return manifest
