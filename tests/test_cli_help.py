@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+import pytest
 
 from trail.cli import build_parser
 
@@ -34,3 +37,29 @@ def test_every_flag_of_every_subcommand_has_help() -> None:
                 missing.append(f"{name} {'/'.join(a.option_strings)}")
         parser.format_help()  # a stray % in a help string would only fail here
     assert not missing, f"flags without help: {missing}"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["simulate", "--trace", "azure-conv", "--loads", "0.5,2", "--limit", "50"], "--loads"),
+    (["simulate", "--trace", "azure-conv", "--load", "0", "--limit", "50"], "--load"),
+    (["tune-c", "--load", "3"], "--load"),
+    (["bench", "--device", "cuda:0"], "no CUDA"),
+    (["simulate", "--trace", "azure-conv", "--limit", "50", "--out", "FILE"], "not a directory"),
+    (["theory", "--out", "FILE"], "not a directory"),
+])
+def test_bad_flags_fail_early_with_one_line(argv: list[str], words: str, tmp_path: Any,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before any work starts; one line on stderr, exit status 1, no traceback."""
+    import time
+
+    from trail.cli import main
+
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    argv = [str(f) if a == "FILE" else a for a in argv]
+    t = time.perf_counter()
+    assert main(argv) == 1
+    assert time.perf_counter() - t < 5  # nothing was simulated first
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and err.count("\n") == 1
+

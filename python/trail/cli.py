@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 from typing import Any, Sequence
@@ -639,13 +640,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Checks every command can make before it starts working (ValueError naming the flag),
+    so a bad flag fails in a second, not after minutes of simulation or training."""
+    out = getattr(args, "out", None)
+    if out is not None and pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    for flag in ("load",):
+        value = getattr(args, flag, None)
+        if value is not None and args.command in ("simulate", "tune-c") \
+                and not 0 < value < 1.5:
+            raise ValueError(f"--{flag} {value}: must be in (0, 1.5)")
+    loads = getattr(args, "loads", None)
+    if loads and args.command == "simulate":
+        bad = [x for x in loads if not 0 < x < 1.5]
+        if bad:
+            raise ValueError(f"--loads: every load must be in (0, 1.5), got {bad}")
+    device = getattr(args, "device", None)
+    if args.command == "bench" and device is not None and str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device is available here")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `trail` command."""
+    """Entry point of the `trail` command. Bad input gets one line on stderr and exit status 1
+    (TRAIL_DEBUG=1 shows the traceback instead)."""
     args = build_parser().parse_args(argv)
+    errors: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, OSError,
+                                                ImportError, RuntimeError)
     try:
+        from safetensors import SafetensorError  # a truncated or corrupt checkpoint file
+
+        errors += (SafetensorError,)
+    except ImportError:
+        pass
+    try:
+        _check_args(args)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError,
-            RuntimeError) as exc:
+    except errors as exc:
+        if os.environ.get("TRAIL_DEBUG") == "1":
+            raise
         print(f"trail {args.command}: error: {exc}", file=sys.stderr)
         return 1
 
