@@ -646,11 +646,9 @@ def _check_args(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     if out is not None and pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
-    for flag in ("load",):
-        value = getattr(args, flag, None)
-        if value is not None and args.command in ("simulate", "tune-c") \
-                and not 0 < value < 1.5:
-            raise ValueError(f"--{flag} {value}: must be in (0, 1.5)")
+    load = getattr(args, "load", None)
+    if load is not None and args.command in ("simulate", "tune-c") and not 0 < load < 1.5:
+        raise ValueError(f"--load {load}: must be in (0, 1.5)")
     loads = getattr(args, "loads", None)
     if loads and args.command == "simulate":
         bad = [x for x in loads if not 0 < x < 1.5]

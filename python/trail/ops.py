@@ -91,6 +91,16 @@ def _check_edges(edges: Tensor, k: int, device: torch.device) -> None:
         raise ValueError(f"probe_step_rank: edges must be on {device}, got {edges.device}")
 
 
+def _checked_rank_args(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
+                       w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor,
+                       edges: Tensor, cap: Tensor, state: Tensor) -> tuple[Tensor, ...]:
+    """probe_step_rank's checks; returns probe_step's arguments (edges left out)."""
+    args = (hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
+    _check(*args)
+    _check_edges(edges, w2.shape[0], state.device)
+    return args
+
+
 def _f32(t: Tensor) -> Tensor:
     return t if t.dtype == torch.float32 and t.is_contiguous() else t.float().contiguous()
 
@@ -104,13 +114,8 @@ def _probe_step_cpu(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1
     b = hidden.shape[0]
     pred = torch.empty(b, dtype=torch.float32)
     rank = None if edges is None else torch.empty(b, dtype=torch.float32)
-    if b == 0:
-        if edges is not None:  # still reject bad edges, as a non-empty batch would
-            e = edges.detach().double()
-            if not (bool(torch.isfinite(e).all()) and bool((e[1:] > e[:-1]).all())):
-                raise ValueError(f"probe_step: edges must be finite and strictly increasing, "
-                                 f"got {edges.tolist()}")
-        return pred, rank
+    if b == 0 and edges is None:
+        return pred, rank  # (with edges the binding still checks them, as for any batch)
     x = hidden.detach()
     if x.dtype == torch.float64:
         x = x.float()  # the C++ path computes in fp32; the reference also takes float64
@@ -157,9 +162,8 @@ def _probe_step_cpu_checked(hidden: Tensor, slots: Tensor, first: Tensor, w1: Te
 def _probe_step_rank_cpu(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
                          w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor,
                          edges: Tensor, cap: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-    args = (hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
-    _check(*args)
-    _check_edges(edges, w2.shape[0], state.device)
+    args = _checked_rank_args(hidden, slots, first, w1, b1, w2, b2, transition, centers, edges,
+                              cap, state)
     return _probe_step_cpu(*args, edges=edges)
 
 
@@ -187,9 +191,8 @@ def _probe_step_cuda(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b
 def _probe_step_rank_cuda(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
                           w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor,
                           edges: Tensor, cap: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-    args = (hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
-    _check(*args)
-    _check_edges(edges, w2.shape[0], state.device)
+    _checked_rank_args(hidden, slots, first, w1, b1, w2, b2, transition, centers, edges, cap,
+                       state)
     return _triton().probe_step_rank_triton(hidden, slots, first, w1, b1, w2, b2, transition,
                                             centers, edges, cap, state)
 
@@ -212,8 +215,8 @@ def _probe_step_fake(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b
 def _probe_step_rank_fake(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
                           w2: Tensor, b2: Tensor, transition: Tensor, centers: Tensor,
                           edges: Tensor, cap: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-    _check(hidden, slots, first, w1, b1, w2, b2, transition, centers, cap, state)
-    _check_edges(edges, w2.shape[0], state.device)
+    _checked_rank_args(hidden, slots, first, w1, b1, w2, b2, transition, centers, edges, cap,
+                       state)
     b = hidden.shape[0]
     return (hidden.new_empty((b,), dtype=torch.float32),
             hidden.new_empty((b,), dtype=torch.float32))

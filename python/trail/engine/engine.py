@@ -186,8 +186,7 @@ class Engine:
         rid = self._next_rid
         if arrival is None:
             arrival = self.now()
-        elif isinstance(arrival, bool) or not isinstance(arrival, (int, float)) \
-                or not math.isfinite(arrival):
+        elif not _finite_seconds(arrival):
             raise ValueError(f"arrival must be a finite number of seconds, got {arrival!r}")
         # Everything that can fail comes before the scheduler hears of the request, so a bad
         # request leaves no trace (the scheduler validates its own arguments before adding).
@@ -307,12 +306,14 @@ class Engine:
     def _sample_all(self, reqs: list[Request], logits: torch.Tensor) -> list[int]:
         """One token per row, all or nothing: if a row fails, every sampler's random stream
         is put back, so a retried step draws exactly what it would have drawn."""
-        states = [r.sampler.generator.get_state() for r in reqs]
+        # Greedy rows draw nothing: only sampling rows' streams need saving (a few KB each).
+        saved = [(r.sampler.generator, r.sampler.generator.get_state()) for r in reqs
+                 if r.params.temperature > 0]
         try:
             return [r.sampler.sample(logits[i]) for i, r in enumerate(reqs)]
         except BaseException:
-            for r, st in zip(reqs, states):
-                r.sampler.generator.set_state(st)
+            for generator, state in saved:
+                generator.set_state(state)
             raise
 
     def _guarded(self, phase: str, fn: Callable[[], None]) -> None:
@@ -427,8 +428,12 @@ def _arrival_problem(a: object) -> str:
     """Why an Engine.run arrival is malformed ('' if it is well formed)."""
     if not isinstance(a, (tuple, list)) or len(a) not in (3, 4):
         return f"an arrival is (seconds, prompt ids, params[, predicted length]), got {a!r:.80}"
-    at = a[0]
-    if isinstance(at, bool) or not isinstance(at, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(at)) or float(at) < 0:
-        return f"arrival time must be finite seconds >= 0, got {at!r}"
+    if not (_finite_seconds(a[0]) and float(a[0]) >= 0):
+        return f"arrival time must be finite seconds >= 0, got {a[0]!r}"
     return ""
+
+
+def _finite_seconds(x: object) -> bool:
+    """A finite real number (Python or numpy), not a bool."""
+    return (not isinstance(x, (bool, np.bool_))
+            and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x)))

@@ -54,9 +54,10 @@ COMPARE = ("FCFS", "SJF", "SJF-work", "TRAIL-paper", "TRAIL", "TRAIL+", "LTR", "
 # (CostModel.decode_tokens_per_s(batch=max_running)): aging in the units of the server's
 # own speed, so one setting means the same on a slow or a fast GPU.
 # preempt_margin 256 tokens: with the simulated probe's errors a preemption for rank pays
-# only when the victim's key is far above the newcomer's (bench/results/sim_compare_*:
-# margin 0 made TRAIL 3-5% slower than SJF-work on azure-conv, 256 makes it match or beat).
-# rank "mean": the Gittins rank measured no better (within 0.5%) and costs more.
+# only when the victim's key is far above the newcomer's: on azure-conv at load 0.9 margin 0
+# gives 24.40 s against 23.27 s at 256 (A100; H100: 7.05 against 6.65 s), where SJF-work,
+# which never preempts, gives 23.41 s (`trail simulate --policy TRAIL --preempt-margin 0`).
+# rank "mean": the Gittins rank measured no better (23.37 s) and costs more.
 # kv_aware: fill only while the batch's predicted KV fits (docs/scheduler.md); with binding
 # KV it cut TRAIL's mean latency 24% (no evictions); with ample KV it changes nothing.
 TRAIL_DEFAULTS: dict[str, Any] = {"prefill_weight": "auto", "aging_rate": "auto",
@@ -67,36 +68,36 @@ PAPER_RULE: dict[str, Any] = {"prefill_weight": 0.0, "aging_rate": 0.0, "preempt
                               "rank": "mean", "c": 0.8, "kv_aware": False}
 
 
-def resolve_aging_rate(value: float | str, cost: Any, batch: int) -> float:
-    """α in tokens per second: `value` itself, or for "auto" AGING_FRACTION × the decode
-    speed of one request at a batch of `batch` (0 for a cost model without one)."""
+def _auto_or_number(value: float | str, name: str, auto: Any) -> float:
+    """A setting as a finite number >= 0: `value` itself, or `auto()` for "auto"."""
     if isinstance(value, str):
         if value.strip().lower() == "auto":
-            method = getattr(cost, "decode_tokens_per_s", None)
-            return AGING_FRACTION * float(method(batch=batch)) if method is not None else 0.0
+            return float(auto())
         try:
             value = float(value)
         except ValueError:
-            raise ValueError(f"aging_rate={value!r}: expected a number or 'auto'") from None
+            raise ValueError(f"{name}={value!r}: expected a number or 'auto'") from None
     value = float(value)
     if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"aging_rate={value!r} must be finite and >= 0")
+        raise ValueError(f"{name}={value!r} must be finite and >= 0")
     return value
+
+
+def resolve_aging_rate(value: float | str, cost: Any, batch: int) -> float:
+    """α in tokens per second: `value` itself, or for "auto" AGING_FRACTION × the decode
+    speed of one request at a batch of `batch` (0 for a cost model without one)."""
+    method = getattr(cost, "decode_tokens_per_s", None)
+    return _auto_or_number(value, "aging_rate", lambda: AGING_FRACTION * method(batch=batch)
+                           if method is not None else 0.0)
 
 
 def resolve_prefill_weight(value: float | str, cost: Any, batch: int) -> float:
     """β as a number: `value` itself, or for "auto" the cost model's
     `prefill_weight(batch=batch)` (0 for a cost model without one, e.g. UniformCost, whose
     iterations cost the same whatever they prefill)."""
-    if isinstance(value, str):
-        if value.strip().lower() == "auto":
-            method = getattr(cost, "prefill_weight", None)
-            return float(method(batch=batch)) if method is not None else 0.0
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"prefill_weight={value!r}: expected a number or 'auto'") from None
-    return float(value)
+    method = getattr(cost, "prefill_weight", None)
+    return _auto_or_number(value, "prefill_weight",
+                           lambda: method(batch=batch) if method is not None else 0.0)
 
 
 @dataclass
@@ -130,10 +131,7 @@ class SimSettings:
         if not (isinstance(self.corr_tokens, (int, float)) and math.isfinite(self.corr_tokens)
                 and self.corr_tokens >= 0):
             raise ValueError(f"corr_tokens={self.corr_tokens!r} must be finite and >= 0")
-        if isinstance(self.prefill_weight, str) and self.prefill_weight.strip().lower() != "auto":
-            resolve_prefill_weight(self.prefill_weight, self.cost, self.max_running)
-        if not (isinstance(self.aging_rate, str) and self.aging_rate.strip().lower() == "auto"):
-            resolve_aging_rate(self.aging_rate, self.cost, self.max_running)
+        _ = self.beta, self.alpha  # a bad β or α fails here, naming itself
 
     @property
     def beta(self) -> float:
