@@ -61,10 +61,10 @@ import torch
 import trail_ext as te
 from trail.cpu import threads
 from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
+from trail.engine.engine import PROBE_RANKS
 from trail.machine import describe
 
 POLICIES = ("FCFS", "SJF", "SJF-work", "TRAIL-paper", "TRAIL", "TRAIL+", "MLFQ")
-RANKS = ("mean", "gittins")
 CLOCKS = ("virtual", "wall")
 SUMMARY_KEYS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
                 "throughput_tok_s", "preemptions", "submitted", "finished")
@@ -128,8 +128,8 @@ class DemoConfig:
             if isinstance(value, (bool, str)) or not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"DemoConfig.{name}={value!r} must be finite and >= 0"
                                  + (" or 'auto'" if name == "aging_rate" else ""))
-        if self.rank not in RANKS:
-            raise ValueError(f"DemoConfig.rank={self.rank!r} must be one of {RANKS}")
+        if self.rank not in PROBE_RANKS:
+            raise ValueError(f"DemoConfig.rank={self.rank!r} must be one of {PROBE_RANKS}")
         if self.clock not in CLOCKS:
             raise ValueError(f"DemoConfig.clock={self.clock!r} must be one of {CLOCKS}")
 

@@ -38,6 +38,9 @@ Arrival = (tuple[float, Sequence[int], SamplingParams]
            | tuple[float, Sequence[int], SamplingParams, float])
 
 
+PROBE_RANKS = ("mean", "gittins")  # what EngineConfig.probe_rank may feed the scheduler
+
+
 @dataclass
 class EngineConfig:
     """Engine settings: the scheduler's (which also size the KV cache) and the probe's."""
@@ -81,7 +84,7 @@ class Engine:
     """Serves requests on `model` with TRAIL's scheduler and (optionally) its probe."""
 
     def __init__(self, model: nn.Module, config: EngineConfig) -> None:
-        if config.probe_rank not in ("mean", "gittins"):
+        if config.probe_rank not in PROBE_RANKS:
             raise ValueError(f"EngineConfig.probe_rank must be 'mean' or 'gittins', "
                              f"got {config.probe_rank!r}")
         if not isinstance(config.predict_every, int) or config.predict_every < 1:
