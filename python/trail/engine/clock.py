@@ -144,6 +144,9 @@ class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the clock started."""
 
+    def peek(self, shape: StepShape) -> float:
+        """What now() will be once a step of this shape is charged (advance)."""
+
     def advance(self, shape: StepShape) -> None:
         """Called once per engine step, after its forward, with what the step computed."""
 
@@ -162,6 +165,10 @@ class WallClock:
     def now(self) -> float:
         """Seconds since construction."""
         return time.perf_counter() - self._t0
+
+    def peek(self, shape: StepShape) -> float:
+        """Real time: now."""
+        return self.now()
 
     def advance(self, shape: StepShape) -> None:
         """Real time advances by itself."""
@@ -185,6 +192,10 @@ class VirtualClock:
     def now(self) -> float:
         """The virtual time."""
         return self._t
+
+    def peek(self, shape: StepShape) -> float:
+        """The virtual time plus the step's cost."""
+        return self._t + self.cost.seconds(shape)
 
     def advance(self, shape: StepShape) -> None:
         """Add the step's cost."""

@@ -117,6 +117,7 @@ class Engine:
         self._reqs: dict[int, Request] = {}
         self._next_rid = 0
         self._free_slots: list[int] = []
+        self._kv_moves: list[tuple[str, int]] = []  # decided by the scheduler, not yet done
         self._slots_used = 0
         if config.step_cost is not None and not isinstance(config.step_cost, StepCost):
             raise TypeError(f"EngineConfig.step_cost must be a StepCost or None, "
@@ -213,42 +214,56 @@ class Engine:
     # ------------------------------------------------------------------ the loop
 
     def step(self) -> list[RequestOutput]:
-        """One iteration: schedule, run one forward, sample; returns requests that finished."""
+        """One iteration: schedule, run one forward, sample; returns requests that finished.
+
+        A step that raises before its tokens are committed (KV moves, forward, sampling, the
+        scheduler's update) leaves every request's tokens, random streams and the scheduler's
+        token counts as they were. The scheduling decision it acted on stands; the next step
+        finishes its KV moves and recomputes whatever KV the failed forward did not write, so
+        the tokens served are those of a run without the fault. After the commit, a failing
+        probe, observer or β update is recorded in `Engine.faults` and the step completes.
+        """
         t0 = time.perf_counter()
+        self._apply_kv_moves()  # what a failed step left undone comes first
         d = self.scheduler.schedule(self.now())
         t1 = time.perf_counter()
-        for rid in d.dropped.tolist():
-            self.kv.free(rid)
-        for rid in d.swapped_out.tolist():
-            self.kv.swap_out(rid)
-        for rid in d.swapped_in.tolist():
-            self.kv.swap_in(rid)
+        # The decision is committed: record it, then carry out its KV moves (retried by the
+        # next step if one fails here).
         for rid in d.preempted.tolist():
             self._reqs[rid].preemptions += 1
+        for rid in d.dropped.tolist():
+            self._reqs[rid].computed = 0
+        self._kv_moves.extend([("free", rid) for rid in d.dropped.tolist()]
+                              + [("out", rid) for rid in d.swapped_out.tolist()]
+                              + [("in", rid) for rid in d.swapped_in.tolist()])
+        self._apply_kv_moves()
         running = d.running.tolist()
         if not running:
             self._phase["schedule"] += t1 - t0
             return []
-        admitted, recomputed = set(d.admitted.tolist()), set(d.recomputed.tolist())
-        seqs = []
+        seqs, first = [], []
         prefill_tokens = context_tokens = 0
         for rid in running:
             r = self._reqs[rid]
-            self.kv.ensure(rid, len(r.prompt_ids) + len(r.output_ids) + 1)
-            if rid in admitted:
-                seqs.append(SeqInput(rid, r.prompt_ids, 0, prefill=True, mean_hidden=True))
-                prefill_tokens += len(r.prompt_ids)
-                if self.probe is not None:
-                    r.probe_slot = self._take_slot()
-            elif rid in recomputed:  # rebuild the whole prefix; sample where it left off
+            length = len(r.prompt_ids) + len(r.output_ids)
+            self.kv.ensure(rid, length + 1)
+            # What the forward feeds follows what this engine's KV holds (r.computed), not
+            # the decision's labels: a request admitted or resumed by a step whose forward
+            # failed is simply prefilled again.
+            if r.computed == 0:  # prefill: the prompt (admitted) or the whole prefix (recompute)
+                first.append(not r.output_ids)
                 seqs.append(SeqInput(rid, r.prompt_ids + r.output_ids, 0, prefill=True,
+                                     mean_hidden=first[-1]))
+                prefill_tokens += length
+                if self.probe is not None and r.probe_slot is None:
+                    r.probe_slot = self._take_slot()
+            elif r.computed == length - 1:  # decode: the last token
+                first.append(False)
+                seqs.append(SeqInput(rid, r.output_ids[-1:], length - 1, prefill=False,
                                      mean_hidden=False))
-                prefill_tokens += len(r.prompt_ids) + len(r.output_ids)
+                context_tokens += length
             else:
-                seqs.append(SeqInput(rid, r.output_ids[-1:],
-                                     len(r.prompt_ids) + len(r.output_ids) - 1, prefill=False,
-                                     mean_hidden=False))
-                context_tokens += len(r.prompt_ids) + len(r.output_ids)
+                raise AssertionError(f"request {rid}: {r.computed} of {length} tokens in KV")
         if self.config.check_invariants:
             reserved = self.scheduler.stats()["kv_reserved_blocks"]
             if reserved != self.kv.used_blocks:
@@ -260,36 +275,46 @@ class Engine:
         logits, hidden = self.runner.forward(seqs, want_hidden=predict
                                              or self.observer is not None)
         t3 = time.perf_counter()
-        # The whole step's cost (the probe call included) is charged before its tokens
-        # appear, so a virtual clock's token times do not depend on when the probe runs.
-        shape = StepShape(len(seqs), prefill_tokens, context_tokens, len(seqs) if predict else 0)
-        tokens = self._sample_all([self._reqs[rid] for rid in running], logits)
+        reqs = [self._reqs[rid] for rid in running]
+        streams = self._save_streams(reqs)
+        try:
+            tokens = [r.sampler.sample(logits[i]) for i, r in enumerate(reqs)]
+            t4 = time.perf_counter()
+            reasons = [("stop" if token in r.params.stop_token_ids
+                        else "length" if len(r.output_ids) + 1 >= r.max_new_tokens else None)
+                       for r, token in zip(reqs, tokens)]
+            finished_flags = [reason is not None for reason in reasons]
+            # The whole step's cost (the probe call included) is charged before its tokens
+            # appear, so a virtual clock's token times do not depend on when the probe runs.
+            shape = StepShape(len(seqs), prefill_tokens, context_tokens,
+                              len(seqs) if predict else 0)
+            now = self.clock.peek(shape)
+            self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
+        except BaseException:
+            # Nothing is committed yet: a retried step draws exactly what this one would have.
+            for generator, state in streams:
+                generator.set_state(state)
+            raise
+        t5 = time.perf_counter()
+        # Commit: plain bookkeeping that cannot fail.
         self.clock.advance(shape)
-        now = self.now()
-        finished_flags, done = [], []
-        for i, rid in enumerate(running):
-            r = self._reqs[rid]
-            token = tokens[i]
+        done = []
+        for r, token, reason in zip(reqs, tokens, reasons):
+            r.computed = len(r.prompt_ids) + len(r.output_ids)
             r.output_ids.append(token)
             if r.first_token_time is None:
                 r.first_token_time = now
-            reason = ("stop" if token in r.params.stop_token_ids
-                      else "length" if len(r.output_ids) >= r.max_new_tokens else None)
-            finished_flags.append(reason is not None)
             if reason is not None:
                 done.append((r, reason))
-        t4 = time.perf_counter()
-        self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
-        t5 = time.perf_counter()
-        # The tokens are committed: from here on a failure degrades the step (no new
-        # predictions, no observation; recorded in Engine.faults) but never loses a request.
+        # From here on a failure degrades the step (no new predictions, no observation;
+        # recorded in Engine.faults) but never loses a request.
         if predict:
             self._guarded("probe", lambda: self._predict(running, hidden[self.probe.layer],
                                                          finished_flags))
         t6 = time.perf_counter()
         if self.observer is not None:
-            record = StepRecord(running, [len(self._reqs[r].output_ids) for r in running],
-                                [r in admitted for r in running], finished_flags, hidden)
+            record = StepRecord(running, [len(r.output_ids) for r in reqs], first,
+                                finished_flags, hidden)
             self._guarded("observer", lambda: self.observer(record))
         for phase, dt in (("schedule", t1 - t0), ("kv", t2 - t1), ("forward", t3 - t2),
                           ("sample", t4 - t3), ("scheduler_update", t5 - t4), ("probe", t6 - t5)):
@@ -297,27 +322,31 @@ class Engine:
         if self.config.record_steps:
             self.step_log.append((shape, time.perf_counter() - t0))
         if self._beta is not None:
-            self._beta.add(shape, t3 - t2)
-            beta = self._beta.update()
-            if beta is not None:
-                self.scheduler.set_prefill_weight(beta)
-                self.prefill_weight_log.append((self._step_no, beta))
+            self._guarded("prefill_weight", lambda: self._update_beta(shape, t3 - t2))
         self._steps += 1
         self._step_no += 1
         return [self._retire(r, now, reason) for r, reason in done]
 
-    def _sample_all(self, reqs: list[Request], logits: torch.Tensor) -> list[int]:
-        """One token per row, all or nothing: if a row fails, every sampler's random stream
-        is put back, so a retried step draws exactly what it would have drawn."""
-        # Greedy rows draw nothing: only sampling rows' streams need saving (a few KB each).
-        saved = [(r.sampler.generator, r.sampler.generator.get_state()) for r in reqs
-                 if r.params.temperature > 0]
-        try:
-            return [r.sampler.sample(logits[i]) for i, r in enumerate(reqs)]
-        except BaseException:
-            for generator, state in saved:
-                generator.set_state(state)
-            raise
+    def _apply_kv_moves(self) -> None:
+        """Carry out the scheduler's KV moves in order; a move is forgotten only once done."""
+        while self._kv_moves:
+            kind, rid = self._kv_moves[0]
+            if rid in self._reqs:  # an aborted request's KV is already gone
+                {"free": self.kv.free, "out": self.kv.swap_out, "in": self.kv.swap_in}[kind](rid)
+            self._kv_moves.pop(0)
+
+    def _update_beta(self, shape: StepShape, forward_s: float) -> None:
+        self._beta.add(shape, forward_s)
+        beta = self._beta.update()
+        if beta is not None:
+            self.scheduler.set_prefill_weight(beta)
+            self.prefill_weight_log.append((self._step_no, beta))
+
+    @staticmethod
+    def _save_streams(reqs: list[Request]) -> list[tuple[torch.Generator, torch.Tensor]]:
+        """The random streams sampling may advance (greedy rows draw nothing; a few KB each)."""
+        return [(r.sampler.generator, r.sampler.generator.get_state()) for r in reqs
+                if r.params.temperature > 0]
 
     def _guarded(self, phase: str, fn: Callable[[], None]) -> None:
         """Run a phase after the tokens are committed; a failure is recorded, not raised."""

@@ -65,21 +65,26 @@ class PagedKVCache:
 
     def swap_out(self, rid: int) -> None:
         """Copy `rid`'s blocks to host memory and free them on the device."""
-        table = self.tables.pop(rid, [])
+        table = self.tables.get(rid, [])
         idx = torch.tensor(table, dtype=torch.long, device=self.data.device)
+        # Copy first, release after: a failed copy leaves the request's blocks where they were.
         self.host[rid] = self.data[:, :, idx].to("cpu", copy=True)
+        self.tables.pop(rid, None)  # a request may hold none yet (admitted, never run)
         self._free.extend(reversed(table))
 
     def swap_in(self, rid: int) -> None:
         """Copy `rid`'s host blocks back into freshly allocated device blocks."""
-        saved = self.host.pop(rid)
+        saved = self.host[rid]
         n = saved.shape[2]
         if n > len(self._free):
             raise RuntimeError(f"KV pool exhausted swapping in request {rid}")
-        table = [self._free.pop() for _ in range(n)]
-        self.tables[rid] = table
+        table = self._free[len(self._free) - n:][::-1]
         idx = torch.tensor(table, dtype=torch.long, device=self.data.device)
+        # Copy first, commit after: a failed copy leaves the host copy and the free list intact.
         self.data[:, :, idx] = saved.to(self.data.device)
+        del self._free[len(self._free) - n:]
+        self.tables[rid] = table
+        del self.host[rid]
 
     def slots(self, rid: int, start: int, count: int) -> list[int]:
         """Flat slot index of each token position in [start, start + count) of `rid`."""

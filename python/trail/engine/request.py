@@ -40,6 +40,7 @@ class Request:
     probe_slot: int | None = None
     predicted_at: int = 0        # tokens generated when the probe last predicted
     prediction_tokens: list[int] = field(default_factory=list)
+    computed: int = 0            # tokens whose K/V the engine's cache holds (vLLM's name)
 
     def finish(self, now: float, reason: str) -> RequestOutput:
         """The public record of this request."""
