@@ -388,3 +388,66 @@ def test_large_population_agrees(work: bool | str) -> None:
         # fewer requests run at once in this memory-starved setup).
         assert pair.native.stats()["finished"] > (25 if work == "kv" else 40), policy
 
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bursts_of_mass_preemption_agree(seed: int) -> None:
+    """Wide batches hit by bursts: many rank preemptions in one fill walk (the victim heap is
+    consumed across candidates), many memory preemptions and kept evictions in one call (the
+    worst-running heap and the ordered kept set), with identical decisions every call."""
+    rng = np.random.default_rng(seed)
+    pick = Picker(rng=rng)
+    cfg = draw_config(pick)
+    bs = cfg["block_size"]
+    cfg.update(max_running=int(rng.integers(20, 60)), kv_capacity_tokens=bs * int(
+        rng.integers(60, 160)), swap_capacity_tokens=bs * int(rng.integers(0, 80)),
+        policy=["SRPT", "TRAIL", "LTR", "MLFQ"][seed % 4], c=2.0, max_preemptions=-1,
+        preempt_mode=MODES[seed % 3])
+    pair = Pair(cfg)
+    rid = 0
+    for _ in range(60):
+        burst = int(rng.choice([0, 0, 1, 3, 30]))
+        for _ in range(burst):
+            pair.call("add", rid, pair.now, int(rng.integers(1, 3 * bs)), int(rng.integers(4, 40)),
+                      float(rng.uniform(0, 40)), float(rng.normal()))
+            rid += 1
+        if pair.schedule(pair.now + 0.5) is None:
+            continue
+        rids = pair.running()
+        if rids:
+            left = [pair.native.get(r).max_new_tokens - pair.native.get(r).generated
+                    for r in rids]
+            # several tokens at once: many requests cross a block boundary together
+            new = [int(min(x, rng.integers(1, 2 * bs + 1))) for x in left]
+            pair.call("on_step", pair.now, rids, new, [bool(rng.random() < 0.05) for _ in rids])
+            alive = [r for r in rids if r in pair.native]
+            pair.call("update_predictions", alive, rng.uniform(0, 40, len(alive)).tolist())
+    assert pair.native.stats()["preemptions"] > 0
+    drain(pair)
+
+
+@pytest.mark.parametrize("scenario", ["rank", "pressure", "kept"])
+@pytest.mark.parametrize("policy", ["TRAIL", "SRPT"])
+def test_one_call_moving_hundreds_agrees(scenario: str, policy: str) -> None:
+    """bench/scheduler_scaling.py's worst cases at n = 200: one schedule() preempts every
+    running request for rank, half of them for memory, or evicts every kept request."""
+    n = 200
+    mode = {"rank": "SWAP", "pressure": "RECOMPUTE", "kept": "KEEP"}[scenario]
+    cfg = dict(policy=policy, max_running=n, block_size=4, c=1e9, preempt_mode=mode,
+               kv_capacity_tokens=4 * (n if scenario == "pressure" else 2 * n),
+               swap_capacity_tokens=16 * n, max_preemptions=-1)
+    pair = Pair(cfg)
+    for rid in range(n):
+        pair.call("add", rid, 0.0, 3, 100, 50.0, math.nan)
+    assert len(pair.schedule(0.0).admitted) == n
+    if scenario == "pressure":
+        pair.call("on_step", 0.0, list(range(n)), [1] * n, [False] * n)
+        assert len(pair.schedule(1.0).preempted) == n // 2
+        return
+    for rid in range(n, 2 * n):
+        pair.call("add", rid, 0.5, 3, 100, 1.0, math.nan)
+    assert len(pair.schedule(1.0).preempted) == n
+    if scenario == "kept":
+        pair.call("on_step", 1.0, list(range(n, 2 * n)), [1] * n, [False] * n)
+        d = pair.schedule(2.0)
+        assert len(d.swapped_out) + len(d.dropped) == n and len(d.preempted) == 0

@@ -27,7 +27,6 @@ struct Request {
   int64_t stamp = 0;           // duplicate detection inside one batch call
   double key = 0.0;            // primary key it is filed under in the ordered sets
   bool in_sets = false;
-  uint32_t kept_pos = 0;       // position in the scheduler's kept list while kept
 
   int64_t tokens() const { return prompt_len + generated; }
 };

@@ -87,26 +87,16 @@ void Scheduler::file(uint32_t idx) {
   r.in_sets = true;
 }
 
+// Kept requests are filed under the same key as in candidates_ (r.key), so the entry can
+// always be found again.
 void Scheduler::kept_insert(uint32_t idx) {
-  table_[idx].kept_pos = static_cast<uint32_t>(kept_.size());
-  kept_.push_back(idx);
+  const Request& r = table_[idx];
+  kept_.insert(RankKey{r.key, r.arrival, r.rid, idx});
 }
 
 void Scheduler::kept_erase(uint32_t idx) {
-  const uint32_t pos = table_[idx].kept_pos, last = kept_.back();
-  kept_[pos] = last;
-  table_[last].kept_pos = pos;
-  kept_.pop_back();
-}
-
-uint32_t Scheduler::worst_kept() const {
-  uint32_t worst = kept_.front();
-  for (uint32_t idx : kept_) {
-    const Request& r = table_[idx];
-    const Request& w = table_[worst];
-    if (RankKey{w.key, w.arrival, w.rid, worst} < RankKey{r.key, r.arrival, r.rid, idx}) worst = idx;
-  }
-  return worst;
+  const Request& r = table_[idx];
+  kept_.erase(RankKey{r.key, r.arrival, r.rid, idx});
 }
 
 void Scheduler::unfile(uint32_t idx) {
@@ -239,8 +229,18 @@ void Scheduler::evict_kept(uint32_t idx, Decision& d) {
 }
 
 void Scheduler::drop_running(uint32_t idx) {
-  running_.erase(std::find(running_.begin(), running_.end(), idx));
+  // The caller changes the request's state, which marks its entry in running_ as a hole.
+  ++running_holes_;
   running_next_blocks_ -= next_blocks(table_[idx]);
+}
+
+void Scheduler::compact_running() {
+  if (running_holes_ == 0) return;
+  size_t kept_rows = 0;
+  for (uint32_t idx : running_)
+    if (table_[idx].state == RequestState::RUNNING) running_[kept_rows++] = idx;
+  running_.resize(kept_rows);
+  running_holes_ = 0;
 }
 
 void Scheduler::preempt(uint32_t idx, bool for_rank, Decision& d) {
@@ -300,24 +300,36 @@ Decision Scheduler::schedule(double now) {
   running_next_blocks_ = 0;
   for (uint32_t idx : running_) running_next_blocks_ += next_blocks(table_[idx]);
 
-  // 1. Memory pressure: kept KV goes first, then the worst-ranked running request.
+  // 1. Memory pressure: kept KV goes first, then the worst-ranked running request (from a
+  // heap built once, so preempting many costs O(batch log batch), not O(batch) each).
+  std::vector<RankKey>& worst_running = victims_;
+  worst_running.clear();
   while (running_next_blocks_ + kept_blocks_ > capacity_blocks_) {
     if (!kept_.empty()) {
       evict_kept(worst_kept(), d);
       continue;
     }
-    uint32_t worst = running_.front();
-    RankKey worst_key = rank_key(worst);
-    for (uint32_t idx : running_) {
-      const RankKey k = rank_key(idx);
-      if (worst_key < k) worst = idx, worst_key = k;
+    if (worst_running.empty()) {
+      for (uint32_t idx : running_) worst_running.push_back(rank_key(idx));
+      std::make_heap(worst_running.begin(), worst_running.end());
     }
+    std::pop_heap(worst_running.begin(), worst_running.end());
+    const uint32_t worst = worst_running.back().idx;
+    worst_running.pop_back();
     preempt(worst, /*for_rank=*/false, d);
   }
+  compact_running();
 
   // 2. Fill in rank order; stop at the first candidate that cannot run.
   const size_t max_running = static_cast<size_t>(cfg_.max_running);
+  // Rank preemption's victims: a max-heap (worst on top) of the preemptible running
+  // requests, built at the first candidate that does not fit and consumed along the walk.
+  // It stays valid because candidates come in rank order: the threshold (candidate key +
+  // margin) only rises, and a request taken during the walk ranks at or below it, so it
+  // can never be a victim of a later candidate.
   std::vector<RankKey>& victims = victims_;
+  victims.clear();
+  bool victims_built = false;
   // kv_aware: the KV the batch is predicted to reach (running: projected, kept: held).
   int64_t projected = 0;
   if (cfg_.kv_aware)
@@ -341,22 +353,26 @@ Decision Scheduler::schedule(double now) {
     const int64_t need = next_blocks(x) - (x_kept ? held_blocks(x) : 0);
     const int64_t free_blocks = capacity_blocks_ - running_next_blocks_ - kept_blocks_;
     const int64_t evictable = kept_blocks_ - (x_kept ? held_blocks(x) : 0);
-    if (!(running_.size() < max_running && need <= free_blocks + evictable &&
-          projected_fits(x, x_kept, 0, running_.size()))) {
+    if (!(batch_size() < max_running && need <= free_blocks + evictable &&
+          projected_fits(x, x_kept, 0, batch_size()))) {
       if (!preempts_for_rank(cfg_.policy)) break;
-      victims.clear();
-      for (uint32_t ri : running_) {
-        const Request& v = table_[ri];
-        if (!preemptible_for_rank(cfg_, v)) continue;
-        const double vp = primary_key(cfg_, v);
-        if (vp > x.key + cfg_.preempt_margin) victims.push_back(RankKey{vp, v.arrival, v.rid, ri});
+      const double threshold = x.key + cfg_.preempt_margin;
+      if (!victims_built) {
+        for (uint32_t ri : running_) {
+          const Request& v = table_[ri];
+          if (!preemptible_for_rank(cfg_, v)) continue;
+          const double vp = primary_key(cfg_, v);
+          if (vp > threshold) victims.push_back(RankKey{vp, v.arrival, v.rid, ri});
+        }
+        std::make_heap(victims.begin(), victims.end());
+        victims_built = true;
       }
-      // A max-heap pops worst first; usually one victim suffices, so no full sort.
-      std::make_heap(victims.begin(), victims.end());
-      size_t slots = running_.size(), count = 0;
+      // Pop the worst while it ranks below the threshold, until x fits.
+      size_t slots = batch_size();
       int64_t avail = free_blocks + evictable, freed = 0;
       bool enough = false;
-      for (auto end = victims.end(); end != victims.begin() && !enough; ++count) {
+      auto end = victims.end();
+      while (end != victims.begin() && !enough && victims.front().primary > threshold) {
         std::pop_heap(victims.begin(), end);
         --end;
         --slots;
@@ -366,13 +382,14 @@ Decision Scheduler::schedule(double now) {
         if (cfg_.kv_aware) freed += projected_blocks(v) - (keep_victims ? held_blocks(v) : 0);
         enough = slots < max_running && need <= avail && projected_fits(x, x_kept, freed, slots);
       }
-      if (!enough) break;
-      // pop_heap parks each popped victim at the back: the worst is last.
-      for (size_t k = 0; k < count; ++k) {
-        const uint32_t vi = victims[victims.size() - 1 - k].idx;
+      if (!enough) break;  // the walk ends here, so the heap's state no longer matters
+      // pop_heap parks each popped victim at the back, the worst last: preempt worst first.
+      for (auto v = victims.end(); v != end;) {
+        const uint32_t vi = (--v)->idx;
         if (cfg_.kv_aware) projected -= projected_blocks(table_[vi]);
         preempt(vi, /*for_rank=*/true, d);
       }
+      victims.erase(end, victims.end());
     }
     if (x_kept) kept_erase(xi);
     it = candidates_.erase(it);
@@ -382,6 +399,7 @@ Decision Scheduler::schedule(double now) {
   }
   for (uint32_t idx : evicted_) rekey(idx);
   evicted_.clear();
+  compact_running();
 
   if (starvation) starvation_end();
   d.running.reserve(running_.size());
@@ -496,6 +514,8 @@ void Scheduler::abort(int64_t rid) {
   Request& r = table_[idx];
   if (r.state == RequestState::RUNNING) {
     drop_running(idx);
+    r.state = RequestState::PREEMPTED;  // marks the hole
+    compact_running();
   } else if (r.in_sets) {
     unfile(idx);
     if (r.kv == KvLocation::DEVICE) kept_blocks_ -= held_blocks(r);

@@ -59,7 +59,7 @@ class Scheduler {
   void rekey(uint32_t idx);
   void kept_insert(uint32_t idx);
   void kept_erase(uint32_t idx);
-  uint32_t worst_kept() const;
+  uint32_t worst_kept() const { return std::prev(kept_.end())->idx; }
 
   void release_arrivals(double now);
   void starvation_start();
@@ -68,20 +68,25 @@ class Scheduler {
   void move_off_device(uint32_t idx, Decision& d);
   void preempt(uint32_t idx, bool for_rank, Decision& d);
   void take(uint32_t idx, Decision& d);
-  void drop_running(uint32_t idx);
+  void drop_running(uint32_t idx);  // leaves a hole in running_ (compact_running fills it)
+  void compact_running();
+  size_t batch_size() const { return running_.size() - running_holes_; }
   void remove(uint32_t idx);
 
   SchedulerConfig cfg_;
   int64_t capacity_blocks_ = 0, swap_capacity_blocks_ = 0;
   RequestTable table_;
   std::set<RankKey> candidates_;  // present, not running (waiting or preempted)
-  // Preempted requests whose KV stays on the device. Unordered: it is bounded by KV capacity
-  // and only searched (for the worst) under memory pressure.
-  std::vector<uint32_t> kept_;
+  // Preempted requests whose KV stays on the device, in rank order (the worst goes first
+  // under memory pressure).
+  std::set<RankKey> kept_;
   std::set<std::pair<double, int64_t>> pending_;  // not yet arrived: (arrival, rid)
   std::vector<uint32_t> running_;                 // the batch, in batch order
+  // Entries of running_ preempted during this schedule(): removed in one stable pass, so
+  // many preemptions in one call cost O(batch), not O(batch) each.
+  size_t running_holes_ = 0;
   int64_t kept_blocks_ = 0, swap_used_blocks_ = 0, running_next_blocks_ = 0;
-  std::vector<RankKey> victims_;  // scratch buffer of the fill walk
+  std::vector<RankKey> victims_;  // heap (worst on top) of the running, built once per walk
   std::vector<uint32_t> evicted_;  // kept requests moved off the device, to re-file
   int64_t iteration_ = 0, stamp_ = 0;
   double last_now_ = -std::numeric_limits<double>::infinity();
