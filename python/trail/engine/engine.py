@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -117,7 +118,7 @@ class Engine:
         self._reqs: dict[int, Request] = {}
         self._next_rid = 0
         self._free_slots: list[int] = []
-        self._kv_moves: list[tuple[str, int]] = []  # decided by the scheduler, not yet done
+        self._kv_moves: deque[tuple[str, int]] = deque()  # decided, not yet carried out
         self._slots_used = 0
         if config.step_cost is not None and not isinstance(config.step_cost, StepCost):
             raise TypeError(f"EngineConfig.step_cost must be a StepCost or None, "
@@ -333,7 +334,7 @@ class Engine:
             kind, rid = self._kv_moves[0]
             if rid in self._reqs:  # an aborted request's KV is already gone
                 {"free": self.kv.free, "out": self.kv.swap_out, "in": self.kv.swap_in}[kind](rid)
-            self._kv_moves.pop(0)
+            self._kv_moves.popleft()
 
     def _update_beta(self, shape: StepShape, forward_s: float) -> None:
         self._beta.add(shape, forward_s)
