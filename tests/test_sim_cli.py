@@ -96,7 +96,7 @@ def test_bad_simulate_arguments(capsys: pytest.CaptureFixture) -> None:
     assert main(["simulate", "--policy", "fifo", "--limit", "10"]) == 1
     assert "unknown policy" in capsys.readouterr().err
     assert main(["simulate", "--limit", "10", "--corr-tokens", "-1"]) == 1
-    assert "corr_tokens" in capsys.readouterr().err
+    assert "--corr-tokens -1" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: not a choice
         main(["simulate", "--limit", "10", "--rank", "median"])
     assert main(["simulate", "--trace", "no-such-trace", "--limit", "10"]) == 1

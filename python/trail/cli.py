@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 def _load_model(spec: str, seed: int) -> tuple[Any, Any, str]:
-    """(model, tokenizer, model_id) for 'demo' or a save_pretrained folder."""
+    """(model, tokenizer, model_id) for 'demo' or a save_pretrained folder (checked before by
+    _model_shape)."""
     import torch
 
     if spec == "demo":
@@ -34,46 +36,81 @@ def _load_model(spec: str, seed: int) -> tuple[Any, Any, str]:
         model, tokenizer = load_demo(seed=seed)
         return model, tokenizer, f"trail-demo-seed{seed}"
     path = pathlib.Path(spec)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--model {spec}: not 'demo' and not a save_pretrained folder")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                 local_files_only=True).eval()
+    model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                       local_files_only=True,
+                                                       output_loading_info=True)
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:  # transformers would run the model with these freshly initialised
+        raise ValueError(f"--model {spec}: the weights lack {len(missing)} of the model's "
+                         f"tensors ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return model, tokenizer, str(path.resolve())
+    return model.eval(), tokenizer, str(path.resolve())
+
+
+def _model_shape(spec: str, seed: int) -> tuple[int, int]:
+    """(layers, hidden size) of --model, read from its config.json (checked) without loading
+    or training it: 'demo' is the cached demo model of `seed`, or the one that would be
+    trained."""
+    from trail.demo.cache import REPORT_FILE, demo_path, read_model_config, read_report
+
+    if spec == "demo":
+        path = demo_path(seed)
+        if not (path / REPORT_FILE).is_file():
+            from trail.demo.train import HIDDEN_SIZE, NUM_LAYERS
+
+            return NUM_LAYERS, HIDDEN_SIZE
+        read_report(path)
+    else:
+        path = pathlib.Path(spec)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--model {spec}: not 'demo' and not a save_pretrained "
+                                    f"folder")
+    cfg = read_model_config(path)
+    return cfg["num_hidden_layers"], cfg["hidden_size"]
 
 
 def _prompts(spec: str, seed: int) -> list[str]:
     """Prompts from a JSONL file, or `demo:N` for N prompts of the demo language."""
     from trail.probe.collect import read_prompts
 
-    if spec.startswith("demo:"):
+    n = _demo_prompt_count(spec)
+    if n is not None:
         from trail.demo import sample_prompts
 
-        try:
-            n = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"--prompts {spec}: expected demo:N with N an integer") from None
         return [p.text for p in sample_prompts(n, seed=seed)]
-    if not pathlib.Path(spec).is_file():
+    path = pathlib.Path(spec)
+    if not path.exists():
         raise FileNotFoundError(f"--prompts {spec}: no such file (or use demo:N)")
-    return read_prompts(spec)
+    if not path.is_file():
+        raise ValueError(f"--prompts {spec}: not a file (a JSONL prompt file, or demo:N)")
+    return read_prompts(path)
+
+
+def _demo_prompt_count(spec: str) -> int | None:
+    """N of --prompts demo:N (None for a file), checked to be an integer >= 1."""
+    if not spec.startswith("demo:"):
+        return None
+    text = spec.split(":", 1)[1]
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"--prompts {spec}: expected demo:N with N an integer") from None
+    if n < 1:
+        raise ValueError(f"--prompts {spec}: N must be >= 1")
+    return n
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from trail.probe.collect import CollectConfig, collect
+    from trail.probe.collect import collect
 
+    checked = args.checked
     model, tokenizer, model_id = _load_model(args.model, args.demo_seed)
-    prompts = _prompts(args.prompts, args.seed)
+    prompts = checked["prompts"] or _prompts(args.prompts, args.seed)
     if args.limit is not None:
         prompts = prompts[: args.limit]
-    layers = None if args.profile else (args.layers or [model.config.num_hidden_layers // 3])
-    cfg = CollectConfig(layers=layers, samples_per_request=args.samples,
-                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        top_p=args.top_p, seed=args.seed, max_running=args.max_running,
-                        checkpoint_every=args.checkpoint_every)
-    manifest = collect(model, tokenizer, prompts, args.out, cfg, model_id=model_id,
+    manifest = collect(model, tokenizer, prompts, args.out, checked["cfg"], model_id=model_id,
                        progress=not args.quiet)
     print(f"collected {len(manifest['done'])} of {len(prompts)} requests "
           f"({len(manifest['skipped'])} skipped) for layers {manifest['layers']} in {args.out}")
@@ -89,12 +126,10 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train_probe(args: argparse.Namespace) -> int:
-    from trail.probe import Bins
     from trail.probe.collect import load_samples, read_manifest
     from trail.probe.train import train_probe
 
-    bins = (Bins.uniform(args.num_bins, args.max_len) if args.bins == "uniform"
-            else Bins.geometric(args.num_bins))
+    bins = _bins(args, args.bins)
     manifest = read_manifest(args.data)
     samples = load_samples(args.data, args.layer)
     probe, report = train_probe(samples, args.layer, bins, _train_config(args),
@@ -138,24 +173,48 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
 
 def _sim_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
     """The cost model (--preset: a name or a JSON file) and the trace (--trace, --limit)."""
-    from trail.sim.cost_model import CostModel
+    from trail.sim.cost_model import PRESETS, CostModel
     from trail.sim.traces import load_trace
 
-    cost = (CostModel.from_json(args.preset) if pathlib.Path(args.preset).suffix == ".json"
-            else CostModel.preset(args.preset))
+    path = pathlib.Path(args.preset)
+    if args.preset in PRESETS:
+        cost = CostModel.preset(args.preset)
+    elif path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"--preset {args.preset}: no such file (presets: "
+                                    f"{', '.join(PRESETS)})" if not path.exists() else
+                                    f"--preset {args.preset}: not a file")
+        cost = CostModel.from_json(path)
+    else:
+        raise ValueError(f"--preset {args.preset}: not a preset ({', '.join(PRESETS)}) nor a "
+                         f"preset JSON file")
     trace = load_trace(args.trace)
-    return cost, (trace.head(args.limit) if args.limit is not None else trace)
+    limit = getattr(args, "limit", None)
+    return cost, (trace.head(limit) if limit is not None else trace)
 
 
 def _floats(text: str) -> list[float]:
-    """Comma-separated numbers, for flags like --loads 0.5,0.7,0.9."""
+    """Comma-separated numbers, for flags like --loads 0.5,0.7,0.9 (no empty items)."""
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        return [float(v) for v in _items(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
-    return values
+
+
+def _ints(text: str) -> list[int]:
+    """Comma-separated integers, for flags like --batches 1,8,64 (no empty items)."""
+    try:
+        return [int(v) for v in _items(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def _items(text: str) -> list[str]:
+    """The items of a comma-separated list; ValueError for an empty list or an empty item."""
+    items = [v.strip() for v in text.split(",")]
+    if not all(items):
+        raise ValueError(text)
+    return items
 
 
 def _sim_settings(args: argparse.Namespace, cost: Any) -> Any:
@@ -187,9 +246,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     from trail.sim.plots import plot_latency_cdf, plot_rate_sweep
 
+    cost, trace, settings = (args.checked[k] for k in ("cost", "trace", "settings"))
     names = list(COMPARE) if args.compare else [canonical_name(args.policy)]
-    cost, trace = _sim_inputs(args)
-    settings = _sim_settings(args, cost)
     effective = {name: describe(setup(name, settings)) for name in names}
     scaled, cap = at_load(trace, settings)
     beta = settings.beta
@@ -257,30 +315,23 @@ def _write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def _auto_or_number(text: str, flag: str) -> float | str:
-    """A flag that takes 'auto' or a number (DemoConfig checks the range)."""
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{flag} must be 'auto' or a number, got {text!r}") from None
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from trail.demo.end_to_end import DemoConfig, run_demo, table
+def _demo_config(args: argparse.Namespace) -> Any:
+    """DemoConfig from the flags given (the rest: DemoConfig's or quick()'s defaults)."""
+    from trail.demo.end_to_end import DemoConfig
 
     fields = {k: v for k, v in (("seed", args.seed), ("load", args.load),
                                 ("workload", args.requests), ("c", args.c),
                                 ("max_running", args.max_running), ("clock", args.clock),
-                                ("threads", args.threads),
-                                ("aging_rate", None if args.aging_rate is None
-                                 else _auto_or_number(args.aging_rate, "--aging-rate")),
+                                ("threads", args.threads), ("aging_rate", args.aging_rate),
                                 ("preempt_margin", args.preempt_margin), ("rank", args.rank),
-                                ("prefill_weight", None if args.prefill_weight is None
-                                 else _auto_or_number(args.prefill_weight,
-                                                      "--prefill-weight"))) if v is not None}
-    cfg = DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
+                                ("prefill_weight", args.prefill_weight)) if v is not None}
+    return DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from trail.demo.end_to_end import run_demo, table
+
+    cfg = args.checked["cfg"]
     summary = run_demo(cfg, args.out, progress=not args.quiet)
     print()
     print(table(summary))
@@ -338,21 +389,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ints(text: str) -> list[int]:
-    """Comma-separated integers, for flags like --batches 1,8,64."""
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-
-
 def cmd_tune_c(args: argparse.Namespace) -> int:
-    from trail.sim.compare import SimSettings, at_load, sweep_c
+    from trail.sim.compare import at_load, sweep_c
     from trail.sim.plots import plot_sweep
 
-    cost, trace = _sim_inputs(args)
-    settings = SimSettings(cost=cost, load=args.load, max_running=args.max_running,
-                           predict_every=args.predict_every, seed=args.seed)
+    cost, trace, settings = (args.checked[k] for k in ("cost", "trace", "settings"))
     scaled, cap = at_load(trace, settings)
     sweep = sweep_c(scaled, settings, args.c, progress=not args.quiet)
     print(f"TRAIL on {args.trace} ({len(trace)} requests) at load {args.load}, {cost.name}:")
@@ -381,9 +422,8 @@ def cmd_theory(args: argparse.Namespace) -> int:
     from trail.sim.predictors import PromptOnly
     from trail.sim.theory import (fcfs_mean_response_time, mean_response_time,
                                   sjf_mean_response_time, srpt_mean_response_time)
-    from trail.sim.traces import load_trace
 
-    sizes = load_trace(args.trace).output_tokens.astype(float)
+    sizes = args.checked["trace"].output_tokens.astype(float)
     predicted = None
     if args.prediction_mae > 0:
         predicted, _ = PromptOnly(mae=args.prediction_mae).initial(
@@ -424,7 +464,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="seeds the train/validation split, initialisation and batch order")
     g.add_argument("--num-bins", type=int, default=10,
                    help="length bins K: the probe's classes (default 10)")
-    g.add_argument("--max-len", type=float, default=512.0, help="uniform bins over 0..max-len")
+    g.add_argument("--max-len", type=float, default=None,
+                   help="uniform bins over 0..max-len (default 512)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="store hidden states with true remaining lengths")
     p.add_argument("--model", default="demo", help="'demo' or a save_pretrained folder")
-    p.add_argument("--demo-seed", type=int, default=0, help="which demo model (with --model demo)")
+    p.add_argument("--demo-seed", type=int, default=None,
+                   help="which demo model (with --model demo; default 0)")
     p.add_argument("--prompts", default="demo:2000",
                    help="JSONL with 'prompt' (or Alpaca 'instruction'/'input'), or demo:N")
     p.add_argument("--out", required=True,
@@ -487,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which demo model: its training seed (default 0)")
     p.add_argument("--measure", type=int, default=0,
                    help="also generate N answers at temperature 1 and report their lengths")
-    p.add_argument("--out", default="runs/demo",
+    p.add_argument("--out", default=None,
                    help="where --measure writes demo_lengths.json (default runs/demo)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo_model)
@@ -495,17 +537,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="replay a trace through the scheduler on a cost model")
     p.add_argument("--trace", default="azure-conv",
                    help="azure-conv, azure-code, or a CSV arrival_s,prompt_tokens,output_tokens")
-    p.add_argument("--policy", default="TRAIL",
+    p.add_argument("--policy", default=None,
                    help="FCFS, SJF (the paper's prompt-only baseline), SJF-work (SJF with "
                         "TRAIL's key), SRPT, TRAIL-paper (the paper's rule), TRAIL (the "
                         "recommended settings), TRAIL+ (TRAIL on true lengths), LTR or MLFQ; "
-                        "any case")
+                        "any case (default TRAIL)")
     p.add_argument("--compare", action="store_true",
                    help="run FCFS, SJF, SJF-work, TRAIL-paper, TRAIL, TRAIL+, LTR and MLFQ "
                         "side by side")
     p.add_argument("--c", type=float, default=None,
-                   help="TRAIL's limited-preemption factor (default: TRAIL's recommended "
-                        "setting, trail.sim.compare.TRAIL_DEFAULTS)")
+                   help="TRAIL's limited-preemption factor, in [0, 1] (default: TRAIL's "
+                        "recommended setting, trail.sim.compare.TRAIL_DEFAULTS)")
     p.add_argument("--load", type=float, default=0.8,
                    help="arrival rate as a fraction of the saturated capacity")
     p.add_argument("--preset", default="llama3-8b-a100-80gb",
@@ -586,7 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arrival rate / saturated FCFS throughput (default 0.9)")
     p.add_argument("--requests", type=int, default=None,
                    help="requests served per policy (default 800, --quick 150)")
-    p.add_argument("--c", type=float, default=None, help="TRAIL's c (default 0.8)")
+    p.add_argument("--c", type=float, default=None,
+                   help="TRAIL's c, in [0, 1] (default 0.8)")
     p.add_argument("--max-running", type=int, default=None, help="batch slots (default 8)")
     p.add_argument("--clock", choices=("virtual", "wall"), default=None,
                    help="virtual (default): time advances by the demo model's frozen step "
@@ -640,26 +683,292 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """Checks every command can make before it starts working (ValueError naming the flag),
-    so a bad flag fails in a second, not after minutes of simulation or training."""
-    out = getattr(args, "out", None)
-    if out is not None and pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory")
-    load = getattr(args, "load", None)
-    if load is not None and args.command in ("simulate", "tune-c") and not 0 < load < 1.5:
-        raise ValueError(f"--load {load}: must be in (0, 1.5)")
-    loads = getattr(args, "loads", None)
-    if loads and args.command == "simulate":
-        bad = [x for x in loads if not 0 < x < 1.5]
-        if bad:
-            raise ValueError(f"--loads: every load must be in (0, 1.5), got {bad}")
-    device = getattr(args, "device", None)
-    if args.command == "bench" and device is not None and str(device).startswith("cuda"):
-        import torch
+# ------------------------------------------------------------------ checks before any work
+#
+# main() runs _check_args before a command's function: every flag is checked against its rule
+# and every file it names is opened and parsed, so bad input fails in a second with one line
+# naming the flag and the value, never after minutes of training or simulation. What the
+# checks load (prompts, trace, cost model, settings) is kept in args.checked for the command.
 
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA device is available here")
+Rule = tuple[Callable[[Any], bool], str]
+SEED_LIMIT = 2**32
+POSITIVE: Rule = (lambda v: v >= 1, "an integer >= 1")
+NATURAL: Rule = (lambda v: v >= 0, "an integer >= 0")
+SEED: Rule = (lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**32)")
+FINITE_NONNEG: Rule = (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+FINITE_POSITIVE: Rule = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+UNIT_C: Rule = (lambda v: 0 <= v <= 1, "in [0, 1]")
+LOAD: Rule = (lambda v: 0 < v < 1.5, "in (0, 1.5)")
+AUTO: Rule = (lambda v: True, "'auto' or a finite number >= 0")  # parsed by _auto_or_number
+TRAIN_RULES: dict[str, Rule] = {
+    "hidden_dim": POSITIVE, "epochs": POSITIVE, "batch_size": POSITIVE, "lr": FINITE_POSITIVE,
+    "weight_decay": FINITE_NONNEG, "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "seed": SEED, "num_bins": POSITIVE, "max_len": FINITE_POSITIVE}
+# The rule of every flag that takes a number, per command (tests/test_cli_errors.py checks
+# that none is missing). A list flag's rule holds for each of its values.
+RULES: dict[str, dict[str, Rule]] = {
+    "collect": {"demo_seed": SEED, "layers": NATURAL, "samples": POSITIVE,
+                "max_new_tokens": POSITIVE, "temperature": FINITE_NONNEG,
+                "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"), "seed": SEED,
+                "max_running": POSITIVE, "limit": POSITIVE, "checkpoint_every": POSITIVE},
+    "train-probe": {"layer": NATURAL, **TRAIN_RULES},
+    "eval-probe": {"layers": NATURAL, **TRAIN_RULES},
+    "demo-model": {"seed": SEED, "measure": NATURAL},
+    "simulate": {"c": UNIT_C, "load": LOAD, "max_running": POSITIVE, "block_size": POSITIVE,
+                 "predict_every": POSITIVE, "limit": POSITIVE, "seed": SEED,
+                 "max_preemptions": (lambda v: v >= -1, "an integer >= -1 (-1: unbounded)"),
+                 "starvation_steps": NATURAL, "prefill_weight": AUTO, "aging_rate": AUTO,
+                 "preempt_margin": FINITE_NONNEG, "corr_tokens": FINITE_NONNEG,
+                 "loads": LOAD},
+    "tune-c": {"load": LOAD, "c": UNIT_C, "max_running": POSITIVE, "predict_every": POSITIVE,
+               "limit": POSITIVE, "seed": SEED},
+    "demo": {"seed": SEED, "load": LOAD, "requests": POSITIVE, "c": UNIT_C,
+             "max_running": POSITIVE, "threads": POSITIVE, "prefill_weight": AUTO,
+             "aging_rate": AUTO, "preempt_margin": FINITE_NONNEG},
+    "bench": {"batches": POSITIVE, "hidden": POSITIVE, "repeats": POSITIVE,
+              "running": POSITIVE, "waiting": NATURAL, "threads": NATURAL},
+    "theory": {"load": (lambda v: 0 < v < 1, "in (0, 1) (the M/G/1 queue is unstable at 1)"),
+               "c": UNIT_C, "prediction_mae": FINITE_NONNEG, "seed": SEED},
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _auto_or_number(text: str, flag: str) -> float | str:
+    """A flag that takes 'auto' or a finite number >= 0."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{flag} {text}: must be {AUTO[1]}")
+    return value
+
+
+def _check_rules(args: argparse.Namespace) -> None:
+    """Every numeric flag against its rule in RULES ('auto' flags parsed in place)."""
+    for dest, (ok, rule) in RULES[args.command].items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if RULES[args.command][dest] is AUTO:
+            setattr(args, dest, _auto_or_number(value, _flag(dest)))
+            continue
+        values = value if isinstance(value, list) else [value]
+        bad = [v for v in values if not ok(v)]  # NaN fails every rule
+        if bad and isinstance(value, list):
+            raise ValueError(f"{_flag(dest)} {','.join(map(_show, values))}: each value must "
+                             f"be {rule}, got {','.join(map(_show, bad))}")
+        if bad:
+            raise ValueError(f"{_flag(dest)} {_show(value)}: must be {rule}")
+
+
+def _show(v: float) -> str:
+    """A flag's number as typed: 2, not 2.0; integers in full."""
+    return str(v) if isinstance(v, int) else f"{v:.15g}"
+
+
+def _check_out(out: str | None) -> None:
+    """--out must be a directory, or creatable: its nearest existing ancestor a writable
+    directory."""
+    if out is None:
+        return
+    path = pathlib.Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable")
+
+
+def _bins(args: argparse.Namespace, kind: str) -> Any:
+    """The probe's bins of `kind` from --num-bins and --max-len (ValueError naming them)."""
+    from trail.probe import Bins
+
+    k, max_len = args.num_bins, args.max_len
+    if kind == "uniform" and max_len / k < 1:
+        raise ValueError(f"--num-bins {k} --max-len {max_len:g}: uniform bins would be "
+                         f"{max_len / k:.3g} tokens wide; a bin needs at least 1 token")
+    try:
+        return Bins.uniform(k, max_len) if kind == "uniform" else Bins.geometric(k)
+    except (ValueError, OverflowError) as exc:
+        flags = (f"--num-bins {k} --max-len {max_len:g}" if kind == "uniform"
+                 else f"--num-bins {k} (geometric bins, edges 0, 2, 4, 8, ...)")
+        raise ValueError(f"{flags}: {str(exc)[:120]}") from None
+
+
+def _check_collect(args: argparse.Namespace) -> dict[str, Any]:
+    from trail.probe.collect import CollectConfig, check_resume
+
+    n_layers, hidden = _model_shape(args.model, args.demo_seed)
+    bad = [k for k in args.layers or () if k >= n_layers]
+    if bad:
+        raise ValueError(f"--layers {','.join(map(str, args.layers))}: the model has "
+                         f"{n_layers} layers (0 to {n_layers - 1}), not {bad}")
+    n = _demo_prompt_count(args.prompts)
+    prompts = None if n is not None else _prompts(args.prompts, args.seed)
+    count = n if prompts is None else len(prompts)
+    if args.limit is not None:
+        count = min(count, args.limit)
+    layers = None if args.profile else (args.layers or [n_layers // 3])
+    cfg = CollectConfig(layers=layers, samples_per_request=args.samples,
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        top_p=args.top_p, seed=args.seed, max_running=args.max_running,
+                        checkpoint_every=args.checkpoint_every)
+    check_resume(args.out, list(range(n_layers)) if layers is None else layers, hidden, cfg,
+                 count)
+    return {"prompts": prompts, "cfg": cfg}
+
+
+def _check_collection(args: argparse.Namespace, layers: list[int] | None,
+                      prompts: bool) -> dict[str, Any]:
+    """--data: a collection holding `layers` (every one if None) of at least 2 requests."""
+    from trail.probe.collect import check_collection, read_manifest
+
+    manifest = read_manifest(args.data)
+    flag = "--layer" if args.command == "train-probe" else "--layers"
+    bad = [k for k in layers or () if k not in manifest["layers"]]
+    if bad:
+        raise ValueError(f"{flag} {','.join(map(str, layers or ()))}: {args.data} holds "
+                         f"layers {manifest['layers']}, not {bad}")
+    check_collection(args.data, layers, prompts=prompts)
+    if len(manifest["done"]) < 2:
+        raise ValueError(f"--data {args.data}: {len(manifest['done'])} collected requests; "
+                         f"training and validation need at least 2")
+    return manifest
+
+
+def _check_train_probe(args: argparse.Namespace) -> dict[str, Any]:
+    _bins(args, args.bins)
+    _check_collection(args, [args.layer], prompts=False)
+    return {}
+
+
+def _check_eval_probe(args: argparse.Namespace) -> dict[str, Any]:
+    _bins(args, "uniform")
+    _bins(args, "geometric")
+    encoder = False
+    if args.baseline != "off":
+        from trail.probe.baseline import encoder_dir
+
+        try:
+            encoder_dir()
+            encoder = True
+        except ImportError as exc:
+            if args.baseline == "on":
+                raise ImportError(f"--baseline on: {exc}") from None
+    _check_collection(args, args.layers, prompts=encoder)
+    return {}
+
+
+def _check_sim(args: argparse.Namespace) -> dict[str, Any]:
+    """simulate and tune-c: the cost model, the trace and the settings, as the run uses them."""
+    import trail_ext as te
+    from trail.sim.compare import SimSettings, canonical_name
+
+    cost, trace = _sim_inputs(args)
+    where = f"--trace {args.trace}" + (f" --limit {args.limit}" if args.limit else "")
+    if len(trace) < 2 or trace.duration_s <= 0:
+        raise ValueError(f"{where}: {len(trace)} request(s) over {trace.duration_s:g} s; "
+                         f"a load needs at least 2 requests that do not all arrive at once")
+    if args.command == "simulate":
+        if not args.compare:
+            try:
+                canonical_name(args.policy)
+            except ValueError as exc:
+                raise ValueError(f"--policy {args.policy}: {exc}") from None
+        settings = _sim_settings(args, cost)
+    else:
+        settings = SimSettings(cost=cost, load=args.load, max_running=args.max_running,
+                               predict_every=args.predict_every, seed=args.seed)
+    kv = cost.kv_capacity_tokens(settings.kv_utilization)
+    if settings.block_size > kv:
+        raise ValueError(f"--block-size {settings.block_size}: larger than the KV cache of "
+                         f"{cost.name} ({kv} tokens)")
+    longest = int(trace.prompt_tokens.max()) + int(trace.output_tokens.max())
+    if -(-longest // settings.block_size) > kv // settings.block_size:
+        raise ValueError(f"{where}: the longest prompt plus the longest output ({longest} "
+                         f"tokens) do not fit in the KV cache of {cost.name} ({kv} tokens)")
+    try:
+        te.Scheduler(settings.scheduler(te.Policy.TRAIL))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"the scheduler refuses these settings: {exc}") from None
+    return {"cost": cost, "trace": trace, "settings": settings}
+
+
+def _check_theory(args: argparse.Namespace) -> dict[str, Any]:
+    from trail.sim.traces import load_trace
+
+    return {"trace": load_trace(args.trace)}
+
+
+def _check_demo(args: argparse.Namespace) -> dict[str, Any]:
+    return {"cfg": _demo_config(args)}
+
+
+def _check_bench(args: argparse.Namespace) -> dict[str, Any]:
+    device = args.device
+    if device == "cpu":
+        return {}
+    kind, colon, index = device.partition(":")
+    if kind != "cuda" or (colon and not index.isdigit()):
+        raise ValueError(f"--device {device}: expected cpu, cuda or cuda:N")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available here")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA "
+                         f"devices (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return {}
+
+
+CHECKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "collect": _check_collect, "train-probe": _check_train_probe,
+    "eval-probe": _check_eval_probe, "demo-model": lambda args: {},
+    "simulate": _check_sim, "tune-c": _check_sim, "demo": _check_demo,
+    "bench": _check_bench, "theory": _check_theory}
+
+
+# Flags that only act with another one: (command, flag's dest, default, whether it acts,
+# what it needs). Their parser default is None, so a flag given where it does nothing is
+# refused instead of ignored; otherwise it gets its default here.
+CONDITIONAL: tuple[tuple[str, str, Any, Callable[[argparse.Namespace], bool], str], ...] = (
+    ("collect", "demo_seed", 0, lambda a: a.model == "demo", "--model demo"),
+    ("train-probe", "max_len", 512.0, lambda a: a.bins == "uniform", "--bins uniform"),
+    ("eval-probe", "max_len", 512.0, lambda a: True, ""),
+    ("simulate", "policy", "TRAIL", lambda a: not a.compare, "no --compare"),
+    ("demo-model", "out", "runs/demo", lambda a: a.measure > 0, "--measure N"),
+)
+
+
+def _check_conditional(args: argparse.Namespace) -> None:
+    for command, dest, default, acts, needs in CONDITIONAL:
+        if command != args.command:
+            continue
+        value = getattr(args, dest)
+        if value is not None and not acts(args):
+            shown = value if isinstance(value, str) else _show(value)
+            raise ValueError(f"{_flag(dest)} {shown}: has no effect without {needs}")
+        if value is None:
+            setattr(args, dest, default)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Checks every command can make before it starts working (ValueError naming the flag,
+    or an error naming the file), so bad input fails in a second, not after minutes of
+    simulation or training; what they load is kept in args.checked."""
+    _check_rules(args)
+    _check_conditional(args)
+    if args.command != "demo-model" or args.measure:  # demo-model writes only with --measure
+        _check_out(getattr(args, "out", None))
+    args.checked = CHECKS[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -680,7 +989,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors as exc:
         if os.environ.get("TRAIL_DEBUG") == "1":
             raise
-        print(f"trail {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).splitlines()) or type(exc).__name__
+        print(f"trail {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

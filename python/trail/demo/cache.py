@@ -20,9 +20,10 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from trail.demo import train as _train
-from trail.fileio import set_ordinary_mode
+from trail.fileio import json_field, read_json_object, set_ordinary_mode
 
 REPORT_FILE = "training_report.json"
+CONFIG_FILE = "config.json"
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
@@ -68,14 +69,57 @@ def save_demo(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
     return path
 
 
+def read_model_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The config.json of a save_pretrained folder, checked for the fields trail reads
+    (model_type, num_hidden_layers, hidden_size, vocab_size): ValueError naming the file and
+    the field, where transformers would fail with a TypeError or, for a missing
+    num_hidden_layers, silently build a model of its default depth around the weights."""
+    cfg_path = pathlib.Path(path) / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} does not exist (not a save_pretrained folder)")
+    cfg = read_json_object(cfg_path, "model config")
+    json_field(cfg, "model_type", "str", cfg_path)
+    for key in ("num_hidden_layers", "hidden_size", "vocab_size"):
+        json_field(cfg, key, "int", cfg_path, minimum=1)
+    return cfg
+
+
+def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training report of a saved demo model, checked to be one (ValueError naming the
+    file and the field otherwise)."""
+    report_path = pathlib.Path(path) / REPORT_FILE
+    report = read_json_object(report_path, "demo model training report")
+    json_field(report, "format_version", "int", report_path)
+    json_field(report, "seed", "int", report_path)
+    return report
+
+
 def load_saved(path: str | os.PathLike[str]
                ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Model (float32, eval mode), tokenizer and training report from a saved folder."""
+    """Model (float32, eval mode), tokenizer and training report from a saved folder.
+
+    The JSON files are checked first (read_model_config, read_report), and weights missing
+    from model.safetensors are an error, not freshly initialised parameters."""
     path = pathlib.Path(path)
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    report = json.loads((path / REPORT_FILE).read_text())
-    return model, tokenizer, report
+    report = read_report(path)
+    read_model_config(path)
+    try:
+        model, info = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                       output_loading_info=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: the model cannot be loaded ({exc}); delete the folder "
+                         f"to retrain it") from None
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        raise ValueError(f"{path}: the weights lack {len(missing)} of the model's tensors "
+                         f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                         f"delete the folder to retrain it")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (ValueError, TypeError) as exc:  # a truncated or edited tokenizer.json
+        raise ValueError(f"{path}: the tokenizer files cannot be read ({exc}); delete the "
+                         f"folder to retrain it") from None
+    return model.eval(), tokenizer, report
 
 
 def load_demo(seed: int = 0, cache_dir: str | None = None, train_if_missing: bool = True,
@@ -92,10 +136,14 @@ def load_demo(seed: int = 0, cache_dir: str | None = None, train_if_missing: boo
         model, tokenizer, report = _train.train_demo_model(seed=seed, steps=steps,
                                                            progress=progress)
         save_demo(model, tokenizer, report, path)
-    model, tokenizer, _ = load_saved(path)
+    model, tokenizer, report = load_saved(path)
+    if report["seed"] != seed or report["format_version"] != _train.FORMAT_VERSION:
+        raise ValueError(f"{path / REPORT_FILE}: holds a demo model of seed {report['seed']}, "
+                         f"format {report['format_version']}; expected seed {seed}, format "
+                         f"{_train.FORMAT_VERSION} (delete the folder to retrain it)")
     return model, tokenizer
 
 
 def load_report(seed: int = 0, cache_dir: str | None = None) -> dict[str, Any]:
     """The training report of a cached demo model (training time, parameters, loss curve)."""
-    return json.loads((demo_path(seed, cache_dir) / REPORT_FILE).read_text())
+    return read_report(demo_path(seed, cache_dir))

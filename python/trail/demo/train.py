@@ -27,10 +27,11 @@ from trail.progress import progress_bar
 
 FORMAT_VERSION = 2          # bump when the language, tokenizer or recipe changes (2: 1 thread)
 DEFAULT_STEPS = 2700
+HIDDEN_SIZE, NUM_LAYERS = 64, 4  # the demo model's width and depth
 IGNORE = -100
 
 
-def demo_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 4,
+def demo_config(vocab_size: int, hidden_size: int = HIDDEN_SIZE, num_layers: int = NUM_LAYERS,
                 num_heads: int = 4) -> LlamaConfig:
     """The demo model's architecture (special token ids are the tokenizer's)."""
     return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size,
@@ -88,7 +89,8 @@ def _torch_settings(threads: int) -> Iterator[None]:
 
 
 def train_demo_model(seed: int = 0, steps: int | None = None, threads: int = 1,
-                     progress: bool = True, *, hidden_size: int = 64, num_layers: int = 4,
+                     progress: bool = True, *, hidden_size: int = HIDDEN_SIZE,
+                     num_layers: int = NUM_LAYERS,
                      max_batch_tokens: int = 2048, lr: float = 6e-3
                      ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, dict[str, Any]]:
     """Train the demo model from scratch; same seed and threads give bit-identical weights.

@@ -31,7 +31,7 @@ import torch
 
 import trail_ext as te
 from trail.engine import Engine, EngineConfig, SamplingParams, StepRecord
-from trail.fileio import atomic_path
+from trail.fileio import atomic_path, json_field, read_json_object
 from trail.progress import progress_bar
 
 MANIFEST = "manifest.json"
@@ -62,21 +62,48 @@ class CollectConfig:
 
 
 def read_prompts(path: str | pathlib.Path) -> list[str]:
-    """Prompts from JSONL: a `prompt` field, or Alpaca's `instruction` (+ `input`)."""
+    """Prompts from JSONL: a `prompt` field, or Alpaca's `instruction` (+ `input`).
+
+    ValueError naming the file (and line) for a file that is not UTF-8, a line that is not a
+    JSON object with a string `prompt` or `instruction`, a blank prompt, or a file with no
+    prompts at all."""
+    p = pathlib.Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not a JSONL prompt file (not UTF-8 text: {exc.reason} at "
+                         f"byte {exc.start})") from None
     prompts = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
             row = json.loads(line)
-            if "prompt" in row:
-                prompts.append(str(row["prompt"]))
-            elif "instruction" in row:
-                extra = str(row.get("input") or "").strip()
-                prompts.append(str(row["instruction"]) + (f"\n\n{extra}" if extra else ""))
-            else:
-                raise ValueError(f"{path}:{n}: a line needs a 'prompt' or 'instruction' field, "
-                                 f"got keys {sorted(row)}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}:{n}: not a JSON line ({exc.msg} at column {exc.colno})"
+                             ) from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{p}:{n}: expected a JSON object with a 'prompt' or "
+                             f"'instruction' field, got {type(row).__name__}")
+        if "prompt" in row:
+            prompt = row["prompt"]
+            if not isinstance(prompt, str):
+                raise ValueError(f"{p}:{n}: 'prompt' must be a string, got {prompt!r:.60}")
+        elif "instruction" in row:
+            instruction, extra = row["instruction"], row.get("input")
+            if not isinstance(instruction, str) or not isinstance(extra, (str, type(None))):
+                raise ValueError(f"{p}:{n}: 'instruction' (and 'input') must be strings, got "
+                                 f"{instruction!r:.40}, {extra!r:.40}")
+            extra = (extra or "").strip()
+            prompt = instruction + (f"\n\n{extra}" if extra else "")
+        else:
+            raise ValueError(f"{p}:{n}: a line needs a 'prompt' or 'instruction' field, "
+                             f"got keys {sorted(row)}")
+        if not prompt.strip():
+            raise ValueError(f"{p}:{n}: the prompt is blank")
+        prompts.append(prompt)
+    if not prompts:
+        raise ValueError(f"{p}: no prompts in the file (it is empty or blank)")
     return prompts
 
 
@@ -244,15 +271,30 @@ def _open_manifest(out: pathlib.Path, layers: list[int], hidden: int, cfg: Colle
                 f.write(json.dumps({"index": i, "prompt": p}) + "\n")
         write_manifest(out, fresh)
         return fresh
-    old = json.loads(path.read_text())
+    return check_resume(out, layers, hidden, cfg, len(prompts))
+
+
+def check_resume(out: str | pathlib.Path, layers: list[int], hidden: int, cfg: CollectConfig,
+                 num_prompts: int) -> dict[str, Any]:
+    """The manifest a collection into `out` would resume from, checked to match these
+    settings (ValueError naming the manifest otherwise), or {} if `out` holds none yet."""
+    out = pathlib.Path(out)
+    if not (out / MANIFEST).exists():
+        return {}
+    old = read_manifest(out)
+    path = out / MANIFEST
+    fresh = {"layers": sorted(set(layers)), "hidden_size": hidden, "num_prompts": num_prompts}
     for key in ("layers", "hidden_size", "num_prompts"):
         if old.get(key) != fresh[key]:
             raise ValueError(f"{path}: cannot resume, {key} was {old.get(key)!r} and is now "
                              f"{fresh[key]!r} (use a new output directory)")
-    if {k: v for k, v in old["config"].items() if k not in STORAGE_SETTINGS} != \
-            {k: v for k, v in fresh["config"].items() if k not in STORAGE_SETTINGS}:
-        raise ValueError(f"{path}: cannot resume with different settings "
-                         f"({old['config']} vs {fresh['config']})")
+    now = asdict(cfg)
+    changed = [f"{k} was {old['config'].get(k)!r} and is now {now.get(k)!r}"
+               for k in sorted(set(old["config"]) | set(now))
+               if k not in STORAGE_SETTINGS and old["config"].get(k) != now.get(k)]
+    if changed:
+        raise ValueError(f"{path}: cannot resume with different settings: "
+                         f"{'; '.join(changed)} (use a new output directory)")
     return old
 
 
@@ -268,19 +310,20 @@ class Samples:
     prefill: np.ndarray    # [N] bool: the prompt-mean sample
 
 
+SAMPLE_KEYS = ("request", "age", "remaining", "total", "prefill")
+
+
 def load_samples(collection: str | pathlib.Path, layer: int) -> Samples:
     """All samples of `layer` from a collection directory."""
-    from safetensors.numpy import load_file
-
     d = pathlib.Path(collection)
     manifest = read_manifest(d)
     if layer not in manifest["layers"]:
         raise ValueError(f"{d} holds layers {manifest['layers']}, not {layer}")
     parts: dict[str, list[np.ndarray]] = {}
     for name in manifest["shards"]:
-        shard = load_file(str(d / name))
-        for key in ("request", "age", "remaining", "total", "prefill", f"layer_{layer}"):
-            parts.setdefault(key, []).append(shard[key])
+        shard = _read_shard(d / name, SAMPLE_KEYS + (f"layer_{layer}",))
+        for key, value in shard.items():
+            parts.setdefault(key, []).append(value)
     if not parts:
         raise ValueError(f"{d} holds no samples yet")
     cat = {k: np.concatenate(v) for k, v in parts.items()}
@@ -288,21 +331,108 @@ def load_samples(collection: str | pathlib.Path, layer: int) -> Samples:
                    cat["remaining"], cat["total"], cat["prefill"].astype(bool))
 
 
+def _read_shard(path: pathlib.Path, keys: Sequence[str],
+                header_only: bool = False) -> dict[str, np.ndarray]:
+    """The arrays `keys` of one shard (with `header_only`, none: the file's header and size
+    are checked, nothing is read); ValueError naming the shard if it is missing, truncated or
+    lacks a key, or if the arrays' lengths disagree."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise ValueError(f"{path}: a shard the manifest lists does not exist")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            missing = sorted(set(keys) - set(f.keys()))
+            if missing:
+                raise ValueError(f"{path}: shard lacks {', '.join(missing)}")
+            rows = {k: f.get_slice(k).get_shape()[:1] for k in keys}
+            if len(set(map(tuple, rows.values()))) > 1:
+                raise ValueError(f"{path}: shard arrays of different lengths {rows}")
+            return {} if header_only else {k: f.get_tensor(k) for k in keys}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors shard ({exc})") from None
+
+
 def read_manifest(collection: str | pathlib.Path) -> dict[str, Any]:
-    """The manifest of a collection directory (clear error if it is not one)."""
+    """The manifest of a collection directory, checked (FileNotFoundError if there is none,
+    ValueError naming the file and the field if it is not a trail collection manifest)."""
     path = pathlib.Path(collection) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `trail collect` first")
-    manifest = json.loads(path.read_text())
+    manifest = read_json_object(path, "trail collection manifest")
     if manifest.get("format") != "trail-collection":
-        raise ValueError(f"{path} is not a trail collection manifest")
+        raise ValueError(f"{path} is not a trail collection manifest "
+                         f"(format={manifest.get('format')!r})")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: version {manifest.get('version')!r}, this trail reads "
+                         f"version {FORMAT_VERSION}")
+    json_field(manifest, "layers", "ints", path, minimum=0)
+    json_field(manifest, "hidden_size", "int", path, minimum=1)
+    json_field(manifest, "num_prompts", "int", path, minimum=0)
+    json_field(json_field(manifest, "config", "dict", path), "max_new_tokens", "int",
+               f"{path}: field 'config'", minimum=1)
+    json_field(manifest, "shards", "strs", path)
+    json_field(manifest, "done", "ints", path, minimum=0)
+    json_field(manifest, "skipped", "list", path)
+    json_field(manifest, "model_id", "str", path, default="")
+    if not all(isinstance(s, dict) and _is_index(s.get("index")) for s in manifest["skipped"]):
+        raise ValueError(f"{path}: field 'skipped' must hold objects with an integer 'index'")
+    bad = [s for s in manifest["shards"] if pathlib.PurePath(s).name != s]
+    if bad:
+        raise ValueError(f"{path}: field 'shards' must hold file names, got {bad[:3]}")
+    return manifest
+
+
+def _is_index(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def check_collection(collection: str | pathlib.Path, layers: Sequence[int] | None = None,
+                     prompts: bool = False) -> dict[str, Any]:
+    """What `load_samples` and `read_collected_prompts` would refuse, found before any work:
+    the manifest (read_manifest), `layers` among its layers, at least one shard, every shard's
+    header and keys, and with `prompts` the prompts file. Returns the manifest."""
+    d = pathlib.Path(collection)
+    manifest = read_manifest(d)
+    for layer in layers or ():
+        if layer not in manifest["layers"]:
+            raise ValueError(f"{d} holds layers {manifest['layers']}, not {layer}")
+    if not manifest["shards"]:
+        raise ValueError(f"{d} holds no samples yet (no shards in {d / MANIFEST})")
+    keys = SAMPLE_KEYS + tuple(f"layer_{k}" for k in (layers or manifest["layers"]))
+    for name in manifest["shards"]:
+        _read_shard(d / name, keys, header_only=True)
+    if prompts:
+        read_collected_prompts(d)
     return manifest
 
 
 def read_collected_prompts(collection: str | pathlib.Path) -> list[str]:
-    """The prompt texts of a collection, by index."""
-    rows = [json.loads(line) for line in
-            (pathlib.Path(collection) / "prompts.jsonl").read_text().splitlines() if line]
+    """The prompt texts of a collection, by index (ValueError naming prompts.jsonl and the
+    line if it is not the file `trail collect` wrote)."""
+    path = pathlib.Path(collection) / "prompts.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: not a `trail collect` directory")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not a JSON line ({exc.msg})") from None
+        if not (isinstance(row, dict) and _is_index(row.get("index"))
+                and isinstance(row.get("prompt"), str)):
+            raise ValueError(f"{path}:{n}: expected {{\"index\": N, \"prompt\": \"...\"}}, "
+                             f"got {line[:60]!r}")
+        rows.append(row)
+    indices = sorted(r["index"] for r in rows)
+    if indices != list(range(len(rows))):
+        raise ValueError(f"{path}: the indices are not 0..{len(rows) - 1} once each")
     return [r["prompt"] for r in sorted(rows, key=lambda r: r["index"])]
 
 

@@ -77,17 +77,53 @@ class CostModel:
 
     @classmethod
     def from_json(cls, path: str | pathlib.Path) -> "CostModel":
-        """Load a preset file (the format of presets/*.json)."""
-        return cls.from_dict(json.loads(pathlib.Path(path).read_text()))
+        """Load a preset file (the format of presets/*.json); ValueError naming the file and
+        the field if it is not one."""
+        from trail.fileio import read_json_object
+
+        d = read_json_object(path, "cost-model preset")
+        try:
+            return cls.from_dict(d)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CostModel":
-        """Build from the nested preset layout {name, model, gpu, calibration}."""
-        try:
-            return cls(name=str(d["name"]), **d["model"], **d["gpu"], **d["calibration"])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a cost-model preset ({exc}); expected keys name, model, "
-                             "gpu, calibration as in trail/sim/presets/*.json") from None
+        """Build from the nested preset layout {name, model, gpu, calibration}; ValueError
+        naming the missing, unknown or bad field."""
+        layout = {"model": ("params", "layers", "hidden", "heads", "kv_heads", "head_dim",
+                            "dtype_bytes"),
+                  "gpu": ("peak_flops", "mem_bandwidth", "host_bandwidth", "memory_bytes"),
+                  "calibration": ("overhead_s", "compute_efficiency", "bandwidth_efficiency")}
+        hint = "expected keys name, model, gpu, calibration as in trail/sim/presets/*.json"
+        if not isinstance(d, dict):
+            raise ValueError(f"not a cost-model preset: expected an object; {hint}")
+        missing = [k for k in ("name", *layout) if k not in d]
+        if missing:
+            raise ValueError(f"not a cost-model preset: missing {', '.join(missing)}; {hint}")
+        if not isinstance(d["name"], str):
+            raise ValueError(f"cost-model preset: 'name' must be a string, got {d['name']!r}")
+        fields: dict[str, Any] = {}
+        for section, keys in layout.items():
+            part = d[section]
+            if not isinstance(part, dict):
+                raise ValueError(f"cost-model preset: '{section}' must be an object, "
+                                 f"got {type(part).__name__}")
+            unknown = sorted(set(part) - set(keys))
+            absent = [k for k in keys if k not in part]
+            if unknown or absent:
+                raise ValueError(f"cost-model preset: '{section}' "
+                                 + (f"lacks {', '.join(absent)}" if absent else "")
+                                 + ("; " if unknown and absent else "")
+                                 + (f"has unknown {', '.join(unknown)}" if unknown else "")
+                                 + f" (expected {', '.join(keys)})")
+            for k in keys:
+                v = part[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError(f"cost-model preset: '{section}.{k}' must be a number, "
+                                     f"got {v!r}")
+            fields.update(part)
+        return cls(name=d["name"], **fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The nested preset layout (inverse of from_dict)."""

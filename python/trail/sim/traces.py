@@ -200,7 +200,12 @@ def load_trace(name_or_path: str | os.PathLike[str]) -> Trace:
     if not path.is_file():
         raise FileNotFoundError(f"no trace file {key!r} (built-in traces: "
                                 f"{', '.join(sorted(BUILTIN_TRACES))})")
-    return parse_trace_csv(path.read_text(encoding="utf-8"), source=str(path), name=path.stem)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TraceFormatError(str(path), 1, f"not a CSV trace (not UTF-8 text: {exc.reason} "
+                               f"at byte {exc.start})") from None
+    return parse_trace_csv(text, source=str(path), name=path.stem)
 
 
 def parse_trace_csv(text: str, source: str = "<string>", name: str = "trace") -> Trace:
