@@ -611,3 +611,14 @@ def test_cost_model_from_json_names_the_file_and_field(d: pathlib.Path) -> None:
     good["model"]["experts"] = 8
     with pytest.raises(ValueError, match="'model' has unknown experts"):
         CostModel.from_dict(good)
+
+
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_theory", interrupted)
+    monkeypatch.setattr(cli, "_check_args", lambda args: None)
+    rc, err = run_main(["theory"], capsys)
+    assert rc == 130 and err == "trail theory: interrupted\n"

@@ -992,6 +992,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).splitlines()) or type(exc).__name__
         print(f"trail {args.command}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if os.environ.get("TRAIL_DEBUG") == "1":
+            raise
+        print(f"trail {args.command}: interrupted", file=sys.stderr)
+        return 130  # the shell's code for SIGINT
 
 
 if __name__ == "__main__":
