@@ -5,9 +5,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cfloat>
+#include <climits>
 #include <cmath>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <type_traits>
 
 #include "kernels/paged_attention.h"
 #include "kernels/probe_step.h"
@@ -24,6 +29,12 @@ py::object& np_asarray() {
   return *fn;
 }
 
+// str(obj), cut short: a 600-digit integer in an error message helps nobody.
+std::string shown(py::handle obj) {
+  std::string text = py::str(obj);
+  return text.size() <= 40 ? text : text.substr(0, 20) + "..." + text.substr(text.size() - 10);
+}
+
 int64_t as_int(py::handle obj, const char* what) {
   if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr()))
     throw TypeError(cat(what, " must be an integer, got ", std::string(py::str(py::repr(obj)))));
@@ -31,15 +42,67 @@ int64_t as_int(py::handle obj, const char* what) {
   if (!idx) throw py::error_already_set();
   int overflow = 0;
   const long long v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
-  if (overflow) throw TypeError(cat(what, "=", std::string(py::str(idx)), " does not fit in int64"));
+  if (overflow) throw TypeError(cat(what, "=", shown(idx), " does not fit in int64"));
   if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
   return v;
 }
 
-double as_real(py::handle obj) {
+bool is_bool(py::handle obj) {
+  // Leaked on purpose, like np_asarray.
+  static py::object* np_bool = new py::object(py::module_::import("numpy").attr("bool_"));
+  return PyBool_Check(obj.ptr()) || py::isinstance(obj, *np_bool);
+}
+
+// A real-number argument: any object with __float__ or __index__ but a bool or a string
+// (a bool or "1.5" where a number is expected is a bug); TypeError naming `what` otherwise,
+// also for an integer too large for a double.
+double as_real(py::handle obj, const char* what) {
+  if (is_bool(obj) || PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr()) ||
+      PyByteArray_Check(obj.ptr()))
+    throw TypeError(cat(what, " must be a real number, got ", std::string(py::str(py::repr(obj)))));
   const double v = PyFloat_AsDouble(obj.ptr());
-  if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  if (v == -1.0 && PyErr_Occurred()) {
+    const bool overflow = PyErr_ExceptionMatches(PyExc_OverflowError);
+    if (!overflow && !PyErr_ExceptionMatches(PyExc_TypeError)) throw py::error_already_set();
+    PyErr_Clear();
+    if (overflow)
+      throw TypeError(cat(what, "=", shown(obj), " does not fit in a double"));
+    throw TypeError(cat(what, " must be a real number, got ", std::string(py::str(py::repr(obj)))));
+  }
   return v;
+}
+
+bool as_flag(py::handle obj, const char* what) {
+  if (!is_bool(obj))
+    throw TypeError(cat(what, " must be a bool, got ", std::string(py::str(py::repr(obj)))));
+  return py::cast<bool>(obj);
+}
+
+template <class E>
+E as_enum(py::handle obj, const char* what, const char* type_name) {
+  if (!py::isinstance<E>(obj))
+    throw TypeError(cat(what, " must be a ", type_name, ", got ",
+                        std::string(py::str(py::repr(obj)))));
+  return py::cast<E>(obj);
+}
+
+// One SchedulerConfig field from Python, converted with a TypeError naming it.
+template <class T>
+T config_value(py::handle obj, const std::string& what) {
+  if constexpr (std::is_same_v<T, int64_t>) return as_int(obj, what.c_str());
+  else if constexpr (std::is_same_v<T, double>) return as_real(obj, what.c_str());
+  else if constexpr (std::is_same_v<T, bool>) return as_flag(obj, what.c_str());
+  else if constexpr (std::is_same_v<T, Policy>) return as_enum<Policy>(obj, what.c_str(), "Policy");
+  else return as_enum<PreemptMode>(obj, what.c_str(), "PreemptMode");
+}
+
+// A read-write property whose setter converts (and rejects) like the constructor.
+template <class T>
+void config_field(py::class_<SchedulerConfig>& cls, const char* name, T SchedulerConfig::*m) {
+  const std::string what = cat("SchedulerConfig.", name);
+  cls.def_property(
+      name, [m](const SchedulerConfig& c) { return c.*m; },
+      [m, what](SchedulerConfig& c, py::handle v) { c.*m = config_value<T>(v, what); });
 }
 
 py::array as_1d(py::handle obj, const char* what) {
@@ -145,12 +208,16 @@ const T* view(py::handle obj, const char* what, std::initializer_list<py::ssize_
   return a.data();
 }
 
-void probe_step_numpy(py::handle hidden, const std::string& hidden_dtype, py::handle slots,
+void probe_step_numpy(py::handle hidden, py::handle hidden_dtype_obj, py::handle slots,
                       py::handle first, py::handle w1, py::handle b1, py::handle w2,
                       py::handle b2, py::handle transition, py::handle centers, py::handle cap,
                       py::handle state, py::handle pred, py::handle pre, py::handle edges,
                       py::handle gittins) {
   kernels::ProbeStepArgs a;
+  if (!py::isinstance<py::str>(hidden_dtype_obj))
+    throw TypeError(cat("probe_step: hidden_dtype must be a str, got ",
+                        std::string(py::str(py::repr(hidden_dtype_obj)))));
+  const std::string hidden_dtype = py::cast<std::string>(hidden_dtype_obj);
   if (!py::isinstance<py::array>(hidden))
     throw TypeError("probe_step: hidden must be a numpy array");
   auto h = py::reinterpret_borrow<py::array>(hidden);
@@ -212,9 +279,16 @@ void probe_step_numpy(py::handle hidden, const std::string& hidden_dtype, py::ha
 }
 
 void paged_attention_numpy(py::handle q, py::handle k_cache, py::handle v_cache,
-                           py::handle block_tables, py::handle context_lens, int64_t block_size,
-                           double scale, py::handle out, int threads) {
+                           py::handle block_tables, py::handle context_lens,
+                           py::handle block_size_obj, py::handle scale_obj, py::handle out,
+                           py::handle threads_obj) {
   kernels::PagedAttentionArgs a;
+  const int64_t block_size = as_int(block_size_obj, "paged_attention: block_size");
+  const double scale = as_real(scale_obj, "paged_attention: scale");
+  // The kernel computes in fp32: a scale that is NaN, infinite or infinite as a float is garbage.
+  if (!std::isfinite(scale) || std::fabs(scale) > FLT_MAX)
+    throw ValueError(cat("paged_attention: scale=", scale, " must be finite (as a float32)"));
+  const int64_t threads = as_int(threads_obj, "paged_attention: threads");
   auto shape_of = [](py::handle h, const char* what) {
     if (!py::isinstance<py::array>(h))
       throw TypeError(cat("paged_attention: ", what, " must be a numpy array"));
@@ -244,7 +318,7 @@ void paged_attention_numpy(py::handle q, py::handle k_cache, py::handle v_cache,
   a.D = D;
   a.block_size = block_size;
   a.scale = static_cast<float>(scale);
-  a.threads = threads;
+  a.threads = static_cast<int>(std::clamp<int64_t>(threads, 1, INT32_MAX));
   py::gil_scoped_release release;
   kernels::paged_attention_decode(a);
 }
@@ -287,48 +361,74 @@ PYBIND11_MODULE(_C, m) {
       .value("HOST", KvLocation::HOST)
       .value("DROPPED", KvLocation::DROPPED);
 
-  py::class_<SchedulerConfig>(m, "SchedulerConfig", "Scheduler settings (docs/scheduler.md).")
-      .def(py::init([](Policy policy, int64_t max_running, int64_t kv_capacity_tokens,
-                       int64_t block_size, double c, PreemptMode preempt_mode,
-                       int64_t swap_capacity_tokens, int64_t max_preemptions,
-                       int64_t starvation_steps, int64_t starvation_period,
-                       double default_predicted_len, int64_t mlfq_levels,
-                       int64_t mlfq_base_quantum, double mlfq_prefill_ratio,
-                       double prefill_weight, double aging_rate, double preempt_margin,
-                       bool kv_aware) {
-             return SchedulerConfig{policy, max_running, kv_capacity_tokens, block_size, c,
-                                    preempt_mode, swap_capacity_tokens, max_preemptions,
-                                    starvation_steps, starvation_period, default_predicted_len,
-                                    mlfq_levels, mlfq_base_quantum, mlfq_prefill_ratio,
-                                    prefill_weight, aging_rate, preempt_margin, kv_aware};
-           }),
-           py::kw_only(), py::arg("policy") = Policy::TRAIL, py::arg("max_running") = 48,
-           py::arg("kv_capacity_tokens") = 65536, py::arg("block_size") = 16,
-           py::arg("c") = 0.8, py::arg("preempt_mode") = PreemptMode::KEEP,
-           py::arg("swap_capacity_tokens") = 0, py::arg("max_preemptions") = -1,
-           py::arg("starvation_steps") = 0, py::arg("starvation_period") = 0,
-           py::arg("default_predicted_len") = 128.0, py::arg("mlfq_levels") = 4,
-           py::arg("mlfq_base_quantum") = 16, py::arg("mlfq_prefill_ratio") = 64.0,
-           py::arg("prefill_weight") = 0.0, py::arg("aging_rate") = 0.0,
-           py::arg("preempt_margin") = 0.0, py::arg("kv_aware") = false)
-      .def_readwrite("policy", &SchedulerConfig::policy)
-      .def_readwrite("max_running", &SchedulerConfig::max_running)
-      .def_readwrite("kv_capacity_tokens", &SchedulerConfig::kv_capacity_tokens)
-      .def_readwrite("block_size", &SchedulerConfig::block_size)
-      .def_readwrite("c", &SchedulerConfig::c)
-      .def_readwrite("preempt_mode", &SchedulerConfig::preempt_mode)
-      .def_readwrite("swap_capacity_tokens", &SchedulerConfig::swap_capacity_tokens)
-      .def_readwrite("max_preemptions", &SchedulerConfig::max_preemptions)
-      .def_readwrite("starvation_steps", &SchedulerConfig::starvation_steps)
-      .def_readwrite("starvation_period", &SchedulerConfig::starvation_period)
-      .def_readwrite("default_predicted_len", &SchedulerConfig::default_predicted_len)
-      .def_readwrite("mlfq_levels", &SchedulerConfig::mlfq_levels)
-      .def_readwrite("mlfq_base_quantum", &SchedulerConfig::mlfq_base_quantum)
-      .def_readwrite("mlfq_prefill_ratio", &SchedulerConfig::mlfq_prefill_ratio)
-      .def_readwrite("prefill_weight", &SchedulerConfig::prefill_weight)
-      .def_readwrite("aging_rate", &SchedulerConfig::aging_rate)
-      .def_readwrite("preempt_margin", &SchedulerConfig::preempt_margin)
-      .def_readwrite("kv_aware", &SchedulerConfig::kv_aware);
+  // Fields arrive as Python objects and are converted here, so that a wrong type raises a
+  // TypeError naming the field (pybind's own casters would raise a generic "incompatible
+  // arguments" error, and accept a bool as an int); values are checked by Scheduler(config).
+  py::class_<SchedulerConfig> config(m, "SchedulerConfig",
+                                     "Scheduler settings (docs/scheduler.md).");
+  config.def(
+      py::init([](py::handle policy, py::handle max_running, py::handle kv_capacity_tokens,
+                  py::handle block_size, py::handle c, py::handle preempt_mode,
+                  py::handle swap_capacity_tokens, py::handle max_preemptions,
+                  py::handle starvation_steps, py::handle starvation_period,
+                  py::handle default_predicted_len, py::handle mlfq_levels,
+                  py::handle mlfq_base_quantum, py::handle mlfq_prefill_ratio,
+                  py::handle prefill_weight, py::handle aging_rate, py::handle preempt_margin,
+                  py::handle kv_aware) {
+        SchedulerConfig cfg;
+        auto set = [&cfg](auto SchedulerConfig::*m, py::handle v, const char* name) {
+          using T = std::remove_reference_t<decltype(cfg.*m)>;
+          cfg.*m = config_value<T>(v, cat("SchedulerConfig.", name));
+        };
+        set(&SchedulerConfig::policy, policy, "policy");
+        set(&SchedulerConfig::max_running, max_running, "max_running");
+        set(&SchedulerConfig::kv_capacity_tokens, kv_capacity_tokens, "kv_capacity_tokens");
+        set(&SchedulerConfig::block_size, block_size, "block_size");
+        set(&SchedulerConfig::c, c, "c");
+        set(&SchedulerConfig::preempt_mode, preempt_mode, "preempt_mode");
+        set(&SchedulerConfig::swap_capacity_tokens, swap_capacity_tokens,
+            "swap_capacity_tokens");
+        set(&SchedulerConfig::max_preemptions, max_preemptions, "max_preemptions");
+        set(&SchedulerConfig::starvation_steps, starvation_steps, "starvation_steps");
+        set(&SchedulerConfig::starvation_period, starvation_period, "starvation_period");
+        set(&SchedulerConfig::default_predicted_len, default_predicted_len,
+            "default_predicted_len");
+        set(&SchedulerConfig::mlfq_levels, mlfq_levels, "mlfq_levels");
+        set(&SchedulerConfig::mlfq_base_quantum, mlfq_base_quantum, "mlfq_base_quantum");
+        set(&SchedulerConfig::mlfq_prefill_ratio, mlfq_prefill_ratio, "mlfq_prefill_ratio");
+        set(&SchedulerConfig::prefill_weight, prefill_weight, "prefill_weight");
+        set(&SchedulerConfig::aging_rate, aging_rate, "aging_rate");
+        set(&SchedulerConfig::preempt_margin, preempt_margin, "preempt_margin");
+        set(&SchedulerConfig::kv_aware, kv_aware, "kv_aware");
+        return cfg;
+      }),
+      py::kw_only(), py::arg("policy") = Policy::TRAIL, py::arg("max_running") = 48,
+      py::arg("kv_capacity_tokens") = 65536, py::arg("block_size") = 16, py::arg("c") = 0.8,
+      py::arg("preempt_mode") = PreemptMode::KEEP, py::arg("swap_capacity_tokens") = 0,
+      py::arg("max_preemptions") = -1, py::arg("starvation_steps") = 0,
+      py::arg("starvation_period") = 0, py::arg("default_predicted_len") = 128.0,
+      py::arg("mlfq_levels") = 4, py::arg("mlfq_base_quantum") = 16,
+      py::arg("mlfq_prefill_ratio") = 64.0, py::arg("prefill_weight") = 0.0,
+      py::arg("aging_rate") = 0.0, py::arg("preempt_margin") = 0.0,
+      py::arg("kv_aware") = false);
+  config_field(config, "policy", &SchedulerConfig::policy);
+  config_field(config, "max_running", &SchedulerConfig::max_running);
+  config_field(config, "kv_capacity_tokens", &SchedulerConfig::kv_capacity_tokens);
+  config_field(config, "block_size", &SchedulerConfig::block_size);
+  config_field(config, "c", &SchedulerConfig::c);
+  config_field(config, "preempt_mode", &SchedulerConfig::preempt_mode);
+  config_field(config, "swap_capacity_tokens", &SchedulerConfig::swap_capacity_tokens);
+  config_field(config, "max_preemptions", &SchedulerConfig::max_preemptions);
+  config_field(config, "starvation_steps", &SchedulerConfig::starvation_steps);
+  config_field(config, "starvation_period", &SchedulerConfig::starvation_period);
+  config_field(config, "default_predicted_len", &SchedulerConfig::default_predicted_len);
+  config_field(config, "mlfq_levels", &SchedulerConfig::mlfq_levels);
+  config_field(config, "mlfq_base_quantum", &SchedulerConfig::mlfq_base_quantum);
+  config_field(config, "mlfq_prefill_ratio", &SchedulerConfig::mlfq_prefill_ratio);
+  config_field(config, "prefill_weight", &SchedulerConfig::prefill_weight);
+  config_field(config, "aging_rate", &SchedulerConfig::aging_rate);
+  config_field(config, "preempt_margin", &SchedulerConfig::preempt_margin);
+  config_field(config, "kv_aware", &SchedulerConfig::kv_aware);
 
   py::class_<Decision>(m, "Decision", "One iteration's decision; int64 arrays of rids.")
       .def_readonly("iteration", &Decision::iteration)
@@ -379,7 +479,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("probe_isa", &kernels::probe_isa, "Instruction set the CPU probe kernels use here.");
 
   py::class_<Scheduler>(m, "Scheduler", "The TRAIL request scheduler (docs/scheduler.md).")
-      .def(py::init<const SchedulerConfig&>(), py::arg("config"))
+      .def(py::init([](py::handle config) {
+             if (!py::isinstance<SchedulerConfig>(config))
+               throw TypeError(cat("config must be a SchedulerConfig, got ",
+                                   std::string(py::str(py::repr(config)))));
+             return std::make_unique<Scheduler>(py::cast<const SchedulerConfig&>(config));
+           }),
+           py::arg("config"))
       // A copy: writing to it must not change what the scheduler validated and holds.
       .def_property_readonly(
           "config", [](const Scheduler& s) { return SchedulerConfig(s.config()); },
@@ -389,21 +495,21 @@ PYBIND11_MODULE(_C, m) {
           "add",
           [](Scheduler& s, py::handle rid, py::handle arrival, py::handle prompt_len,
              py::handle max_new_tokens, py::handle predicted_len, py::handle score) {
-            s.add(as_int(rid, "rid"), as_real(arrival), as_int(prompt_len, "prompt_len"),
-                  as_int(max_new_tokens, "max_new_tokens"), as_real(predicted_len),
-                  as_real(score));
+            s.add(as_int(rid, "rid"), as_real(arrival, "arrival"),
+                  as_int(prompt_len, "prompt_len"), as_int(max_new_tokens, "max_new_tokens"),
+                  as_real(predicted_len, "predicted_len"), as_real(score, "score"));
           },
           py::arg("rid"), py::arg("arrival"), py::arg("prompt_len"), py::arg("max_new_tokens"),
           py::arg("predicted_len") = NAN, py::arg("score") = NAN,
           "Queue a request (predicted_len/score NaN = unknown).")
       .def(
-          "schedule", [](Scheduler& s, py::handle now) { return s.schedule(as_real(now)); },
+          "schedule", [](Scheduler& s, py::handle now) { return s.schedule(as_real(now, "now")); },
           py::arg("now"), "Decide this iteration's batch at time `now`.")
       .def(
           "on_step",
           [](Scheduler& s, py::handle now, py::handle rids, py::handle new_tokens,
              py::handle finished) {
-            const double t = as_real(now);
+            const double t = as_real(now, "now");
             I64 r = int_array(rids, "rids");
             I64 n = int_array(new_tokens, "new_tokens");
             U8 f = flag_array(finished, "finished");
@@ -432,7 +538,10 @@ PYBIND11_MODULE(_C, m) {
             s.update_scores(r.data(), v.data(), static_cast<size_t>(r.size()));
           },
           py::arg("rids"), py::arg("scores"), "Set LTR scores (lower runs first).")
-      .def("set_prefill_weight", &Scheduler::set_prefill_weight, py::arg("prefill_weight"),
+      .def(
+          "set_prefill_weight",
+          [](Scheduler& s, py::handle w) { s.set_prefill_weight(as_real(w, "prefill_weight")); },
+          py::arg("prefill_weight"),
            "Change prefill_weight (β) of a live scheduler; filed requests are re-ranked.")
       .def(
           "abort", [](Scheduler& s, py::handle rid) { s.abort(as_int(rid, "rid")); },

@@ -26,20 +26,24 @@ int64_t mlfq_initial_level(const SchedulerConfig& cfg, int64_t prompt_len) {
 }  // namespace
 
 Scheduler::Scheduler(const SchedulerConfig& cfg) : cfg_(cfg) {
-  require(cfg.max_running >= 1, "max_running", cfg.max_running, ">= 1");
-  require(cfg.block_size >= 1, "block_size", cfg.block_size, ">= 1");
-  require(cfg.kv_capacity_tokens >= cfg.block_size, "kv_capacity_tokens",
-          cfg.kv_capacity_tokens, ">= block_size");
+  require(cfg.max_running >= 1 && cfg.max_running <= kMaxRunning, "max_running",
+          cfg.max_running, "in [1, 2**20]");
+  require(cfg.block_size >= 1 && cfg.block_size <= kMaxTokens, "block_size", cfg.block_size,
+          "in [1, 2**40]");
+  require(cfg.kv_capacity_tokens >= cfg.block_size && cfg.kv_capacity_tokens <= kMaxTokens,
+          "kv_capacity_tokens", cfg.kv_capacity_tokens, "in [block_size, 2**40]");
   require(std::isfinite(cfg.c) && cfg.c >= 0.0, "c", cfg.c, "finite and >= 0");
-  require(cfg.swap_capacity_tokens >= 0, "swap_capacity_tokens", cfg.swap_capacity_tokens,
-          ">= 0");
+  require(cfg.swap_capacity_tokens >= 0 && cfg.swap_capacity_tokens <= kMaxTokens,
+          "swap_capacity_tokens", cfg.swap_capacity_tokens, "in [0, 2**40]");
   require(cfg.max_preemptions >= -1, "max_preemptions", cfg.max_preemptions, ">= -1");
   require(cfg.starvation_steps >= 0, "starvation_steps", cfg.starvation_steps, ">= 0");
   require(cfg.starvation_period >= 0, "starvation_period", cfg.starvation_period, ">= 0");
   require(std::isfinite(cfg.default_predicted_len) && cfg.default_predicted_len > 0.0,
           "default_predicted_len", cfg.default_predicted_len, "finite and > 0");
-  require(cfg.mlfq_levels >= 1, "mlfq_levels", cfg.mlfq_levels, ">= 1");
-  require(cfg.mlfq_base_quantum >= 1, "mlfq_base_quantum", cfg.mlfq_base_quantum, ">= 1");
+  require(cfg.mlfq_levels >= 1 && cfg.mlfq_levels <= kMaxMlfqLevels, "mlfq_levels",
+          cfg.mlfq_levels, "in [1, 64]");
+  require(cfg.mlfq_base_quantum >= 1 && cfg.mlfq_base_quantum <= kMaxTokens,
+          "mlfq_base_quantum", cfg.mlfq_base_quantum, "in [1, 2**40]");
   require(std::isfinite(cfg.mlfq_prefill_ratio) && cfg.mlfq_prefill_ratio > 0.0,
           "mlfq_prefill_ratio", cfg.mlfq_prefill_ratio, "finite and > 0");
   require(std::isfinite(cfg.prefill_weight) && cfg.prefill_weight >= 0.0, "prefill_weight",
@@ -135,6 +139,8 @@ void Scheduler::add(int64_t rid, double arrival, int64_t prompt_len, int64_t max
     throw ValueError(cat("request ", rid, ": prompt_len=", prompt_len, " + max_new_tokens=",
                          max_new_tokens, " can never fit in kv_capacity_tokens=",
                          cfg_.kv_capacity_tokens, " (block_size=", cfg_.block_size, ")"));
+  if (table_.size() >= kMaxLive)
+    throw ValueError(cat("request ", rid, ": too many live requests (the limit is 2**32 - 1)"));
   Request r;
   r.rid = rid;
   r.arrival = arrival;

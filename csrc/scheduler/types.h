@@ -2,14 +2,23 @@
 // No Python or torch headers: the bindings translate these.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "common/errors.h"
-#include <limits>
 #include <string>
 #include <vector>
 
 namespace trail {
+
+// Documented limits (docs/scheduler.md, "Limits"), checked where values enter: with them
+// every block count, sum and ceil-division the scheduler forms stays far inside int64
+// (Σ over a batch <= kMaxRunning * (kMaxTokens + 1) < 2**61), and every slot fits uint32.
+inline constexpr int64_t kMaxTokens = int64_t{1} << 40;   // capacities, block size, lengths
+inline constexpr int64_t kMaxRunning = int64_t{1} << 20;  // max_running
+inline constexpr int64_t kMaxMlfqLevels = 64;             // mlfq_levels (quanta stay exact)
+inline constexpr size_t kMaxLive = 0xFFFFFFFFu;           // live requests (uint32 slots)
 
 enum class Policy { FCFS, SJF, SRPT, TRAIL, LTR, MLFQ };
 enum class PreemptMode { KEEP, SWAP, RECOMPUTE };

@@ -8,10 +8,11 @@ Registered with `torch.library` when `trail` is imported. CPU tensors run the C+
     pred = torch.ops.trail.probe_step(hidden, slots, first, w1, b1, w2, b2,
                                       transition, centers, cap, state)
 
-hidden [B, D] (fp32/bf16/fp16), slots [B] int32 (unique rows of `state`), first [B] bool,
-w1 [H, D], b1 [H], w2 [K, H], b2 [K] (torch.nn.Linear layout, fp32 on the CPU path),
-transition [K, K] f32, centers [K] f32, cap [B] f32, state [S, K] f32 (updated in place)
-→ pred [B] f32.
+hidden [B, D] (fp32/bf16/fp16), slots [B] int32 or int64 (unique rows of `state`; never
+narrowed: on the CPU an int64 slot outside the state is refused, on CUDA its row is skipped),
+first [B] bool, w1 [H, D], b1 [H], w2 [K, H], b2 [K] (torch.nn.Linear layout, fp32 on the
+CPU path), transition [K, K] f32, centers [K] f32, cap [B] f32, state [S, K] f32 (updated
+in place) → pred [B] f32.
 
     pred, gittins = torch.ops.trail.probe_step_rank(hidden, slots, first, w1, b1, w2, b2,
                                                     transition, centers, edges, cap, state)
@@ -62,7 +63,7 @@ def _check(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
     if hidden.dtype not in _HIDDEN_DTYPES + (torch.float64,):
         raise TypeError(f"probe_step: hidden must be a floating dtype, got {hidden.dtype}")
     if slots.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"probe_step: slots must be int32, got {slots.dtype}")
+        raise TypeError(f"probe_step: slots must be int32 or int64, got {slots.dtype}")
     if first.dtype != torch.bool:
         raise TypeError(f"probe_step: first must be bool, got {first.dtype}")
     for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
@@ -116,6 +117,14 @@ def _probe_step_cpu(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1
     rank = None if edges is None else torch.empty(b, dtype=torch.float32)
     if b == 0 and edges is None:
         return pred, rank  # (with edges the binding still checks them, as for any batch)
+    sl = slots.detach()
+    if sl.dtype == torch.int64 and b:
+        # Narrowed to int32 below: a slot of 2**32 + 1 would silently become slot 1.
+        bad = ((sl < 0) | (sl >= state.shape[0])).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"probe_step: slots[{i}]={int(sl[i])} is outside the state's "
+                             f"{state.shape[0]} rows")
     x = hidden.detach()
     if x.dtype == torch.float64:
         x = x.float()  # the C++ path computes in fp32; the reference also takes float64
@@ -129,7 +138,7 @@ def _probe_step_cpu(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1
     pre = None
     if b >= CPU_GEMM_MIN_ROWS:
         pre = torch.mm(x.float(), w1f.t()).numpy()
-    _C.probe_step(xn, code, slots.detach().to(torch.int32).contiguous().numpy(),
+    _C.probe_step(xn, code, sl.to(torch.int32).contiguous().numpy(),
                   first.detach().contiguous().numpy(), w1f.numpy(), _f32(b1.detach()).numpy(),
                   _f32(w2.detach()).numpy(), _f32(b2.detach()).numpy(),
                   transition.detach().contiguous().numpy(), centers.detach().contiguous().numpy(),

@@ -28,6 +28,13 @@ import numpy as np
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
+# Documented limits (docs/scheduler.md, "Limits"); the C++ scheduler enforces the same ones
+# (csrc/scheduler/types.h), where they keep every block count and sum inside int64.
+MAX_TOKENS = 2**40        # kv/swap capacity, block size, mlfq_base_quantum (and so lengths)
+MAX_RUNNING = 2**20       # max_running
+MAX_MLFQ_LEVELS = 64      # mlfq_levels
+MAX_LIVE = 2**32 - 1      # live requests (the C++ table's uint32 slots)
+
 
 class Policy(enum.Enum):
     """How requests are ranked (see the table in docs/scheduler.md)."""
@@ -169,19 +176,27 @@ def _int_arg(value: Any, name: str) -> int:
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
     if not _INT64_MIN <= v <= _INT64_MAX:
-        raise TypeError(f"{name} does not fit in int64: {v!r}")
+        raise TypeError(f"{name}={_shown(v)} does not fit in int64")
     return v
 
 
 def _float_arg(value: Any, name: str) -> float:
     """Convert a scalar real argument; `TypeError` for a non-number."""
-    # float("1.5") would succeed, but a string is not a number to the C++ binding.
-    if isinstance(value, (str, bytes, bytearray)):
+    # float("1.5") or float(True) would succeed, but neither is a number to the C++ binding.
+    if isinstance(value, (str, bytes, bytearray, bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         return float(value)
+    except OverflowError:  # an int beyond the range of a double
+        raise TypeError(f"{name}={_shown(value)} does not fit in a double") from None
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
+def _shown(value: Any) -> str:
+    """str(value), cut short as the binding does."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-10:]}"
 
 
 def _array_arg(value: Any, name: str, kinds: str) -> np.ndarray:
@@ -253,19 +268,20 @@ class Scheduler:
             if not ok:
                 raise ValueError(f"{name} must be {rule}, got {getattr(cfg, name)!r}")
 
-        require(cfg.max_running >= 1, "max_running", ">= 1")
-        require(cfg.block_size >= 1, "block_size", ">= 1")
-        require(cfg.kv_capacity_tokens >= cfg.block_size, "kv_capacity_tokens",
-                f">= block_size ({cfg.block_size})")
+        require(1 <= cfg.max_running <= MAX_RUNNING, "max_running", "in [1, 2**20]")
+        require(1 <= cfg.block_size <= MAX_TOKENS, "block_size", "in [1, 2**40]")
+        require(cfg.block_size <= cfg.kv_capacity_tokens <= MAX_TOKENS, "kv_capacity_tokens",
+                f"in [block_size ({cfg.block_size}), 2**40]")
         require(math.isfinite(cfg.c) and cfg.c >= 0, "c", "finite and >= 0")
-        require(cfg.swap_capacity_tokens >= 0, "swap_capacity_tokens", ">= 0")
+        require(0 <= cfg.swap_capacity_tokens <= MAX_TOKENS, "swap_capacity_tokens",
+                "in [0, 2**40]")
         require(cfg.max_preemptions >= -1, "max_preemptions", ">= -1")
         require(cfg.starvation_steps >= 0, "starvation_steps", ">= 0")
         require(cfg.starvation_period >= 0, "starvation_period", ">= 0")
         require(math.isfinite(cfg.default_predicted_len) and cfg.default_predicted_len > 0,
                 "default_predicted_len", "finite and > 0")
-        require(cfg.mlfq_levels >= 1, "mlfq_levels", ">= 1")
-        require(cfg.mlfq_base_quantum >= 1, "mlfq_base_quantum", ">= 1")
+        require(1 <= cfg.mlfq_levels <= MAX_MLFQ_LEVELS, "mlfq_levels", "in [1, 64]")
+        require(1 <= cfg.mlfq_base_quantum <= MAX_TOKENS, "mlfq_base_quantum", "in [1, 2**40]")
         require(math.isfinite(cfg.mlfq_prefill_ratio) and cfg.mlfq_prefill_ratio > 0,
                 "mlfq_prefill_ratio", "finite and > 0")
         for name in ("prefill_weight", "aging_rate", "preempt_margin"):
@@ -503,6 +519,8 @@ class Scheduler:
             raise ValueError(f"request {rid} needs {need} blocks "
                              f"(prompt_len {prompt_len} + max_new_tokens {max_new_tokens}) "
                              f"but the device has {self._C}")
+        if len(self._reqs) >= MAX_LIVE:
+            raise ValueError(f"request {rid}: too many live requests (the limit is 2**32 - 1)")
 
         known = predicted_len if not math.isnan(predicted_len) else self._cfg.default_predicted_len
         remaining = min(known, float(max_new_tokens))

@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+MAX_BINS = 1024  # bins (K) the kernel handles: one row's distribution lives in registers
+
 
 @triton.jit
 def _probe_step_kernel(hidden_ptr, stride_h, slots_ptr, first_ptr, w1_ptr, b1_ptr, w2_ptr,
@@ -63,7 +65,7 @@ def _probe_step_kernel(hidden_ptr, stride_h, slots_ptr, first_ptr, w1_ptr, b1_pt
         bias = tl.load(b1_ptr + hs, mask=hmask, other=0.0).to(tl.float32)
         z = acc + bias[None, :]
         z = tl.where(z < 0.0, 0.0, z)  # ReLU that keeps NaN, as torch.relu does
-        w2t = tl.load(w2_ptr + ks[None, :] * H + hs[:, None],
+        w2t = tl.load(w2_ptr + ks.to(tl.int64)[None, :] * H + hs[:, None],
                       mask=hmask[:, None] & kmask[None, :], other=0.0).to(tl.float32)
         logits += tl.dot(z, w2t, input_precision="ieee")
     logits += tl.load(b2_ptr + ks, mask=kmask, other=0.0).to(tl.float32)[None, :]
@@ -162,6 +164,8 @@ def _launch(hidden: torch.Tensor, slots: torch.Tensor, first: torch.Tensor, w1: 
             edges: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     b, d = hidden.shape
     h, k = w1.shape[0], w2.shape[0]
+    if k > MAX_BINS:  # the kernel holds a row's K bins in registers (KP below)
+        raise ValueError(f"probe_step on CUDA supports at most {MAX_BINS} bins, got K={k}")
     pred = torch.empty(b, dtype=torch.float32, device=hidden.device)
     rank = None if edges is None else torch.empty_like(pred)
     if b == 0:
@@ -177,11 +181,11 @@ def _launch(hidden: torch.Tensor, slots: torch.Tensor, first: torch.Tensor, w1: 
     block_b = 16  # tl.dot's smallest tile
     grid = (triton.cdiv(b, block_b),)
     _probe_step_kernel[grid](
-        hidden, hidden.stride(0), slots.to(torch.int32).contiguous(),
+        hidden, hidden.stride(0), slots.contiguous(),  # int32 or int64: never narrowed
         first.contiguous().view(torch.uint8), w1, b1.contiguous(), w2, b2.contiguous(),
         transition.contiguous(), centers.contiguous(), cap.contiguous(), state, pred,
         pred if edges is None else edges.contiguous(), pred if rank is None else rank,
         b, d, h, k, state.shape[0],
         BLOCK_B=block_b, BLOCK_D=_pow2(d, 16, 128), BLOCK_H=_pow2(h, 16, 64),
-        KP=_pow2(k, 16, 1024), DOT_FP32=dot_fp32, RANK=edges is not None)
+        KP=_pow2(k, 16, MAX_BINS), DOT_FP32=dot_fp32, RANK=edges is not None)
     return pred, rank

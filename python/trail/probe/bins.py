@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 
@@ -20,7 +22,10 @@ class Bins:
     edges: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        e = self.edges
+        if isinstance(self.edges, (str, bytes)) or not hasattr(self.edges, "__iter__"):
+            raise TypeError(f"Bins: edges must be a sequence of numbers, got {self.edges!r}")
+        e = tuple(_real(x, f"edges[{i}]") for i, x in enumerate(self.edges))
+        object.__setattr__(self, "edges", e)  # a tuple of floats: hashable, cached by value
         if len(e) < 2:
             raise ValueError(f"bins need at least 2 edges, got {list(e)}")
         if e[0] != 0 or any(not math.isfinite(x) for x in e):
@@ -29,21 +34,39 @@ class Bins:
             raise ValueError(f"bin edges must increase strictly, got {list(e)}")
         if e[1] < 1:
             raise ValueError(f"the first bin must be at least one token wide, got {list(e)}")
+        # The probe kernels hold edges and centers in float32: they must stay finite and
+        # strictly increasing there, or a Probe would fail (or rank wrongly) at serving time.
+        with np.errstate(over="ignore"):
+            e32 = [float(x) for x in np.asarray(e, np.float64).astype(np.float32)]
+        if not math.isfinite(e32[-1]) or any(b <= a for a, b in zip(e32, e32[1:])):
+            raise ValueError(f"bin edges must stay finite and strictly increasing in float32 "
+                             f"(the probe kernels' precision), got {list(e)}")
 
     @staticmethod
     def uniform(k: int = 10, max_len: float = 512.0) -> "Bins":
         """K equal bins over [0, max_len] (the paper: 10 bins over 0..512)."""
-        if k < 1 or not max_len > 0:
-            raise ValueError(f"uniform bins need k >= 1 and max_len > 0, got {k}, {max_len}")
+        k = _count(k, "k")
+        max_len = _real(max_len, "max_len")
+        if k < 1 or not (max_len > 0 and math.isfinite(max_len)):
+            raise ValueError(f"uniform bins need k >= 1 and a finite max_len > 0, "
+                             f"got k={k}, max_len={max_len}")
         return Bins(tuple(max_len * i / k for i in range(k + 1)))
 
     @staticmethod
     def geometric(k: int = 10, first: float = 2.0, ratio: float = 2.0) -> "Bins":
         """Edges 0, first, first·ratio, first·ratio², …: fine bins for short remainders."""
-        if k < 1 or not first >= 1 or not ratio > 1:
-            raise ValueError(f"geometric bins need k >= 1, first >= 1, ratio > 1, "
-                             f"got {k}, {first}, {ratio}")
-        return Bins((0.0,) + tuple(first * ratio**i for i in range(k)))
+        k = _count(k, "k")
+        first, ratio = _real(first, "first"), _real(ratio, "ratio")
+        if k < 1 or not (first >= 1 and math.isfinite(first)) or not (
+                ratio > 1 and math.isfinite(ratio)):
+            raise ValueError(f"geometric bins need k >= 1, finite first >= 1 and ratio > 1, "
+                             f"got k={k}, first={first}, ratio={ratio}")
+        try:
+            edges = tuple(first * ratio**i for i in range(k))
+        except OverflowError:
+            raise ValueError(f"geometric bins: the last edge first * ratio**(k - 1) = "
+                             f"{first} * {ratio}**{k - 1} overflows") from None
+        return Bins((0.0,) + edges)
 
     @property
     def k(self) -> int:
@@ -72,9 +95,34 @@ class Bins:
 
         Bin 0 absorbs. Rows sum to 1; float32 [K, K].
         """
+        tokens = _count(tokens, "tokens")
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
-        return _transition_power(self.edges, int(tokens)).clone()
+        return _transition_power(self.edges, tokens).clone()
+
+
+def _real(value: object, name: str) -> float:
+    """A real number (not a bool or a string); TypeError naming `name` otherwise."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"Bins: {name} must be a real number, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        text = str(value)
+        text = text if len(text) <= 40 else f"{text[:20]}...{text[-10:]}"
+        raise ValueError(f"Bins: {name}={text} is out of the range of a float") from None
+    except (TypeError, ValueError):
+        raise TypeError(f"Bins: {name} must be a real number, got {value!r}") from None
+
+
+def _count(value: object, name: str) -> int:
+    """An integer (not a bool, not a float: 2.5 tokens is not silently 2); TypeError otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Bins: {name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"Bins: {name} must be an integer, got {value!r}") from None
 
 
 @lru_cache(maxsize=256)

@@ -14,9 +14,11 @@ bin edges, sizes, model identity); never pickle.
 from __future__ import annotations
 
 import json
+import operator
 import pathlib
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -39,12 +41,14 @@ class Probe(nn.Module):
                  device: torch.device | str | None = None) -> None:
         super().__init__()
         bins = bins if bins is not None else Bins.uniform()
-        for name, value in (("hidden_size", hidden_size), ("hidden_dim", hidden_dim),
-                            ("num_slots", num_slots)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Probe: {name} must be a positive int, got {value!r}")
-        if not isinstance(layer, int) or layer < 0:
-            raise ValueError(f"Probe: layer must be a non-negative int, got {layer!r}")
+        if not isinstance(bins, Bins):
+            raise TypeError(f"Probe: bins must be a Bins, got {bins!r}")
+        hidden_size = _size(hidden_size, "hidden_size", 1)
+        hidden_dim = _size(hidden_dim, "hidden_dim", 1)
+        num_slots = _size(num_slots, "num_slots", 1)
+        layer = _size(layer, "layer", 0)
+        if not isinstance(model_id, str):
+            raise TypeError(f"Probe: model_id must be a str, got {model_id!r}")
         self.bins = bins
         self.layer = layer
         self.model_id = model_id
@@ -87,10 +91,10 @@ class Probe(nn.Module):
 
     def transition(self, tokens: int = 1) -> Tensor:
         """Tᵏ for k = `tokens` on the probe's device (cached)."""
-        key = (int(tokens), self.state.device)
+        key = (tokens, self.state.device)
         t = self._transitions.get(key)
         if t is None:
-            t = self.bins.transition(int(tokens)).to(self.state.device)
+            t = self.bins.transition(tokens).to(self.state.device)
             self._transitions[key] = t
         return t
 
@@ -131,9 +135,11 @@ class Probe(nn.Module):
         device = self.state.device
         slot_t = self._host_slots(slots, b)
         first_t = _per_row(first, b, torch.bool, "first")
-        gen = _per_row(generated, b, torch.float32, "generated")
-        limit = _per_row(max_new_tokens, b, torch.float32, "max_new_tokens")
-        cap = torch.clamp(limit - gen, min=0.0)
+        # float64: token counts are exact there up to 2**53 (float32 would round 2**24 + 1);
+        # only the cap itself goes to the kernels in float32.
+        gen = _per_row(generated, b, torch.float64, "generated")
+        limit = _per_row(max_new_tokens, b, torch.float64, "max_new_tokens")
+        cap = torch.clamp(limit - gen, min=0.0).float()
         since = _per_row(tokens_since_last, b, torch.int64, "tokens_since_last")
         if bool((since < 0).any()):
             raise ValueError(f"Probe.step: tokens_since_last must be >= 0, got {since.tolist()}")
@@ -195,14 +201,14 @@ class Probe(nn.Module):
 
     def resize_slots(self, num_slots: int) -> None:
         """Reallocate the state for `num_slots` slots, all uniform."""
-        if not isinstance(num_slots, int) or num_slots < 1:
-            raise ValueError(f"Probe: num_slots must be a positive int, got {num_slots!r}")
+        num_slots = _size(num_slots, "num_slots", 1)
         self.state = torch.full((num_slots, self.num_bins), 1.0 / self.num_bins,
                                 device=self.state.device)
 
     def grow_slots(self, num_slots: int) -> None:
         """Make room for `num_slots` slots, keeping existing distributions (new ones uniform)."""
-        if not isinstance(num_slots, int) or num_slots < self.num_slots:
+        num_slots = _size(num_slots, "num_slots", 1)
+        if num_slots < self.num_slots:
             raise ValueError(f"Probe.grow_slots: {num_slots!r} is fewer than the "
                              f"{self.num_slots} slots there are")
         grown = torch.full((num_slots, self.num_bins), 1.0 / self.num_bins,
@@ -265,13 +271,39 @@ class Probe(nn.Module):
         return probe
 
 
+# Sizes and slot indexes reach the kernels as int32 (slots) and Triton's int32 offsets.
+MAX_SIZE = 2**31 - 1
+# Integers given per row must be exact in float64 (the cap's precision) and fit int64.
+MAX_COUNT = 2**53
+
+
+def _size(value: Any, name: str, lo: int) -> int:
+    """A size or index argument: an integer (not a bool) in [lo, 2**31 - 1]."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Probe: {name} must be an int, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"Probe: {name} must be an int, got {value!r}") from None
+    if not lo <= v <= MAX_SIZE:
+        raise ValueError(f"Probe: {name}={v} must be in [{lo}, 2**31 - 1]")
+    return v
+
+
 def _per_row(value: Any, b: int, dtype: torch.dtype, name: str) -> Tensor:
     """One value per row as a host tensor (a scalar is repeated)."""
     if type(value) is list and len(value) == b and (
             all(type(v) is bool for v in value) if dtype == torch.bool
-            else all(type(v) is int for v in value)):
+            else all(type(v) is int and -MAX_COUNT <= v <= MAX_COUNT for v in value)):
         return torch.tensor(value, dtype=dtype)  # the serving loop's case: nothing to check
-    t = value.detach().to("cpu") if isinstance(value, Tensor) else torch.as_tensor(value)
+    try:
+        t = value.detach().to("cpu") if isinstance(value, Tensor) else torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise TypeError(f"Probe.step: {name} must be numbers, one per row or one for all, "
+                        f"got {value!r}") from None
+    if t.dtype not in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32,
+                       torch.int64) and not t.is_floating_point():
+        raise TypeError(f"Probe.step: {name} must be real numbers, got dtype {t.dtype}")
     if t.dim() == 0:
         t = t.expand(b)
     if t.shape != (b,):
@@ -279,9 +311,19 @@ def _per_row(value: Any, b: int, dtype: torch.dtype, name: str) -> Tensor:
                          f"got shape {tuple(t.shape)}")
     if dtype != torch.bool and t.dtype == torch.bool:
         raise TypeError(f"Probe.step: {name} must be numeric, got bool")
+    if dtype == torch.bool and t.dtype != torch.bool:  # flags: bools, or integers 0 and 1
+        if t.is_floating_point() or t.is_complex():
+            raise TypeError(f"Probe.step: {name} must be bools, got dtype {t.dtype}")
+        if t.numel() and not bool(((t == 0) | (t == 1)).all()):
+            raise ValueError(f"Probe.step: {name} must be bools (or 0/1), got {t.tolist()}")
     if dtype in (torch.int64, torch.int32) and t.is_floating_point():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"Probe.step: {name} must be finite, got {t.tolist()}")
         if not bool(torch.all(t == torch.round(t))):
             raise TypeError(f"Probe.step: {name} must hold integers, got {t.tolist()}")
+    if t.numel() and not t.is_floating_point() and t.dtype != torch.bool and (
+            int(t.min()) < -MAX_COUNT or int(t.max()) > MAX_COUNT):
+        raise ValueError(f"Probe.step: {name} must be in [-2**53, 2**53], got {t.tolist()}")
     out = t.to(dtype)
     if out.is_floating_point() and not bool(torch.isfinite(out).all()):
         raise ValueError(f"Probe.step: {name} must be finite, got {t.tolist()}")
@@ -289,7 +331,13 @@ def _per_row(value: Any, b: int, dtype: torch.dtype, name: str) -> Tensor:
 
 
 def _as_index(slots: IntLike, num_slots: int) -> Tensor:
-    s = slots.detach().to("cpu") if isinstance(slots, Tensor) else torch.as_tensor(slots)
+    try:
+        s = slots.detach().to("cpu") if isinstance(slots, Tensor) else torch.as_tensor(slots)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise TypeError(f"slots must be integers, got {slots!r}") from None
+    if s.dtype == torch.bool or s.is_floating_point() or s.is_complex():
+        # 1.7 would silently become slot 1, True slot 1
+        raise TypeError(f"slots must be integers, got dtype {s.dtype}")
     s = s.reshape(-1).to(torch.int64)
     if s.numel() and (int(s.min()) < 0 or int(s.max()) >= num_slots):
         raise ValueError(f"slots must be in [0, {num_slots}), got {s.tolist()}")

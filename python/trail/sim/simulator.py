@@ -15,6 +15,7 @@ engine reports them (trail.engine.metrics), plus KV use over time.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,19 +79,27 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
     `_quiet_steps`); the results are the same as without it, only faster. `desc` labels the
     progress bar.
     """
-    arrival = np.asarray(arrival, float)
-    prompt = np.asarray(prompt_tokens, np.int64)
-    output = np.asarray(output_tokens, np.int64)
+    if not isinstance(scheduler, te.SchedulerConfig):
+        raise TypeError(f"scheduler must be a trail_ext.SchedulerConfig, got {scheduler!r}")
+    arrival = _column(arrival, "arrival", "iuf")
+    if not np.all(np.isfinite(arrival)):
+        i = int(np.flatnonzero(~np.isfinite(arrival))[0])
+        raise ValueError(f"arrival[{i}]={arrival[i]} must be finite")
+    arrival = arrival.astype(float)
+    prompt = _token_counts(prompt_tokens, "prompt_tokens")
+    output = _token_counts(output_tokens, "output_tokens")
     n = len(arrival)
     if not (len(prompt) == len(output) == n) or n == 0:
         raise ValueError(f"arrival, prompt_tokens and output_tokens must be non-empty and of one "
                          f"length, got {len(arrival)}, {len(prompt)}, {len(output)}")
-    if np.any(output < 1) or np.any(prompt < 1):
-        raise ValueError("prompt and output lengths must be >= 1")
+    predict_every = _whole(predict_every, "predict_every")
     if predict_every < 1:
         raise ValueError(f"predict_every={predict_every!r} must be >= 1")
     order = np.argsort(arrival, kind="stable")
-    cap = int(max_new_tokens if max_new_tokens is not None else output.max())
+    cap = int(output.max()) if max_new_tokens is None else _whole(max_new_tokens,
+                                                                   "max_new_tokens")
+    if not 1 <= cap <= MAX_TOKENS:
+        raise ValueError(f"max_new_tokens={cap} must be in [1, 2**40]")
     if cap < output.max():
         raise ValueError(f"max_new_tokens={cap} is below the longest output ({output.max()})")
     rng = np.random.default_rng(seed)
@@ -172,6 +181,49 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
     bar.close()
     return SimResult(arrival, first, finish, output, preempt, np.asarray(kv_t),
                      np.asarray(kv_u), iterations, time.perf_counter() - wall, s.stats())
+
+
+# Token counts the scheduler accepts (docs/scheduler.md, "Limits").
+MAX_TOKENS = 2**40
+
+
+def _column(values: Any, name: str, kinds: str) -> np.ndarray:
+    """A one-dimensional numeric array whose dtype kind is in `kinds` (TypeError otherwise)."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"{name} must be a one-dimensional array of numbers: {exc}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in kinds:  # bools, strings, objects (huge ints)
+        raise TypeError(f"{name} must hold {'real numbers' if 'f' in kinds else 'integers'}, "
+                        f"got dtype {arr.dtype}")
+    return arr
+
+
+def _token_counts(values: Any, name: str) -> np.ndarray:
+    """Token counts as int64: integers (or whole floats), each in [1, 2**40]."""
+    arr = _column(values, name, "iuf")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite")
+        if np.any(arr != np.round(arr)):  # 2.7 tokens would silently become 2
+            raise TypeError(f"{name} must hold whole numbers")
+    bad = (arr < 1) | (arr > MAX_TOKENS)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}[{i}]={arr[i]}: token counts must be >= 1 and <= 2**40")
+    return arr.astype(np.int64)
+
+
+def _whole(value: Any, name: str) -> int:
+    """An integer scalar (not a bool, not a float); TypeError naming `name` otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
 def _advance(s: te.Scheduler, now: float, running: np.ndarray, tokens: int,
@@ -259,6 +311,9 @@ def capacity(prompt_tokens: np.ndarray, output_tokens: np.ndarray,
     """
     from trail.sim.predictors import Oracle
 
+    n = _whole(n, "n")
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(output_tokens), n)
     fcfs = te.SchedulerConfig(policy=te.Policy.FCFS, max_running=scheduler.max_running,
