@@ -13,6 +13,7 @@ request that grows with n; a flat time per request means the call is O(n log n) 
 
     python bench/scheduler_scaling.py                 # ~1 min; writes bench/results/
     python bench/scheduler_scaling.py --smoke         # seconds; checks the script only
+    python bench/scheduler_scaling.py --before OLD.json   # adds an earlier run's column
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes; writes nothing")
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--before", type=pathlib.Path, default=None,
+                    help="JSON of an earlier run (e.g. another build) to show beside this one")
     args = ap.parse_args()
     sizes = [100, 400] if args.smoke else [int(x) for x in args.sizes.split(",")]
     rows = []
@@ -116,6 +119,7 @@ def main() -> None:
             print(f"{name:9s} n={n:6d}  moved {r['moved']:6d}  schedule {r['schedule_ms']:9.2f} ms"
                   f"  {r['us_per_moved']:7.3f} us per moved request", flush=True)
     if args.smoke:
+        print("smoke run done")
         return
     day = dt.date.today().isoformat()
     meta = {"date": day, "machine": describe(), "python": platform.python_version(),
@@ -124,15 +128,24 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"scheduler_scaling_{day}.json").write_text(
         json.dumps({**meta, "results": rows}, indent=1) + "\n")
+    before = json.loads(args.before.read_text()) if args.before else None
+    old = {(r["scenario"], r["n"]): r for r in before["results"]} if before else {}
     lines = [f"# One schedule() call that moves n requests ({day})", "",
              f"- machine: {meta['machine']}", f"- python {meta['python']}, commit "
              f"{meta['commit']}", f"- command: `{meta['command']}`", "",
              "Median of fresh set-ups. A flat time per moved request means the call is "
-             "O(n log n) or better in the batch.", "",
-             "| scenario | n | moved | schedule() ms | µs per moved request |",
-             "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['scenario']} | {r['n']} | {r['moved']} | {r['schedule_ms']:.2f} | "
-              f"{r['us_per_moved']:.3f} |" for r in rows]
+             "O(n log n) or better in the batch.", ""]
+    if before:
+        lines += [f"'before': {before.get('note', '')} (commit {before['commit']}, "
+                  f"`{before['command']}`).", ""]
+    lines += ["| scenario | n | moved | schedule() ms | µs per moved request |"
+              + (" before: schedule() ms |" if before else ""),
+              "|---|---:|---:|---:|---:|" + ("---:|" if before else "")]
+    for r in rows:
+        b = old.get((r["scenario"], r["n"]))
+        lines.append(f"| {r['scenario']} | {r['n']} | {r['moved']} | {r['schedule_ms']:.2f} | "
+                     f"{r['us_per_moved']:.3f} |"
+                     + ((f" {b['schedule_ms']:.2f} |" if b else " – |") if before else ""))
     (args.out / f"scheduler_scaling_{day}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}/scheduler_scaling_{day}.{{json,md}}")
 

@@ -727,7 +727,10 @@ def test_bins_check_edges(edges: Any, exc: type, name: str) -> None:
     (lambda: Bins.uniform(4, math.nan), ValueError, "max_len"),
     (lambda: Bins.uniform(4, math.inf), ValueError, "max_len"),
     (lambda: Bins.uniform(4, "8"), TypeError, "max_len"),
-    (lambda: Bins.geometric(5000), ValueError, "overflows"),
+    (lambda: Bins.geometric(1000, ratio=10.0), ValueError, "overflows"),
+    (lambda: Bins.geometric(1025), ValueError, "1024"),
+    (lambda: Bins.uniform(2**31), ValueError, "1024"),
+    (lambda: Bins(tuple(range(1026))), ValueError, "1024"),
     (lambda: Bins.geometric(4, first=math.inf), ValueError, "first"),
     (lambda: Bins.geometric(4, ratio=math.nan), ValueError, "ratio"),
     (lambda: Bins.geometric(4, ratio=None), TypeError, "ratio"),
@@ -805,3 +808,17 @@ def test_capacity_checks_its_sample_size(n: Any, exc: type) -> None:
         capacity(np.array([4, 5]), np.array([2, 3]), te.SchedulerConfig(),
                  CostModel.preset("llama3-8b-a100-80gb"), n=n)
 
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(hidden_size=2**15, hidden_dim=2**14), "hidden_size \\* hidden_dim"),
+    (dict(hidden_size=8, num_slots=2**26, bins=Bins.uniform(10)), "num_slots \\* bins"),
+])
+def test_probe_sizes_that_would_exhaust_memory_are_refused(kwargs: dict[str, Any],
+                                                          words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        Probe(**kwargs)
+    p = Probe(8, Bins.uniform(10), hidden_dim=4, num_slots=2)
+    with pytest.raises(ValueError, match="num_slots \\* bins"):
+        p.grow_slots(2**26)
+    assert p.num_slots == 2

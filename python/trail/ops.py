@@ -41,6 +41,12 @@ _HIDDEN_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def _check(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
            b2: Tensor, transition: Tensor, centers: Tensor, cap: Tensor, state: Tensor) -> None:
     """Shapes, dtypes and devices; raises ValueError/TypeError naming the offending value."""
+    named = (("hidden", hidden), ("slots", slots), ("first", first), ("w1", w1), ("b1", b1),
+             ("w2", w2), ("b2", b2), ("transition", transition), ("centers", centers),
+             ("cap", cap), ("state", state))
+    for name, t in named:
+        if not isinstance(t, Tensor):  # the dispatcher lets None through to here
+            raise TypeError(f"probe_step: {name} must be a Tensor, got {type(t).__name__}")
     if hidden.dim() != 2:
         raise ValueError(f"probe_step: hidden must be [B, D], got shape {tuple(hidden.shape)}")
     b, d = hidden.shape
@@ -83,6 +89,8 @@ def _check(hidden: Tensor, slots: Tensor, first: Tensor, w1: Tensor, b1: Tensor,
 
 def _check_edges(edges: Tensor, k: int, device: torch.device) -> None:
     """Shape, dtype and device of the Gittins rank's bin edges."""
+    if not isinstance(edges, Tensor):
+        raise TypeError(f"probe_step_rank: edges must be a Tensor, got {type(edges).__name__}")
     if tuple(edges.shape) != (k + 1,):
         raise ValueError(f"probe_step_rank: edges must have shape ({k + 1},), "
                          f"got {tuple(edges.shape)}")

@@ -88,9 +88,22 @@ class Engine:
         if config.probe_rank not in PROBE_RANKS:
             raise ValueError(f"EngineConfig.probe_rank must be 'mean' or 'gittins', "
                              f"got {config.probe_rank!r}")
-        if not isinstance(config.predict_every, int) or config.predict_every < 1:
+        if not _int(config.predict_every) or config.predict_every < 1:
             raise ValueError(f"EngineConfig.predict_every must be a positive int, "
                              f"got {config.predict_every!r}")
+        if config.max_model_len is not None and not _int(config.max_model_len):
+            raise TypeError(f"EngineConfig.max_model_len must be an int or None, "
+                            f"got {config.max_model_len!r}")
+        if not isinstance(config.capture_layers, (tuple, list)) or not all(
+                _int(x) for x in config.capture_layers):
+            raise TypeError(f"EngineConfig.capture_layers must be a tuple of ints, "
+                            f"got {config.capture_layers!r:.80}")
+        if not isinstance(config.scheduler, te.SchedulerConfig):
+            raise TypeError(f"EngineConfig.scheduler must be a trail_ext.SchedulerConfig, "
+                            f"got {type(config.scheduler).__name__}")
+        if config.probe is not None and not isinstance(config.probe, Probe):
+            raise TypeError(f"EngineConfig.probe must be a trail.Probe or None, "
+                            f"got {type(config.probe).__name__}")
         limit = getattr(model.config, "max_position_embeddings", None)
         max_len = config.max_model_len if config.max_model_len is not None else limit
         if max_len is None:
@@ -99,6 +112,14 @@ class Engine:
         if max_len < 2 or (limit is not None and max_len > limit):
             raise ValueError(f"EngineConfig.max_model_len={max_len} must be in [2, {limit}] "
                              "(the model's max_position_embeddings)")
+        if config.step_cost is not None and not isinstance(config.step_cost, StepCost):
+            raise TypeError(f"EngineConfig.step_cost must be a StepCost or None, "
+                            f"got {type(config.step_cost).__name__}")
+        pw = config.prefill_weight
+        if not (pw is None or (isinstance(pw, str) and pw == "auto")
+                or (_finite_seconds(pw) and float(pw) >= 0)):
+            raise ValueError(f"EngineConfig.prefill_weight must be a number >= 0, 'auto' "
+                             f"or None, got {pw!r}")
         self.max_model_len = int(max_len)
         self.config = config
         sc = config.scheduler
@@ -120,20 +141,14 @@ class Engine:
         self._free_slots: list[int] = []
         self._kv_moves: deque[tuple[str, int]] = deque()  # decided, not yet carried out
         self._slots_used = 0
-        if config.step_cost is not None and not isinstance(config.step_cost, StepCost):
-            raise TypeError(f"EngineConfig.step_cost must be a StepCost or None, "
-                            f"got {type(config.step_cost).__name__}")
         self.clock = WallClock() if config.step_cost is None else VirtualClock(config.step_cost)
         self._beta: PrefillWeightEstimator | None = None
         self.prefill_weight_log: list[tuple[int, float]] = []  # (step, β) when β changed
         pw = config.prefill_weight
-        if isinstance(pw, str) and pw == "auto":
+        if isinstance(pw, str):
             self._beta = PrefillWeightEstimator(known=config.step_cost)
         elif pw is not None:
-            if isinstance(pw, bool) or not isinstance(pw, (int, float)):
-                raise ValueError(f"EngineConfig.prefill_weight must be a number >= 0, 'auto' "
-                                 f"or None, got {pw!r}")
-            self.scheduler.set_prefill_weight(float(pw))  # validates: finite and >= 0
+            self.scheduler.set_prefill_weight(float(pw))
             self.prefill_weight_log.append((0, float(pw)))
         self.step_log: list[tuple[StepShape, float]] = []
         # (step, phase, error) of probe/observer failures the engine served through
@@ -193,6 +208,10 @@ class Engine:
             arrival = self.now()
         elif not _finite_seconds(arrival):
             raise ValueError(f"arrival must be a finite number of seconds, got {arrival!r}")
+        elif float(arrival) > self.now():
+            # A request is added when it arrives; Engine.run replays future arrivals itself.
+            raise ValueError(f"arrival={arrival!r} is in the future (the engine's clock is at "
+                             f"{self.now():.6f} s)")
         # Everything that can fail comes before the scheduler hears of the request, so a bad
         # request leaves no trace (the scheduler validates its own arguments before adding).
         request = Request(rid, prompt, params, max_new, float(arrival), Sampler(params))
@@ -466,7 +485,16 @@ def _arrival_problem(a: object) -> str:
     return ""
 
 
+def _int(x: object) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 def _finite_seconds(x: object) -> bool:
-    """A finite real number (Python or numpy), not a bool."""
-    return (not isinstance(x, (bool, np.bool_))
-            and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x)))
+    """A finite real number (Python or numpy), not a bool (a huge int overflows: not finite)."""
+    try:
+        return (not isinstance(x, (bool, np.bool_))
+                and isinstance(x, (int, float, np.integer, np.floating))
+                and math.isfinite(float(x)))
+    except OverflowError:
+        return False

@@ -25,8 +25,7 @@ class SamplingParams:
                 or self.max_new_tokens <= 0:
             raise ValueError(f"SamplingParams: max_new_tokens must be a positive int, "
                              f"got {self.max_new_tokens!r}")
-        if not (_real(self.temperature) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
+        if not (_finite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"SamplingParams: temperature must be finite and >= 0, "
                              f"got {self.temperature!r}")
         if not (_real(self.top_p) and 0 < self.top_p <= 1):
@@ -46,6 +45,14 @@ class SamplingParams:
 def _real(x: object) -> bool:
     """A real number (Python or numpy), not a bool."""
     return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def _finite(x: object) -> bool:
+    """A real number that is finite as a float (a huge int is not: it overflows)."""
+    try:
+        return _real(x) and math.isfinite(float(x))  # type: ignore[arg-type]
+    except OverflowError:
+        return False
 
 
 class Sampler:

@@ -10,6 +10,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+# The GPU kernel holds one distribution in registers (trail.kernels.probe_triton), and the
+# transition is K x K: more bins than this would not run there and buy nothing.
+MAX_BINS = 1024
+
 
 @dataclass(frozen=True)
 class Bins:
@@ -22,8 +26,10 @@ class Bins:
     edges: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.edges, (str, bytes)) or not hasattr(self.edges, "__iter__"):
-            raise TypeError(f"Bins: edges must be a sequence of numbers, got {self.edges!r}")
+        if isinstance(self.edges, (str, bytes)) or not hasattr(self.edges, "__len__"):
+            raise TypeError(f"Bins: edges must be a sequence of numbers, got {self.edges!r:.80}")
+        if len(self.edges) > MAX_BINS + 1:
+            raise ValueError(f"Bins: {len(self.edges) - 1} bins, at most {MAX_BINS} are allowed")
         e = tuple(_real(x, f"edges[{i}]") for i, x in enumerate(self.edges))
         object.__setattr__(self, "edges", e)  # a tuple of floats: hashable, cached by value
         if len(e) < 2:
@@ -47,8 +53,8 @@ class Bins:
         """K equal bins over [0, max_len] (the paper: 10 bins over 0..512)."""
         k = _count(k, "k")
         max_len = _real(max_len, "max_len")
-        if k < 1 or not (max_len > 0 and math.isfinite(max_len)):
-            raise ValueError(f"uniform bins need k >= 1 and a finite max_len > 0, "
+        if not 1 <= k <= MAX_BINS or not (max_len > 0 and math.isfinite(max_len)):
+            raise ValueError(f"uniform bins need k in [1, {MAX_BINS}] and a finite max_len > 0, "
                              f"got k={k}, max_len={max_len}")
         return Bins(tuple(max_len * i / k for i in range(k + 1)))
 
@@ -57,9 +63,10 @@ class Bins:
         """Edges 0, first, first·ratio, first·ratio², …: fine bins for short remainders."""
         k = _count(k, "k")
         first, ratio = _real(first, "first"), _real(ratio, "ratio")
-        if k < 1 or not (first >= 1 and math.isfinite(first)) or not (
+        if not 1 <= k <= MAX_BINS or not (first >= 1 and math.isfinite(first)) or not (
                 ratio > 1 and math.isfinite(ratio)):
-            raise ValueError(f"geometric bins need k >= 1, finite first >= 1 and ratio > 1, "
+            raise ValueError(f"geometric bins need k in [1, {MAX_BINS}], finite first >= 1 and "
+                             f"ratio > 1, "
                              f"got k={k}, first={first}, ratio={ratio}")
         try:
             edges = tuple(first * ratio**i for i in range(k))

@@ -47,6 +47,8 @@ class Probe(nn.Module):
         hidden_dim = _size(hidden_dim, "hidden_dim", 1)
         num_slots = _size(num_slots, "num_slots", 1)
         layer = _size(layer, "layer", 0)
+        _within_memory("hidden_size * hidden_dim", hidden_size * hidden_dim)
+        _within_memory("num_slots * bins", num_slots * bins.k)
         if not isinstance(model_id, str):
             raise TypeError(f"Probe: model_id must be a str, got {model_id!r}")
         self.bins = bins
@@ -128,6 +130,8 @@ class Probe(nn.Module):
     def _step(self, hidden: Tensor, slots: IntLike, first: bool | Sequence[bool] | Tensor,
               generated: IntLike, max_new_tokens: IntLike, tokens_since_last: IntLike,
               rank: bool) -> tuple[Tensor, Tensor | None]:
+        if not isinstance(hidden, Tensor):
+            raise TypeError(f"Probe.step: hidden must be a Tensor, got {type(hidden).__name__}")
         if hidden.dim() != 2 or hidden.shape[1] != self.hidden_size:
             raise ValueError(f"Probe.step: hidden must be [B, {self.hidden_size}], "
                              f"got {tuple(hidden.shape)}")
@@ -202,12 +206,14 @@ class Probe(nn.Module):
     def resize_slots(self, num_slots: int) -> None:
         """Reallocate the state for `num_slots` slots, all uniform."""
         num_slots = _size(num_slots, "num_slots", 1)
+        _within_memory("num_slots * bins", num_slots * self.num_bins)
         self.state = torch.full((num_slots, self.num_bins), 1.0 / self.num_bins,
                                 device=self.state.device)
 
     def grow_slots(self, num_slots: int) -> None:
         """Make room for `num_slots` slots, keeping existing distributions (new ones uniform)."""
         num_slots = _size(num_slots, "num_slots", 1)
+        _within_memory("num_slots * bins", num_slots * self.num_bins)
         if num_slots < self.num_slots:
             raise ValueError(f"Probe.grow_slots: {num_slots!r} is fewer than the "
                              f"{self.num_slots} slots there are")
@@ -275,6 +281,18 @@ class Probe(nn.Module):
 MAX_SIZE = 2**31 - 1
 # Integers given per row must be exact in float64 (the cap's precision) and fit int64.
 MAX_COUNT = 2**53
+
+
+# Elements of one weight matrix or of the slot state (1 GiB in float32): far beyond any real
+# probe (SmolLM2: 576 x 512; 4096 slots x 10 bins), and a typo such as hidden_dim=2**30 is
+# refused at once instead of being allocated until the machine runs out of memory.
+MAX_ELEMENTS = 2**28
+
+
+def _within_memory(what: str, elements: int) -> None:
+    if elements > MAX_ELEMENTS:
+        raise ValueError(f"Probe: {what} = {elements} elements, at most 2**28 (1 GiB of "
+                         f"float32) are allowed")
 
 
 def _size(value: Any, name: str, lo: int) -> int:
