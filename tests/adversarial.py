@@ -421,7 +421,8 @@ def main(group: str) -> None:
     if ext:  # run against the parent's trail_ext (e.g. the sanitizer build in CI)
         sys.meta_path[:] = [f for f in sys.meta_path
                             if not type(f).__name__.startswith("ScikitBuild")]
-        sys.path.insert(0, ext)
+        sys.path[:0] = [ext, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                          "python")]
     tally = Tally()
     GROUPS[group](tally)
     print("summary " + json.dumps(tally.summary()), flush=True)

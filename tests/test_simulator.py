@@ -377,3 +377,19 @@ def test_gittins_probe_simulation_finishes_everything() -> None:
     r = simulate(tr.arrival_s, tr.prompt_tokens, tr.output_tokens, cfg, COST,
                  EmbeddingProbe(predict_every=8, rank="gittins"), predict_every=8, seed=1)
     assert r.aggregates()["finished"] == len(tr)
+
+
+@pytest.mark.parametrize("shift", [-50.0, 0.0, 1e6])
+def test_the_clock_starts_at_the_first_arrival(shift: float) -> None:
+    """Shifting every arrival by a constant (negative, or far from 0) changes no latency."""
+    rng = np.random.default_rng(0)
+    arrival = np.sort(rng.uniform(0, 2, 20))
+    prompt, output = rng.integers(1, 30, 20), rng.integers(1, 40, 20)
+    cfg = te.SchedulerConfig(policy=te.Policy.FCFS, max_running=4, kv_capacity_tokens=4096,
+                             block_size=16)
+    base = simulate(arrival, prompt, output, cfg, CostModel.preset("llama3-8b-a100-80gb"), Oracle(),
+                    progress=False)
+    moved = simulate(arrival + shift, prompt, output, cfg, CostModel.preset("llama3-8b-a100-80gb"),
+                     Oracle(), progress=False)
+    np.testing.assert_allclose(moved.finish - moved.arrival, base.finish - base.arrival,
+                               rtol=1e-9, atol=1e-6)

@@ -119,7 +119,9 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
     finish = np.full(n, math.nan)
     preempt = np.zeros(n, np.int64)
     kv_t, kv_u = [], []
-    now, nxt, done, iterations, next_kv_sample = 0.0, 0, 0, 0, 0
+    # The clock starts at the first arrival (which may be negative or far from 0), so no
+    # request is served before it arrives and none waits for a clock that started at 0.
+    now, nxt, done, iterations, next_kv_sample = float(arrival.min()), 0, 0, 0, 0
     swap = cost.swap_time(1.0)
     bar = progress_bar(n, desc, "req", progress)
     wall = time.perf_counter()
