@@ -425,7 +425,9 @@ def main(group: str) -> None:
                                           "python")]
     tally = Tally()
     GROUPS[group](tally)
-    print("summary " + json.dumps(tally.summary()), flush=True)
+    import trail_ext
+
+    print("summary " + json.dumps({**tally.summary(), "ext": trail_ext._C.__file__}), flush=True)
 
 
 if __name__ == "__main__":

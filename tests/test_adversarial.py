@@ -39,6 +39,7 @@ def test_every_bad_input_is_handled_cleanly(group: str) -> None:
         f"{group}: the child died (status {proc.returncode}) in {last_case}\n"
         f"{proc.stderr[-3000:]}")
     summary = json.loads(lines[-1][len("summary "):])
+    assert summary["ext"] == trail_ext._C.__file__  # the child tested the same build
     print(f"{group}: {summary['tried']} cases, {summary['clean']} clean, "
           f"{summary['refused']} refused calls")
     assert summary["tried"] > 300
