@@ -221,8 +221,8 @@ CASES: list[tuple[str, str]] = [
     ("eval-probe --data {d}/coll --layers 0,7 --out {d}/e", "--layers 0,7: {d}/coll holds"),
     ("eval-probe --data {d}/coll --out {d}/e --num-bins 1100",
      "--num-bins 1100 --max-len 512: uniform bins would be"),
-    ("eval-probe --data {d}/coll --out {d}/e --num-bins 1100 --max-len 5000",
-     "--num-bins 1100 (geometric bins"),
+    ("eval-probe --data {d}/coll --out {d}/e --num-bins 1024 --max-len 5000",
+     "--num-bins 1024 (geometric bins"),
     ("eval-probe --data {d}/c-trunc --out {d}/e", "c-trunc/manifest.json: not a trail"),
     ("eval-probe --data {d}/coll --out {d}/e --num-bins 0", "--num-bins 0"),
     # demo-model, demo
