@@ -26,27 +26,12 @@ from typing import Any, Callable, Sequence
 
 
 def _load_model(spec: str, seed: int) -> tuple[Any, Any, str]:
-    """(model, tokenizer, model_id) for 'demo' or a save_pretrained folder (checked before by
-    _model_shape)."""
-    import torch
+    """(model, tokenizer, model_id) for 'demo', 'smollm2-135m-instruct' or a save_pretrained
+    folder (checked before by _model_shape)."""
+    from trail.models import load_model, model_id
 
-    if spec == "demo":
-        from trail.demo import load_demo
-
-        model, tokenizer = load_demo(seed=seed)
-        return model, tokenizer, f"trail-demo-seed{seed}"
-    path = pathlib.Path(spec)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                       local_files_only=True,
-                                                       output_loading_info=True)
-    missing = sorted(info.get("missing_keys", ()))
-    if missing:  # transformers would run the model with these freshly initialised
-        raise ValueError(f"--model {spec}: the weights lack {len(missing)} of the model's "
-                         f"tensors ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return model.eval(), tokenizer, str(path.resolve())
+    model, tokenizer = load_model(spec, seed=seed)
+    return model, tokenizer, model_id(spec, seed)
 
 
 def _model_shape(spec: str, seed: int) -> tuple[int, int]:
@@ -55,6 +40,8 @@ def _model_shape(spec: str, seed: int) -> tuple[int, int]:
     trained."""
     from trail.demo.cache import REPORT_FILE, demo_path, read_model_config, read_report
 
+    from trail.models import smollm2
+
     if spec == "demo":
         path = demo_path(seed)
         if not (path / REPORT_FILE).is_file():
@@ -62,13 +49,36 @@ def _model_shape(spec: str, seed: int) -> tuple[int, int]:
 
             return NUM_LAYERS, HIDDEN_SIZE
         read_report(path)
+    elif spec == smollm2.NAME:
+        path = smollm2.converted_path()
+        if not smollm2.is_converted(path):
+            smollm2.require_gguf_support()  # fail now, not after other work
+            return smollm2.NUM_LAYERS, smollm2.HIDDEN_SIZE
     else:
         path = pathlib.Path(spec)
         if not path.is_dir():
-            raise FileNotFoundError(f"--model {spec}: not 'demo' and not a save_pretrained "
-                                    f"folder")
+            raise FileNotFoundError(f"--model {spec}: not 'demo', not "
+                                    f"'{smollm2.NAME}' and not a save_pretrained folder")
     cfg = read_model_config(path)
     return cfg["num_hidden_layers"], cfg["hidden_size"]
+
+
+def _has_chat_template(spec: str) -> bool:
+    """Whether --model's tokenizer has a chat template, from its files (nothing loaded)."""
+    from trail.models import smollm2
+
+    if spec == "demo":
+        return False  # the demo language has no turns
+    if spec == smollm2.NAME:
+        return True
+    folder = pathlib.Path(spec)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get(
+            "chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _prompts(spec: str, seed: int) -> list[str]:
@@ -474,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="store hidden states with true remaining lengths")
-    p.add_argument("--model", default="demo", help="'demo' or a save_pretrained folder")
+    p.add_argument("--model", default="demo",
+                   help="'demo', 'smollm2-135m-instruct' or a save_pretrained folder")
     p.add_argument("--demo-seed", type=int, default=None,
                    help="which demo model (with --model demo; default 0)")
     p.add_argument("--prompts", default="demo:2000",
@@ -496,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-running", type=int, default=32,
                    help="requests generated together in one batch (default 32)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                   help="format each prompt as a user turn with the tokenizer's chat "
+                        "template (default: when the tokenizer has one)")
     p.add_argument("--checkpoint-every", type=int, default=64, metavar="N",
                    help="write a shard every N finished requests, so a kill loses fewer "
                         "(default 64; Ctrl-C keeps every finished one)")
@@ -811,6 +825,9 @@ def _check_collect(args: argparse.Namespace) -> dict[str, Any]:
     if bad:
         raise ValueError(f"--layers {','.join(map(str, args.layers))}: the model has "
                          f"{n_layers} layers (0 to {n_layers - 1}), not {bad}")
+    if args.chat_template and not _has_chat_template(args.model):
+        raise ValueError(f"--chat-template: the tokenizer of --model {args.model} has no chat "
+                         f"template")
     n = _demo_prompt_count(args.prompts)
     prompts = None if n is not None else _prompts(args.prompts, args.seed)
     count = n if prompts is None else len(prompts)
@@ -820,7 +837,7 @@ def _check_collect(args: argparse.Namespace) -> dict[str, Any]:
     cfg = CollectConfig(layers=layers, samples_per_request=args.samples,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_p=args.top_p, seed=args.seed, max_running=args.max_running,
-                        checkpoint_every=args.checkpoint_every)
+                        checkpoint_every=args.checkpoint_every, chat_template=args.chat_template)
     check_resume(args.out, list(range(n_layers)) if layers is None else layers, hidden, cfg,
                  count)
     return {"prompts": prompts, "cfg": cfg}

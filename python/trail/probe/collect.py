@@ -32,6 +32,7 @@ import torch
 import trail_ext as te
 from trail.engine import Engine, EngineConfig, SamplingParams, StepRecord
 from trail.fileio import atomic_path, json_field, read_json_object
+from trail.models import encode_prompt, has_chat_template, stop_token_ids
 from trail.progress import progress_bar
 
 MANIFEST = "manifest.json"
@@ -51,6 +52,9 @@ class CollectConfig:
     top_p: float = 1.0
     seed: int = 0
     max_running: int = 32
+    # Format each prompt as a user turn with the tokenizer's chat template (None: when it has
+    # one, as an instruction-tuned model is served); the manifest records what was used.
+    chat_template: bool | None = None
     shard_bytes: int = 128 << 20         # a shard is written once the buffer holds this much
     checkpoint_every: int = 64           # ... or once this many requests have finished
 
@@ -59,6 +63,9 @@ class CollectConfig:
                self.checkpoint_every) < 1:
             raise ValueError(f"CollectConfig: samples_per_request, max_new_tokens, "
                              f"max_running and checkpoint_every must be >= 1, got {asdict(self)}")
+        if self.chat_template is not None and not isinstance(self.chat_template, bool):
+            raise TypeError(f"CollectConfig: chat_template must be True, False or None, got "
+                            f"{self.chat_template!r}")
 
 
 def read_prompts(path: str | pathlib.Path) -> list[str]:
@@ -220,7 +227,11 @@ def collect(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
     todo = sorted(set(range(len(prompts))) - set(manifest["done"])
                   - {s["index"] for s in manifest["skipped"]})
 
-    encoded = {i: tokenizer(prompts[i])["input_ids"] for i in todo}
+    chat = has_chat_template(tokenizer) if cfg.chat_template is None else cfg.chat_template
+    if chat and not has_chat_template(tokenizer):
+        raise ValueError("chat_template=True, but the tokenizer has no chat template")
+    manifest["chat_template_used"] = chat
+    encoded = {i: encode_prompt(tokenizer, prompts[i], chat) for i in todo}
     longest = max((len(v) for v in encoded.values()), default=1)
     per_request = longest + cfg.max_new_tokens + 1
     block = 16
@@ -230,8 +241,7 @@ def collect(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
     engine = Engine(model, EngineConfig(scheduler=sched, capture_layers=tuple(layers)))
     collector = Collector(out, layers, int(model.config.hidden_size), cfg, manifest)
     engine.observer = collector.observe
-    stop = [t for t in (getattr(tokenizer, "eos_token_id", None),
-                        getattr(model.config, "eos_token_id", None)) if isinstance(t, int)]
+    stop = stop_token_ids(model, tokenizer)
     for i in todo:
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + i,
