@@ -32,6 +32,7 @@ def test_gpu_probe_script_smoke_runs_on_cpu() -> None:
     ("sim_regimes.py", "TRAIL/SJF-work"),
     ("kv_aware.py", "KV drops"),
     ("scheduler_scaling.py", "us per moved request"),
+    ("real_probe_study.py", "transfer to AlpacaEval"),  # the real model, a few prompts
     ("gpu_calibrate.py", "fitted:"),   # a tiny model on the CPU: checks the script only
 ])
 def test_benchmark_script_smoke_runs(script: str, expected: str) -> None:

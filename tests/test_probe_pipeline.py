@@ -19,7 +19,7 @@ from trail.probe.collect import (
     load_samples,
     read_manifest,
 )
-from trail.probe.evaluate import evaluate
+from trail.probe.evaluate import evaluate, evaluate_transfer
 from trail.probe.train import (
     TrainConfig,
     expected_remaining,
@@ -251,6 +251,21 @@ def test_evaluate_end_to_end(tmp_path: pathlib.Path) -> None:
     for f in ("report.json", "mae_by_layer.png", "mae_by_age.png", "confusion.png"):
         assert (tmp_path / "e" / f).exists()
     assert Probe.load(tmp_path / "e" / "probe").layer == report["best_layer"]
+
+    # The trained predictors, unchanged, on another collection (here: other prompts).
+    collect(tiny_model(), CharTokenizer(), [p + "x" for p in PROMPTS[:8]], tmp_path / "ood",
+            CollectConfig(layers=[0, 2], samples_per_request=5, max_new_tokens=40,
+                          max_running=8), progress=False)
+    ood = evaluate_transfer(tmp_path / "e", tmp_path / "ood", tmp_path / "ood.json")
+    assert ood["layer"] == report["best_layer"] and ood["requests"] == 8
+    s = load_samples(tmp_path / "ood", ood["layer"])
+    probe = Probe.load(tmp_path / "e" / "probe")
+    with torch.no_grad():
+        direct = expected_remaining(probe(torch.from_numpy(s.x)), probe.bins).numpy()
+    assert ood["mae"]["per_step"] == pytest.approx(float(np.abs(direct - s.remaining).mean()))
+    assert set(ood["mae"]) == {"per_step", "refined", "prefill_only", "per_step_geometric",
+                               "refined_geometric"} and "skipped" in ood["prompt_only"]
+    assert json.loads((tmp_path / "ood.json").read_text())["mae"] == ood["mae"]
 
 
 def test_error_correlation_recovers_an_ar1_error() -> None:

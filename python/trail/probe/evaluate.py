@@ -277,6 +277,53 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
     return report
 
 
+def evaluate_transfer(report_dir: str | pathlib.Path, collection: str | pathlib.Path,
+                      out_path: str | pathlib.Path | None = None) -> dict[str, Any]:
+    """The predictors an `evaluate` run trained (its probes at the best layer and its
+    prompt-only predictor) applied unchanged to every request of another collection of the
+    same model (e.g. out-of-distribution prompts): MAE overall and by age."""
+    rdir = pathlib.Path(report_dir)
+    report = json.loads((rdir / "report.json").read_text())
+    layer = int(report["best_layer"])
+    manifest = read_manifest(collection)
+    if layer not in manifest["layers"]:
+        raise ValueError(f"{collection}: holds layers {manifest['layers']}, not the best layer "
+                         f"{layer} of {rdir}")
+    s = load_samples(collection, layer)
+    rows = np.arange(len(s.age))
+    true, age = s.remaining.astype(float), s.age
+    max_new = int(manifest["config"]["max_new_tokens"])
+    preds: dict[str, np.ndarray] = {}
+    for name, folder in (("", "probe"), ("_geometric", "probe_geometric")):
+        probe = Probe.load(rdir / folder)
+        with torch.no_grad():
+            logits = probe(torch.from_numpy(s.x))
+        preds["per_step" + name] = expected_remaining(logits, probe.bins).numpy()
+        preds["refined" + name] = refined_predictions(probe, s, rows, max_new)
+        if not name:
+            preds["prefill_only"] = prefill_only_predictions(probe, s, rows)
+    out: dict[str, Any] = {"collection": str(collection), "trained_in": str(rdir),
+                           "layer": layer, "requests": int(len(np.unique(s.request))),
+                           "samples": int(len(rows))}
+    checkpoint = (report.get("prompt_only") or {}).get("checkpoint")
+    if checkpoint:
+        from trail.probe.baseline import PromptOnlyPredictor
+
+        predictor = PromptOnlyPredictor.load(checkpoint)
+        prompts = read_collected_prompts(collection)
+        ids = sorted({int(r) for r in s.request})
+        total = dict(zip(ids, predictor.predict([prompts[i] for i in ids])))
+        preds["prompt_only"] = np.array([max(total[int(r)] - a, 0.0)
+                                         for r, a in zip(s.request, s.age)])
+    else:
+        out["prompt_only"] = {"skipped": "the evaluation ran without the prompt-only baseline"}
+    out["mae"] = {name: _mae(pr, true) for name, pr in preds.items()}
+    out["mae_by_age"] = {name: mae_by_age(pr, true, age) for name, pr in preds.items()}
+    if out_path is not None:
+        pathlib.Path(out_path).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     """The report's headline numbers as a short markdown page."""
     lines = [f"# Probe evaluation: {report.get('model_id') or report['collection']}", "",

@@ -1,0 +1,175 @@
+"""The probe on a real LLM: SmolLM2-135M-Instruct answering Alpaca prompts.
+
+Collects hidden states of every layer while the engine generates answers to the Alpaca
+prompts (chat template, temperature 1, at most 512 new tokens), then runs `trail eval-probe`'s
+evaluation on them (MAE by layer, refined / per-step / prefill-only / prompt-only by age,
+uniform and geometric bins, the bin confusion matrix; split by request) and applies the
+trained predictors unchanged to AlpacaEval's 805 instructions (out of distribution).
+
+    python bench/real_probe_study.py --data DATA     # hours on 2 cores; rerun to resume
+    python bench/real_probe_study.py --smoke         # a minute; checks the script only
+
+DATA is the shared data folder (alpaca/, alpaca_eval/; or set $TRAIL_SHARED_DATA). Work goes
+to --work (default runs/smollm2-study); every step skips what is already done and the
+collections resume where they stopped, so the script can be killed and rerun at any time.
+Results: bench/results/real_probe_smollm2_<date>.{md,json} with the evaluation's plots.
+
+Why these settings: temperature 1 samples the model's own length distribution (greedy
+answers would make length a function of the prompt alone, which flatters prompt-only
+predictors); 512 new tokens is the paper's bin range (10 bins over 0..512) and covers Alpaca's
+reference answers (p99 202 words, about 270 tokens); 8 sampled decode steps per request keep
+every-layer storage near 3 GB for 5,000 requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import pathlib
+import platform
+import shutil
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from results_io import commit  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+SMOKE_VERBS = ("Describe", "List three facts about", "Write one sentence on", "Explain")
+SMOKE_THINGS = ("the moon", "photosynthesis", "a good breakfast", "rivers", "chess")
+
+
+def alpaca_prompts(data: pathlib.Path, limit: int) -> list[str]:
+    """Alpaca instructions (with their input, as `trail collect` joins them)."""
+    rows = json.loads((data / "alpaca" / "alpaca_data_subset5000.json").read_text())
+    return [r["instruction"] + (f"\n\n{r['input']}" if r.get("input") else "")
+            for r in rows[:limit]]
+
+
+def alpaca_eval_prompts(data: pathlib.Path, limit: int) -> list[str]:
+    """AlpacaEval's instructions (no separate input field)."""
+    path = data / "alpaca_eval" / "alpaca_eval_instructions.jsonl"
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r["instruction"] for r in rows[:limit]]
+
+
+def step(name: str) -> None:
+    print(f"\n== {name} ({dt.datetime.now():%H:%M:%S})", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=pathlib.Path,
+                    default=os.environ.get("TRAIL_SHARED_DATA"),
+                    help="the shared data folder (default $TRAIL_SHARED_DATA)")
+    ap.add_argument("--work", type=pathlib.Path, default=ROOT / "runs" / "smollm2-study")
+    ap.add_argument("--prompts", type=int, default=5000, help="Alpaca prompts (max 5000)")
+    ap.add_argument("--eval-prompts", type=int, default=805, help="AlpacaEval prompts")
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--samples", type=int, default=8, help="decode steps kept per request")
+    ap.add_argument("--max-running", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true",
+                    help="16 + 8 prompts, 2 layers, 32 tokens, 1 epoch; writes no results")
+    args = ap.parse_args()
+    if not args.smoke and (args.data is None or not (args.data / "alpaca").is_dir()):
+        ap.error("--data: the shared data folder with alpaca/ and alpaca_eval/ is needed")
+
+    import torch
+    from trail.models import load_model, model_id, smollm2
+    from trail.probe.collect import CollectConfig, collect
+    from trail.probe.evaluate import evaluate, evaluate_transfer
+    from trail.probe.train import TrainConfig
+
+    torch.set_num_threads(args.threads)
+    work = args.work / ("smoke" if args.smoke else "full")
+    if args.smoke:
+        shutil.rmtree(work, ignore_errors=True)  # a smoke run always starts afresh
+    work.mkdir(parents=True, exist_ok=True)
+    n, n_eval = (16, 8) if args.smoke else (args.prompts, args.eval_prompts)
+    layers = [5, 15] if args.smoke else None  # None: every layer
+    cfg = CollectConfig(layers=layers, samples_per_request=args.samples,
+                        max_new_tokens=32 if args.smoke else args.max_new_tokens,
+                        temperature=args.temperature, seed=0, max_running=args.max_running,
+                        chat_template=True, checkpoint_every=16 if args.smoke else 64)
+    train = TrainConfig(epochs=1) if args.smoke else TrainConfig()
+
+    step("model")
+    model, tokenizer = load_model(smollm2.NAME)
+    mid = model_id(smollm2.NAME)
+    timings: dict[str, float] = {}
+    if args.data is not None and (args.data / "alpaca").is_dir():
+        sets = (("alpaca", alpaca_prompts(args.data, n)),
+                ("alpaca_eval", alpaca_eval_prompts(args.data, n_eval)))
+    else:  # --smoke without the data: a few prompts of each kind, enough to run every step
+        sets = (("alpaca", [f"{verb} {thing}." for verb in SMOKE_VERBS for thing in
+                            SMOKE_THINGS][:n]),
+                ("alpaca_eval", [f"Please {verb.lower()} {thing}." for verb in SMOKE_VERBS
+                                 for thing in SMOKE_THINGS][-n_eval:]))
+    for name, prompts in sets:
+        step(f"collect {name}: {len(prompts)} prompts, layers {layers or 'all'}")
+        t = time.perf_counter()
+        collect(model, tokenizer, prompts, work / f"collect_{name}", cfg, model_id=mid)
+        timings[f"collect_{name}_s"] = time.perf_counter() - t
+    evald = work / "eval_alpaca"
+    if not (evald / "report.json").is_file():
+        step("evaluate on Alpaca (every layer, split by request)")
+        t = time.perf_counter()
+        evaluate(work / "collect_alpaca", evald, cfg=train, baseline=None)
+        timings["evaluate_s"] = time.perf_counter() - t
+    step("transfer to AlpacaEval")
+    transfer = evaluate_transfer(evald, work / "collect_alpaca_eval", work / "transfer.json")
+    report = json.loads((evald / "report.json").read_text())
+    if args.smoke:
+        print("smoke run done")
+        return
+    write_results(report, transfer, evald, cfg, timings)
+
+
+def write_results(report: dict[str, Any], transfer: dict[str, Any], evald: pathlib.Path,
+                  cfg: Any, timings: dict[str, float]) -> None:
+    """bench/results/real_probe_smollm2_<date>.{md,json} and the evaluation's plots."""
+    import torch
+    import transformers
+    from trail.machine import describe
+
+    day = dt.date.today().isoformat()
+    out = ROOT / "bench" / "results"
+    stem = f"real_probe_smollm2_{day}"
+    meta = {"date": day, "machine": describe(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "commit": commit(), "command": "python bench/real_probe_study.py --data DATA",
+            "collect_config": {k: v for k, v in vars(cfg).items()}, "timings": timings}
+    (out / f"{stem}.json").write_text(json.dumps(
+        {**meta, "alpaca": report, "alpaca_eval": transfer}, indent=1) + "\n")
+    for png in ("mae_by_layer.png", "mae_by_age.png", "confusion.png"):
+        if (evald / png).is_file():
+            shutil.copy(evald / png, out / f"{stem}_{png}")
+    m, t = report["mae"], transfer["mae"]
+    lines = [f"# The probe on SmolLM2-135M-Instruct ({day})", "",
+             f"- machine: {meta['machine']}; python {meta['python']}, torch {meta['torch']}, "
+             f"transformers {meta['transformers']}, commit {meta['commit']}",
+             f"- command: `{meta['command']}`", "",
+             "| predictor | Alpaca (held out) MAE | AlpacaEval (OOD) MAE |", "|---|---:|---:|"]
+    for name in ("refined", "refined_geometric", "per_step", "per_step_geometric",
+                 "prefill_only", "prompt_only"):
+        if name in m:
+            lines.append(f"| {name} | {m[name]:.1f} | "
+                         f"{t[name]:.1f} |" if name in t else f"| {name} | {m[name]:.1f} | – |")
+    lines += ["", f"Best layer {report['best_layer']} of 30 (by per-step validation MAE); "
+              f"MAE by layer in `{stem}_mae_by_layer.png`."]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}/{stem}.{{md,json}}")
+
+
+if __name__ == "__main__":
+    main()
