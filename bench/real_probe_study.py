@@ -22,7 +22,9 @@ loops more when sampled hotter); capped answers keep their true remaining length
 as the label, the same for every predictor. 512 new tokens is the paper's bin range (10 bins
 over 0..512) and covers Alpaca's reference answers (p99 202 words, about 270 tokens). 3,000
 requests at about 110 generated tokens/s (2 cores, 32 running) take about 1.7 h, AlpacaEval's
-805 about 0.5 h; 8 sampled decode steps per request keep every-layer storage near 2 GB.
+805 about 0.5 h; 8 sampled decode steps per request, each with its window of 8, keep
+every-layer storage near 4 GB. The windowed input (the state together with the mean of the
+last 8) is evaluated beside the last state alone.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="decode steps kept per request")
     ap.add_argument("--max-running", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--window", type=int, default=8,
+                    help="also store the mean of the last W decode states (windowed input)")
     ap.add_argument("--smoke", action="store_true",
                     help="16 + 8 prompts, 2 layers, 32 tokens, 1 epoch; writes no results")
     args = ap.parse_args()
@@ -104,7 +108,8 @@ def main() -> None:
     cfg = CollectConfig(layers=layers, samples_per_request=args.samples,
                         max_new_tokens=32 if args.smoke else args.max_new_tokens,
                         temperature=args.temperature, seed=0, max_running=args.max_running,
-                        chat_template=True, checkpoint_every=16 if args.smoke else 64)
+                        chat_template=True, checkpoint_every=16 if args.smoke else 64,
+                        window=args.window)
     train = TrainConfig(epochs=1) if args.smoke else TrainConfig()
 
     step("model")
@@ -164,8 +169,9 @@ def write_results(report: dict[str, Any], transfer: dict[str, Any], evald: pathl
              f"transformers {meta['transformers']}, commit {meta['commit']}",
              f"- command: `{meta['command']}`", "",
              "| predictor | Alpaca (held out) MAE | AlpacaEval (OOD) MAE |", "|---|---:|---:|"]
-    for name in ("refined", "refined_geometric", "per_step", "per_step_geometric",
-                 "prefill_only", "prompt_only"):
+    for name in ("refined", "refined_geometric", "refined_window", "refined_window_geometric",
+                 "per_step", "per_step_geometric", "per_step_window", "prefill_only",
+                 "prompt_only"):
         if name in m:
             lines.append(f"| {name} | {m[name]:.1f} | "
                          f"{t[name]:.1f} |" if name in t else f"| {name} | {m[name]:.1f} | – |")

@@ -332,3 +332,31 @@ def test_cli_errors_are_one_line(tmp_path: pathlib.Path, capsys: pytest.CaptureF
     with pytest.raises(SystemExit) as exit_info:
         main(["collect", "--layers", "x,y", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_windowed_input_is_the_mean_of_the_last_states_and_is_evaluated(
+        tmp_path: pathlib.Path) -> None:
+    """window=3: each decode sample also stores the mean of its request's last 3 decode
+    states (every state is sampled here, so the mean can be checked), the prompt-mean sample
+    its own state; evaluate trains probes on [state, window mean] and reports them."""
+    collect(tiny_model(), CharTokenizer(), PROMPTS * 2, tmp_path / "c",
+            CollectConfig(layers=[1], samples_per_request=64, max_new_tokens=30, max_running=8,
+                          window=3), progress=False)
+    s = load_samples(tmp_path / "c", 1)
+    assert s.xw is not None and s.xw.shape == s.x.shape
+    np.testing.assert_array_equal(s.xw[s.prefill], s.x[s.prefill])
+    for r in np.unique(s.request):
+        rows = np.flatnonzero((s.request == r) & ~s.prefill)
+        rows = rows[np.argsort(s.age[rows])]
+        for j, row in enumerate(rows):
+            expect = s.x[rows[max(0, j - 2):j + 1]].mean(0)
+            np.testing.assert_allclose(s.xw[row], expect, rtol=1e-5, atol=1e-6)
+    assert s.windowed().x.shape == (len(s.age), 2 * s.x.shape[1])
+    report = evaluate(tmp_path / "c", tmp_path / "e", cfg=TrainConfig(epochs=2, hidden_dim=16),
+                      baseline=False, progress=False)
+    assert report["window"] == 3
+    for name in ("refined_window", "refined_window_geometric", "per_step_window"):
+        assert np.isfinite(report["mae"][name])
+    assert Probe.load(tmp_path / "e" / "probe_window").hidden_size == 2 * s.x.shape[1]
+    ood = evaluate_transfer(tmp_path / "e", tmp_path / "c")
+    assert np.isfinite(ood["mae"]["refined_window_geometric"])

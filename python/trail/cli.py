@@ -507,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-running", type=int, default=32,
                    help="requests generated together in one batch (default 32)")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--window", type=int, default=0, metavar="W",
+                   help="also store the mean of each request's last W decode states with "
+                        "every sample (the windowed probe input; default 0: off)")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
                    help="format each prompt as a user turn with the tokenizer's chat "
                         "template (default: when the tokenizer has one)")
@@ -724,7 +727,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "collect": {"demo_seed": SEED, "layers": NATURAL, "samples": POSITIVE,
                 "max_new_tokens": POSITIVE, "temperature": FINITE_NONNEG,
                 "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"), "seed": SEED,
-                "max_running": POSITIVE, "limit": POSITIVE, "checkpoint_every": POSITIVE},
+                "max_running": POSITIVE, "limit": POSITIVE, "checkpoint_every": POSITIVE,
+                "window": NATURAL},
     "train-probe": {"layer": NATURAL, **TRAIN_RULES},
     "eval-probe": {"layers": NATURAL, **TRAIN_RULES},
     "demo-model": {"seed": SEED, "measure": NATURAL},
@@ -837,7 +841,8 @@ def _check_collect(args: argparse.Namespace) -> dict[str, Any]:
     cfg = CollectConfig(layers=layers, samples_per_request=args.samples,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_p=args.top_p, seed=args.seed, max_running=args.max_running,
-                        checkpoint_every=args.checkpoint_every, chat_template=args.chat_template)
+                        checkpoint_every=args.checkpoint_every, chat_template=args.chat_template,
+                        window=args.window)
     check_resume(args.out, list(range(n_layers)) if layers is None else layers, hidden, cfg,
                  count)
     return {"prompts": prompts, "cfg": cfg}

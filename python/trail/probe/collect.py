@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -55,6 +56,9 @@ class CollectConfig:
     # Format each prompt as a user turn with the tokenizer's chat template (None: when it has
     # one, as an instruction-tuned model is served); the manifest records what was used.
     chat_template: bool | None = None
+    # Also store, with each sampled decode state, the mean of the request's last `window`
+    # decode states (0: off): the windowed probe input (last state + recent mean).
+    window: int = 0
     shard_bytes: int = 128 << 20         # a shard is written once the buffer holds this much
     checkpoint_every: int = 64           # ... or once this many requests have finished
 
@@ -63,6 +67,8 @@ class CollectConfig:
                self.checkpoint_every) < 1:
             raise ValueError(f"CollectConfig: samples_per_request, max_new_tokens, "
                              f"max_running and checkpoint_every must be >= 1, got {asdict(self)}")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 0:
+            raise ValueError(f"CollectConfig: window must be an int >= 0, got {self.window!r}")
         if self.chat_template is not None and not isinstance(self.chat_template, bool):
             raise TypeError(f"CollectConfig: chat_template must be True, False or None, got "
                             f"{self.chat_template!r}")
@@ -124,6 +130,8 @@ class _Live:
     seen: int = 0
     ages: list[int] = field(default_factory=list)
     states: list[dict[int, torch.Tensor]] = field(default_factory=list)
+    windows: list[dict[int, torch.Tensor]] = field(default_factory=list)
+    recent: deque[dict[int, torch.Tensor]] = field(default_factory=deque)
 
 
 class Collector:
@@ -137,7 +145,7 @@ class Collector:
         # an interrupt at any point leaves whole requests here, never a part of one.
         self.pending: list[tuple[int, dict[str, np.ndarray]]] = []
         self.bytes = 0
-        self.row_bytes = 4 * hidden_size * len(layers)
+        self.row_bytes = 4 * hidden_size * len(layers) * (2 if cfg.window else 1)
 
     def start(self, rid: int, index: int) -> None:
         self.live[rid] = _Live(index, np.random.default_rng([self.cfg.seed, index]))
@@ -152,13 +160,21 @@ class Collector:
                 live.prefill = state
                 continue
             live.seen += 1
-            if len(live.ages) < k:
-                live.ages.append(step.generated[i])
-                live.states.append(state)
-            else:
-                j = int(live.rng.integers(0, live.seen))
-                if j < k:
+            if self.cfg.window:
+                live.recent.append(state)
+                if len(live.recent) > self.cfg.window:
+                    live.recent.popleft()
+            j = len(live.ages) if len(live.ages) < k else int(live.rng.integers(0, live.seen))
+            if j < k:
+                window = ({layer: torch.stack([r[layer] for r in live.recent]).mean(0)
+                           for layer in self.layers} if self.cfg.window else {})
+                if j == len(live.ages):
+                    live.ages.append(step.generated[i])
+                    live.states.append(state)
+                    live.windows.append(window)
+                else:
                     live.ages[j], live.states[j] = step.generated[i], state
+                    live.windows[j] = window
 
     def finish(self, rid: int, total: int) -> None:
         """Label the finished request's samples and buffer them; write a checkpoint when
@@ -166,6 +182,8 @@ class Collector:
         live = self.live.pop(rid)
         ages = ([1] if live.prefill is not None else []) + live.ages
         states = ([live.prefill] if live.prefill is not None else []) + live.states
+        # The prompt-mean sample's window is the prompt mean itself (no decode state yet).
+        windows = ([live.prefill] if live.prefill is not None else []) + live.windows
         n = len(ages)
         cols = {"request": np.full(n, live.index, np.int64),
                 "age": np.asarray(ages, np.int64),
@@ -174,6 +192,8 @@ class Collector:
                 "prefill": np.asarray([live.prefill is not None and j == 0 for j in range(n)])}
         for layer in self.layers:
             cols[f"layer_{layer}"] = torch.stack([s[layer] for s in states]).numpy()
+            if self.cfg.window:
+                cols[f"window_{layer}"] = torch.stack([w[layer] for w in windows]).numpy()
         self.pending.append((live.index, cols))
         self.bytes += n * self.row_bytes
         if len(self.pending) >= self.cfg.checkpoint_every or self.bytes >= self.cfg.shard_bytes:
@@ -318,6 +338,14 @@ class Samples:
     remaining: np.ndarray  # [N] true remaining tokens (label)
     total: np.ndarray      # [N] the request's output length
     prefill: np.ndarray    # [N] bool: the prompt-mean sample
+    xw: np.ndarray | None = None  # [N, D] mean of the last `window` states (if collected)
+
+    def windowed(self) -> "Samples":
+        """The same samples with the windowed input [last state, recent mean] ([N, 2D])."""
+        if self.xw is None:
+            raise ValueError("this collection stored no window (collect with window > 0)")
+        return Samples(np.concatenate([self.x, self.xw], axis=1), self.request, self.age,
+                       self.remaining, self.total, self.prefill)
 
 
 SAMPLE_KEYS = ("request", "age", "remaining", "total", "prefill")
@@ -330,15 +358,17 @@ def load_samples(collection: str | pathlib.Path, layer: int) -> Samples:
     if layer not in manifest["layers"]:
         raise ValueError(f"{d} holds layers {manifest['layers']}, not {layer}")
     parts: dict[str, list[np.ndarray]] = {}
+    window = (f"window_{layer}",) if int(manifest["config"].get("window", 0) or 0) else ()
     for name in manifest["shards"]:
-        shard = _read_shard(d / name, SAMPLE_KEYS + (f"layer_{layer}",))
+        shard = _read_shard(d / name, SAMPLE_KEYS + (f"layer_{layer}",) + window)
         for key, value in shard.items():
             parts.setdefault(key, []).append(value)
     if not parts:
         raise ValueError(f"{d} holds no samples yet")
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Samples(cat[f"layer_{layer}"].astype(np.float32), cat["request"], cat["age"],
-                   cat["remaining"], cat["total"], cat["prefill"].astype(bool))
+                   cat["remaining"], cat["total"], cat["prefill"].astype(bool),
+                   cat[window[0]].astype(np.float32) if window else None)
 
 
 def _read_shard(path: pathlib.Path, keys: Sequence[str],

@@ -237,6 +237,16 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
              "refined": refined_predictions(probe, s, rows, max_new),
              "per_step_geometric": geo_step,
              "refined_geometric": refined_predictions(geo_probe, s, rows, max_new)}
+    window_probes = {}
+    if s.xw is not None:  # the windowed input: [last state, mean of the last few states]
+        sw = s.windowed()
+        for name, bins in (("", uniform), ("_geometric", geometric)):
+            wprobe, _ = train_probe(sw, best, bins, cfg, manifest.get("model_id", ""), progress)
+            window_probes[name] = wprobe
+            with torch.no_grad():
+                step = expected_remaining(wprobe(torch.from_numpy(sw.x[rows])), bins).numpy()
+            preds["per_step_window" + name] = step
+            preds["refined_window" + name] = refined_predictions(wprobe, sw, rows, max_new)
 
     report: dict[str, Any] = {
         "collection": str(collection), "model_id": manifest.get("model_id", ""),
@@ -268,6 +278,12 @@ def evaluate(collection: str | pathlib.Path, out_dir: str | pathlib.Path,
     geo_probe.save(out / "probe_geometric")
     report["probe_checkpoints"] = {"uniform": str(out / "probe"),
                                    "geometric": str(out / "probe_geometric")}
+    for name, wprobe in window_probes.items():
+        key = "window" + name
+        wprobe.save(out / f"probe_{key}")
+        report["probe_checkpoints"][key] = str(out / f"probe_{key}")
+    if window_probes:
+        report["window"] = int(manifest["config"]["window"])
     report["better_bins"] = ("geometric" if report["mae"]["refined_geometric"]
                              < report["mae"]["refined"] else "uniform")
     report["training"] = {k: v for k, v in train_report.items() if k != "history"}
@@ -294,14 +310,19 @@ def evaluate_transfer(report_dir: str | pathlib.Path, collection: str | pathlib.
     true, age = s.remaining.astype(float), s.age
     max_new = int(manifest["config"]["max_new_tokens"])
     preds: dict[str, np.ndarray] = {}
-    for name, folder in (("", "probe"), ("_geometric", "probe_geometric")):
+    sets = [("", "probe", s), ("_geometric", "probe_geometric", s)]
+    if "window" in report.get("probe_checkpoints", {}):
+        sw = s.windowed()  # ValueError if this collection stored no window
+        sets += [("_window", "probe_window", sw),
+                 ("_window_geometric", "probe_window_geometric", sw)]
+    for name, folder, samples in sets:
         probe = Probe.load(rdir / folder)
         with torch.no_grad():
-            logits = probe(torch.from_numpy(s.x))
+            logits = probe(torch.from_numpy(samples.x))
         preds["per_step" + name] = expected_remaining(logits, probe.bins).numpy()
-        preds["refined" + name] = refined_predictions(probe, s, rows, max_new)
+        preds["refined" + name] = refined_predictions(probe, samples, rows, max_new)
         if not name:
-            preds["prefill_only"] = prefill_only_predictions(probe, s, rows)
+            preds["prefill_only"] = prefill_only_predictions(probe, samples, rows)
     out: dict[str, Any] = {"collection": str(collection), "trained_in": str(rdir),
                            "layer": layer, "requests": int(len(np.unique(s.request))),
                            "samples": int(len(rows))}
