@@ -138,10 +138,67 @@ def main() -> None:
     step("transfer to AlpacaEval")
     transfer = evaluate_transfer(evald, work / "collect_alpaca_eval", work / "transfer.json")
     report = json.loads((evald / "report.json").read_text())
+    step("learning to rank (ListMLE on MiniLM) against the other predictors' orders")
+    report["ranking"] = ranking(work, evald, train, epochs=2 if args.smoke else 30,
+                                list_size=4 if args.smoke else 32)
     if args.smoke:
         print("smoke run done")
         return
     write_results(report, transfer, evald, cfg, timings)
+
+
+def ranking(work: pathlib.Path, evald: pathlib.Path, train: Any, epochs: int,
+            list_size: int) -> dict[str, Any]:
+    """Kendall τ and top-8-of-32 precision of each predictor's order of whole requests by
+    output length, on held-out Alpaca (the evaluation's split) and on AlpacaEval: the LTR
+    score (trained here on the Alpaca training split, saved to work/ltr), the prompt-only
+    classifier's expected length, and the probe's prediction at prefill."""
+    import numpy as np
+    import torch
+    from trail import Probe
+    from trail.probe.baseline import PromptOnlyPredictor
+    from trail.probe.collect import load_samples, read_collected_prompts
+    from trail.probe.ltr import PromptRankPredictor, kendall_tau, top_k_precision
+    from trail.probe.train import expected_remaining, split_by_request
+
+    report = json.loads((evald / "report.json").read_text())
+    layer = int(report["best_layer"])
+    probe = Probe.load(evald / "probe")
+
+    def requests(collection: pathlib.Path) -> tuple[list[int], list[str], Any, Any]:
+        s = load_samples(collection, layer)
+        prompts = read_collected_prompts(collection)
+        first = s.prefill
+        ids = s.request[first].tolist()
+        with torch.no_grad():
+            at_prefill = expected_remaining(probe(torch.from_numpy(s.x[first])),
+                                            probe.bins).numpy()
+        return ids, [prompts[i] for i in ids], s.total[first].astype(float), (s, at_prefill)
+
+    ids, prompts, totals, (s, probe_pred) = requests(work / "collect_alpaca")
+    _, val = split_by_request(s.request, train.val_fraction, train.seed)
+    held = {int(r) for r in s.request[val]}
+    is_val = np.array([i in held for i in ids])
+    ltr = PromptRankPredictor()
+    fit = ltr.fit([p for p, v in zip(prompts, is_val) if not v], totals[~is_val],
+                  epochs=epochs, list_size=list_size)
+    ltr.save(work / "ltr")
+    base = (PromptOnlyPredictor.load(report["prompt_only"]["checkpoint"])
+            if "checkpoint" in report.get("prompt_only", {}) else None)
+    out: dict[str, Any] = {"ltr_fit": {k: v for k, v in fit.items() if k != "loss_per_epoch"}}
+    eval_ids, eval_prompts, eval_totals, (_, eval_probe) = requests(work / "collect_alpaca_eval")
+    for name, (ps, ts, probe_scores) in {
+            "alpaca_held_out": ([p for p, v in zip(prompts, is_val) if v], totals[is_val],
+                                probe_pred[is_val]),
+            "alpaca_eval": (eval_prompts, eval_totals, eval_probe)}.items():
+        scores = {"ltr": ltr.score(ps), "probe_at_prefill": probe_scores}
+        if base is not None:
+            scores["prompt_only"] = base.predict(ps)
+        out[name] = {"requests": len(ps), **{
+            k: {"kendall_tau": kendall_tau(v, ts),
+                "top8_of_32": top_k_precision(v, ts) if len(ps) >= 32 else None}
+            for k, v in scores.items()}}
+    return out
 
 
 def write_results(report: dict[str, Any], transfer: dict[str, Any], evald: pathlib.Path,
@@ -177,6 +234,18 @@ def write_results(report: dict[str, Any], transfer: dict[str, Any], evald: pathl
                          f"{t[name]:.1f} |" if name in t else f"| {name} | {m[name]:.1f} | – |")
     lines += ["", f"Best layer {report['best_layer']} of 30 (by per-step validation MAE); "
               f"MAE by layer in `{stem}_mae_by_layer.png`."]
+    rk = report.get("ranking", {})
+    if rk:
+        lines += ["", "Ranking whole requests by output length (Kendall τ; top-8-of-32 "
+                  "precision):", "", "| predictor | Alpaca held out | AlpacaEval |",
+                  "|---|---|---|"]
+        for k in ("ltr", "prompt_only", "probe_at_prefill"):
+            cells = []
+            for part in ("alpaca_held_out", "alpaca_eval"):
+                m = rk.get(part, {}).get(k)
+                cells.append("–" if not m else f"{m['kendall_tau']:.3f}; "
+                             f"{m['top8_of_32'] if m['top8_of_32'] is None else round(m['top8_of_32'], 3)}")
+            lines.append(f"| {k} | {cells[0]} | {cells[1]} |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}/{stem}.{{md,json}}")
 
