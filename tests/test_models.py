@@ -158,3 +158,35 @@ def test_a_probe_for_hidden_576_round_trips(tmp_path: pathlib.Path) -> None:
     h = torch.randn(3, smollm2.HIDDEN_SIZE)
     args = ([0, 1, 2], True, [0, 0, 0], [100, 100, 100])
     assert torch.equal(probe.step(h, *args), back.step(h, *args))
+
+
+def test_the_demo_serves_a_folder_model_with_chat_prompts(smol, tmp_path: pathlib.Path) -> None:
+    """`trail demo --model FOLDER --prompts FILE`: a tiny random Llama with SmolLM2's
+    tokenizer (chat template, <|im_end|>); every policy, LTR included, serves the workload on
+    a virtual clock fitted to the first pass."""
+    import transformers
+    from trail.demo.end_to_end import POLICIES, DemoConfig, run_demo
+
+    _, tokenizer, _ = smol
+    torch.manual_seed(0)
+    tiny = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256))
+    folder = tmp_path / "tiny"
+    tiny.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"instruction": f"Name {i} things about topic {i}.",
+                                           "input": "" if i % 2 else f"context {i}"}) + "\n"
+                               for i in range(40)))
+    cfg = DemoConfig(model=str(folder), prompts=str(prompts), profile_prompts=24, workload=12,
+                     max_new_tokens=10, probe_epochs=1, max_running=4, predict_every=2)
+    summary = run_demo(cfg, tmp_path / "out", progress=False)
+    assert list(summary["policies"]) == list(POLICIES)
+    assert all(row["finished"] == 12 for row in summary["policies"].values())
+    assert summary["clock"]["fitted_on_first_pass"] and summary["clock"]["step_cost"]
+    assert summary["settings"]["LTR"]["scheduler"] == "LTR"
+    assert set(summary["ranking_on_workload"]) == {"ltr", "prompt_only"}
+    assert (tmp_path / "out" / "ltr" / "ltr.json").is_file()
+    with pytest.raises(ValueError, match="needs prompts"):
+        DemoConfig(model=str(folder))

@@ -329,7 +329,8 @@ def _demo_config(args: argparse.Namespace) -> Any:
     """DemoConfig from the flags given (the rest: DemoConfig's or quick()'s defaults)."""
     from trail.demo.end_to_end import DemoConfig
 
-    fields = {k: v for k, v in (("seed", args.seed), ("load", args.load),
+    fields = {k: v for k, v in (("model", args.model), ("prompts", args.prompts),
+                                ("seed", args.seed), ("load", args.load),
                                 ("workload", args.requests), ("c", args.c),
                                 ("max_running", args.max_running), ("clock", args.clock),
                                 ("threads", args.threads), ("aging_rate", args.aging_rate),
@@ -348,9 +349,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nprobe MAE {summary['probe_mae']:.1f} tokens vs prompt-only "
           f"{summary['prompt_only_mae']:.1f}; {summary['seconds']['total_s']:.0f} s on "
           f"{summary['machine']}")
-    if cfg.clock == "virtual":
+    if cfg.clock == "virtual" and cfg.model == "demo":
         print("latencies on the virtual clock (the demo model's frozen step cost): the same "
               "on a busy or a quiet machine; --clock wall times the machine instead")
+    elif cfg.clock == "virtual":
+        print(f"latencies on a virtual clock fitted to this machine's first pass (R² "
+              f"{summary['clock']['r2']:.3f}); --clock wall times every pass instead")
     print(f"wrote {args.out}/summary.json, results.csv, latency_cdf.png, predictions.png")
     return 0
 
@@ -634,10 +638,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_tune_c)
 
-    p = sub.add_parser("demo", help="the whole system end to end: FCFS, SJF, SJF-work, "
+    p = sub.add_parser("demo", help="the whole system end to end: FCFS, SJF, SJF-work, LTR, "
                                     "TRAIL-paper, TRAIL, TRAIL+, MLFQ through the engine on "
-                                    "the demo model")
+                                    "the demo model (or --model)")
     p.add_argument("--quick", action="store_true", help="reduced run (~1.5 min, for smoke tests)")
+    p.add_argument("--model", default=None,
+                   help="'demo' (default), 'smollm2-135m-instruct' or a save_pretrained "
+                        "folder (then --prompts is needed)")
+    p.add_argument("--prompts", default=None,
+                   help="JSONL prompts for a model other than demo: the first ones train the "
+                        "predictors, the next --requests are served")
     p.add_argument("--out", default="runs/demo", help="results directory")
     p.add_argument("--seed", type=int, default=None,
                    help="seeds the demo model, the prompts and sampling (default 0)")
@@ -931,7 +941,15 @@ def _check_theory(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_demo(args: argparse.Namespace) -> dict[str, Any]:
-    return {"cfg": _demo_config(args)}
+    cfg = _demo_config(args)
+    if cfg.model != "demo":
+        _model_shape(cfg.model, cfg.seed)  # the model exists (or can be converted)
+        n = len(_prompts(cfg.prompts, cfg.seed))
+        if n < cfg.profile_prompts + cfg.workload:
+            raise ValueError(f"--prompts {cfg.prompts}: {n} prompts, the demo needs "
+                             f"{cfg.profile_prompts} to train its predictors + "
+                             f"{cfg.workload} to serve (--requests)")
+    return {"cfg": cfg}
 
 
 def _check_bench(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,11 +1,17 @@
 """`trail demo`: the whole system on one machine — model, probe, workload, the policies.
 
 1. **Model**: the demo model (trained on first use, then cached; `--quick` trains a shorter
-   one, cached apart).
+   one, cached apart), or any model `trail.models.load_model` takes (`--model
+   smollm2-135m-instruct`, a folder) with prompts from a JSONL file (`--prompts`): the
+   first `profile_prompts` of the file train the predictors, the next `workload` are
+   served; prompts go through the tokenizer's chat template when it has one.
 2. **Probe**: `collect` answers with hidden states of every layer, then `evaluate` trains a
    probe per layer, keeps the best layer (profiling), picks uniform or geometric bins, and
-   fits the prompt-only baseline (frozen MiniLM + head) on the same split. Reported: the
-   probe's MAE of the remaining length (Bayesian-refined) against the prompt-only one.
+   fits the prompt-only baseline (frozen MiniLM + head) on the same split, and the
+   learning-to-rank predictor (`trail.probe.ltr`: ListMLE over the same MiniLM embedding,
+   vllm-ltr's idea) on the collection's (prompt, length) pairs. Reported: the probe's MAE
+   of the remaining length (Bayesian-refined) against the prompt-only one, and Kendall's τ
+   of the LTR and prompt-only orders on the served workload.
 3. **Workload**: one seeded set of prompts from the demo language, sampled at temperature 1
    with a seed per request, so every policy gets the same answers. A first pass serves them
    all at t = 0 under FCFS: it gives every request's true length (for TRAIL+) and the
@@ -16,6 +22,8 @@
    - SJF on the prompt-only prediction made at arrival (output rank: the paper's baseline);
    - SJF-work: the same predictions with TRAIL's work-aware key and aging (no probe): what
      the key alone buys;
+   - LTR: vllm-ltr's policy on the learned scores of the prompts (starvation promotion as
+     the scheduler's LTR has it);
    - TRAIL-paper: the paper's rule: the prompt-only prediction at arrival ranks waiting
      requests; once running, the probe refines the remaining length every `predict_every`
      engine steps; limited preemption with c = 0.8 (the KV of a preempted request is kept);
@@ -26,8 +34,6 @@
    - TRAIL+: TRAIL's rule and settings on the true lengths from the first pass (the
      oracle bound);
    - MLFQ: FastServe's multi-level feedback queue (no predictions).
-   LTR is not served here: it needs a learned ranking model over prompts, which the demo
-   does not train (`trail simulate` has it, with simulated scores).
 5. **Output**: a table (mean / p50 / p99 latency, mean TTFT, throughput, preemptions, ratios
    to FCFS), `summary.json`, `results.csv`, per-policy request records, and plots: latency
    CDF per policy, predicted vs true remaining length along a few generations.
@@ -39,7 +45,10 @@ not charged to the served requests, for SJF and TRAIL alike).
 the engine serves for real, but times advance by the demo model's frozen step cost
 (`step_cost.json` beside this file, fitted by `bench/calibrate_demo_clock.py` to the engine's
 measured step times on a quiet machine), so the table is the same on a busy or a quiet
-machine. `clock="wall"` measures on the wall clock instead (the machine's load shows).
+machine. Another model has no frozen cost: its first pass runs on the wall clock, recording
+every step, and the step cost fitted to those steps (`fit_step_cost`) is the virtual clock of
+the policies' passes (in summary.json). `clock="wall"` measures every pass on the wall clock
+instead (the machine's load shows).
 Collection, probe training and serving run with `threads` torch threads (the demo model
 trains with its own fixed one), so results do not depend on the environment's thread count.
 """
@@ -64,7 +73,7 @@ from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
 from trail.engine.engine import PROBE_RANKS
 from trail.machine import describe
 
-POLICIES = ("FCFS", "SJF", "SJF-work", "TRAIL-paper", "TRAIL", "TRAIL+", "MLFQ")
+POLICIES = ("FCFS", "SJF", "SJF-work", "LTR", "TRAIL-paper", "TRAIL", "TRAIL+", "MLFQ")
 CLOCKS = ("virtual", "wall")
 SUMMARY_KEYS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
                 "throughput_tok_s", "preemptions", "submitted", "finished")
@@ -75,6 +84,8 @@ class DemoConfig:
     """Sizes and settings of one demo run (`quick()` gives the reduced one)."""
 
     seed: int = 0
+    model: str = "demo"                 # or a name or folder trail.models.load_model takes
+    prompts: str | None = None          # JSONL prompts (needed for a model other than demo)
     train_steps: int | None = None      # demo-model training steps (None: the default)
     profile_prompts: int = 1000         # requests collected to train and pick the probe
     probe_epochs: int = 30              # the paper's recipe
@@ -132,6 +143,12 @@ class DemoConfig:
             raise ValueError(f"DemoConfig.rank={self.rank!r} must be one of {PROBE_RANKS}")
         if self.clock not in CLOCKS:
             raise ValueError(f"DemoConfig.clock={self.clock!r} must be one of {CLOCKS}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"DemoConfig.model={self.model!r} must be a model name or folder")
+        if (self.model == "demo") != (self.prompts is None):
+            raise ValueError("DemoConfig: the demo model serves its own language (no prompts "
+                             "file); any other model needs prompts, a JSONL file "
+                             f"(model={self.model!r}, prompts={self.prompts!r})")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "DemoConfig":
@@ -180,38 +197,41 @@ class Workload:
     capacity: float              # saturated FCFS throughput, requests per second
     kv_tokens: int
     timings: dict[str, float]
+    ltr_score: np.ndarray        # the LTR predictor's score per prompt (lower runs first)
+    step_cost: StepCost | None   # the virtual clock of the policies' passes (None: wall)
 
 
 def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
             cache_dir: str | None = None) -> Workload:
-    """Steps 1-3: the model, the probe (profiled) and the prompt-only predictor, the arrivals."""
-    from trail.demo import encode_prompt, load_demo, sample_prompts
+    """Steps 1-3: the model, the probe (profiled) and the prompt-only and LTR predictors, the
+    arrivals."""
     from trail.probe.baseline import PromptOnlyPredictor
     from trail.probe.collect import CollectConfig, collect
     from trail.probe.evaluate import evaluate
     from trail.probe.train import TrainConfig
 
     timings: dict[str, float] = {}
-    _progress(progress, "[1/4] demo model")
+    _progress(progress, f"[1/4] model: {cfg.model}")
     t = time.perf_counter()
-    model, tokenizer = load_demo(seed=cfg.seed, cache_dir=cache_dir, progress=progress,
-                                 steps=cfg.train_steps)
+    model, tokenizer, profile, prompts, encode, stop = _model_and_prompts(cfg, cache_dir,
+                                                                           progress)
     timings["model_s"] = time.perf_counter() - t
 
     _progress(progress, f"[2/4] probe: collect {cfg.profile_prompts} answers, train a probe "
-                        "per layer, pick the best, fit the prompt-only baseline")
+                        "per layer, pick the best, fit the prompt-only and LTR predictors")
     t = time.perf_counter()
     data = out / "probe_data"
     shutil.rmtree(data, ignore_errors=True)  # a fresh collection: its config is this run's
-    profile = [p.text for p in sample_prompts(cfg.profile_prompts, seed=cfg.seed + 1)]
     with threads(cfg.threads):
         collect(model, tokenizer, profile, data,
                 CollectConfig(layers=None, max_new_tokens=cfg.max_new_tokens,
                               temperature=cfg.temperature, seed=cfg.seed, max_running=32),
-                model_id=f"demo-seed{cfg.seed}", progress=progress)
+                model_id=f"demo-seed{cfg.seed}" if cfg.model == "demo" else cfg.model,
+                progress=progress)
         report = evaluate(data, out / "probe_eval", cfg=TrainConfig(epochs=cfg.probe_epochs,
                                                                     seed=cfg.seed),
                           baseline=True, progress=progress)
+        ltr = _fit_ltr(data, report, cfg, out / "ltr", progress)
     timings["probe_s"] = time.perf_counter() - t
     _progress(progress, f"      probe (layer {report['best_layer']}, {report['better_bins']} "
                         f"bins): MAE {probe_mae(report):.1f} tokens; prompt-only: "
@@ -220,16 +240,29 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
     _progress(progress, f"[3/4] workload: {cfg.workload} requests; a first pass at t = 0 "
                         "finds their lengths and the engine's throughput")
     t = time.perf_counter()
-    prompts = [p.text for p in sample_prompts(cfg.workload, seed=cfg.seed + 2)]
-    ids = [encode_prompt(tokenizer, text) for text in prompts]
-    stop = (int(tokenizer.eos_token_id),)
+    ids = [encode(text) for text in prompts]
     params = [SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                              seed=cfg.seed * 1_000_003 + i, stop_token_ids=stop)
               for i in range(cfg.workload)]
     kv_tokens = 2 * cfg.max_running * (max(map(len, ids)) + cfg.max_new_tokens + 16)
-    first = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
-                   [(0.0, ids[i], params[i]) for i in range(cfg.workload)], progress,
-                   "first pass (FCFS, all at t = 0)")
+    # The demo model has a frozen step cost; another model's first pass runs on the wall
+    # clock and its recorded steps give the virtual clock of the policies' passes.
+    fitted = cfg.model != "demo" and cfg.clock == "virtual"
+    first, steps = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
+                          [(0.0, ids[i], params[i]) for i in range(cfg.workload)], progress,
+                          "first pass (FCFS, all at t = 0)",
+                          cost=None if fitted else _frozen_cost(cfg), record=fitted)
+    cost = _frozen_cost(cfg)
+    if fitted:
+        from trail.engine import fit_step_cost
+
+        cost, fit = fit_step_cost([shape for shape, _ in steps], [sec for _, sec in steps],
+                                  name=f"{cfg.model} (first pass, {describe()})")
+        timings["step_cost_r2"] = fit["r2"]
+        # The first pass's own times on that clock, so every pass is on one clock.
+        first, _ = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
+                          [(0.0, ids[i], params[i]) for i in range(cfg.workload)], progress,
+                          "first pass again, on the fitted clock", cost=cost)
     true_len = np.array([len(o.output_ids) for o in first.outputs])
     capacity = saturated_throughput(first)
     rate = cfg.load * capacity
@@ -239,12 +272,66 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
     predictor = PromptOnlyPredictor.load(report["prompt_only"]["checkpoint"])
     prompt_pred = np.maximum(predictor.predict(prompts), 1.0)
     prompt_gittins = np.maximum(predictor.predict_gittins(prompts, cfg.max_new_tokens), 1.0)
+    ltr_score = ltr.score(prompts)
     timings["workload_s"] = time.perf_counter() - t
     _progress(progress, f"      saturated throughput {capacity:.1f} req/s; arrivals at "
                         f"{rate:.1f} req/s (load {cfg.load}) over {arrival[-1]:.1f} s")
     return Workload(model, report["probe_checkpoints"][report["better_bins"]], report, prompts,
                     ids, params, arrival, prompt_pred, prompt_gittins, true_len, capacity,
-                    kv_tokens, timings)
+                    kv_tokens, timings, ltr_score, cost)
+
+
+def _model_and_prompts(cfg: DemoConfig, cache_dir: str | None, progress: bool
+                       ) -> tuple[Any, Any, list[str], list[str], Any, tuple[int, ...]]:
+    """(model, tokenizer, profile prompts, workload prompts, text -> ids, stop tokens)."""
+    if cfg.model == "demo":
+        from trail.demo import encode_prompt, load_demo, sample_prompts
+
+        model, tokenizer = load_demo(seed=cfg.seed, cache_dir=cache_dir, progress=progress,
+                                     steps=cfg.train_steps)
+        profile = [p.text for p in sample_prompts(cfg.profile_prompts, seed=cfg.seed + 1)]
+        prompts = [p.text for p in sample_prompts(cfg.workload, seed=cfg.seed + 2)]
+        return (model, tokenizer, profile, prompts,
+                lambda text: encode_prompt(tokenizer, text), (int(tokenizer.eos_token_id),))
+    from trail.models import encode_prompt, has_chat_template, load_model, stop_token_ids
+    from trail.probe.collect import read_prompts
+
+    texts = read_prompts(cfg.prompts)
+    need = cfg.profile_prompts + cfg.workload
+    if len(texts) < need:
+        raise ValueError(f"{cfg.prompts}: {len(texts)} prompts, the demo needs "
+                         f"profile_prompts + workload = {need}")
+    model, tokenizer = load_model(cfg.model, seed=cfg.seed, cache_dir=cache_dir)
+    chat = has_chat_template(tokenizer)
+    return (model, tokenizer, texts[:cfg.profile_prompts], texts[cfg.profile_prompts:need],
+            lambda text: encode_prompt(tokenizer, text, chat), stop_token_ids(model, tokenizer))
+
+
+def _fit_ltr(data: pathlib.Path, report: dict[str, Any], cfg: DemoConfig,
+             out: pathlib.Path, progress: bool) -> Any:
+    """The LTR predictor on the profile collection's (prompt, length) pairs, training split."""
+    from trail.probe.collect import load_samples, read_collected_prompts
+    from trail.probe.ltr import PromptRankPredictor
+    from trail.probe.train import TrainConfig, split_by_request
+
+    s = load_samples(data, int(report["best_layer"]))
+    prompts = read_collected_prompts(data)
+    train = TrainConfig(seed=cfg.seed)
+    _, val = split_by_request(s.request, train.val_fraction, train.seed)
+    held = {int(r) for r in s.request[val]}
+    first = s.prefill
+    pairs = [(prompts[int(r)], float(n)) for r, n in zip(s.request[first], s.total[first])
+             if int(r) not in held]
+    ltr = PromptRankPredictor()
+    ltr.fit([p for p, _ in pairs], [n for _, n in pairs], seed=cfg.seed,
+            list_size=min(32, len(pairs)), progress=progress)
+    ltr.save(out)
+    return ltr
+
+
+def _frozen_cost(cfg: DemoConfig) -> StepCost | None:
+    """The demo model's frozen step cost on the virtual clock; None on the wall clock."""
+    return demo_step_cost() if cfg.clock == "virtual" and cfg.model == "demo" else None
 
 
 def probe_mae(report: dict[str, Any]) -> float:
@@ -262,9 +349,10 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
         raise ValueError(f"unknown demo policy {name!r}; choose from {POLICIES}")
     work = name in ("SJF-work", "TRAIL", "TRAIL+")  # TRAIL's key, aging and rank
     at_arrival = w.prompt_gittins if work and cfg.rank == "gittins" else w.prompt_pred
-    pred = {"FCFS": None, "MLFQ": None, "TRAIL+": w.true_len.astype(float)}.get(name, at_arrival)
+    pred = {"FCFS": None, "MLFQ": None, "LTR": None,
+            "TRAIL+": w.true_len.astype(float)}.get(name, at_arrival)
     policy = {"FCFS": te.Policy.FCFS, "SJF": te.Policy.SJF, "SJF-work": te.Policy.SJF,
-              "MLFQ": te.Policy.MLFQ}.get(name, te.Policy.TRAIL)
+              "LTR": te.Policy.LTR, "MLFQ": te.Policy.MLFQ}.get(name, te.Policy.TRAIL)
     sched = _scheduler(cfg, policy, w.kv_tokens)
     if work:
         sched.aging_rate = demo_aging_rate(cfg)
@@ -272,13 +360,17 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
         sched.kv_aware = cfg.kv_aware
     for field, value in scheduler_fields.items():
         setattr(sched, field, value)
-    arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i]) if pred is None
-                else (float(w.arrival[i]), w.ids[i], w.params[i], float(pred[i]))
-                for i in range(len(w.ids))]
+    if name == "LTR":
+        arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i], math.nan,
+                     float(w.ltr_score[i])) for i in range(len(w.ids))]
+    else:
+        arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i]) if pred is None
+                    else (float(w.arrival[i]), w.ids[i], w.params[i], float(pred[i]))
+                    for i in range(len(w.ids))]
     probe = Probe.load(w.probe_checkpoint) if name in ("TRAIL-paper", "TRAIL") else None
     return _serve(w.model, sched, probe, cfg, arrivals, progress, f"serving {name}",
                   prefill_weight=cfg.prefill_weight if work else None,
-                  probe_rank=cfg.rank if name == "TRAIL" else "mean")
+                  probe_rank=cfg.rank if name == "TRAIL" else "mean", cost=w.step_cost)[0]
 
 
 def run_demo(cfg: DemoConfig, out: str | pathlib.Path, progress: bool = True,
@@ -326,12 +418,14 @@ def _scheduler(cfg: DemoConfig, policy: te.Policy, kv_tokens: int) -> te.Schedul
 
 def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
            arrivals: list[tuple], progress: bool, desc: str,
-           prefill_weight: float | str | None = None, probe_rank: str = "mean") -> Report:
-    """One pass of the arrivals through a fresh engine; every request must finish."""
-    cost = demo_step_cost() if cfg.clock == "virtual" else None
+           prefill_weight: float | str | None = None, probe_rank: str = "mean",
+           cost: StepCost | None = None, record: bool = False
+           ) -> tuple[Report, list[tuple[Any, float]]]:
+    """One pass of the arrivals through a fresh engine (on the virtual clock of `cost`, or
+    the wall clock); every request must finish. Also returns the step log if `record`."""
     with Engine(model, EngineConfig(scheduler=sched, probe=probe, step_cost=cost,
                                     predict_every=cfg.predict_every,
-                                    prefill_weight=prefill_weight,
+                                    prefill_weight=prefill_weight, record_steps=record,
                                     probe_rank=probe_rank)) as engine, threads(cfg.threads):
         report = engine.run(arrivals, progress=progress, desc=desc)
     if report.aggregates["finished"] != len(arrivals):
@@ -339,7 +433,7 @@ def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
                            f"finished under {sched.policy}")
     report.outputs.sort(key=lambda o: o.rid)  # rid = index in time order = workload index
     report.aggregates["prefill_weight"] = engine.scheduler.config.prefill_weight  # as learned
-    return report
+    return report, engine.step_log
 
 
 def _row(report: Report) -> dict[str, Any]:
@@ -354,11 +448,12 @@ def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None
                     ) -> dict[str, Any]:
     """What a demo policy ranks by and with which key (summary.json's `settings`)."""
     work = name in ("SJF-work", "TRAIL", "TRAIL+")
-    scheduler = {"FCFS": "FCFS", "SJF": "SJF", "SJF-work": "SJF", "MLFQ": "MLFQ"}.get(name,
-                                                                                     "TRAIL")
-    lengths = {"FCFS": None, "MLFQ": None, "SJF": "prompt-only", "SJF-work": "prompt-only",
-               "TRAIL+": "true"}.get(name, "prompt-only, then probe")
+    scheduler = {"FCFS": "FCFS", "SJF": "SJF", "SJF-work": "SJF", "LTR": "LTR",
+                 "MLFQ": "MLFQ"}.get(name, "TRAIL")
+    lengths = {"FCFS": None, "MLFQ": None, "LTR": None, "SJF": "prompt-only",
+               "SJF-work": "prompt-only", "TRAIL+": "true"}.get(name, "prompt-only, then probe")
     return {"scheduler": scheduler, "lengths": lengths,
+            "scores": "LTR (ListMLE on MiniLM) at arrival" if name == "LTR" else None,
             "c": cfg.c if scheduler == "TRAIL" else None,
             "prefill_weight": cfg.prefill_weight if work else 0.0,
             "prefill_weight_used": (report.aggregates.get("prefill_weight")
@@ -391,9 +486,22 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
                          "mean_output_tokens": float(true_len.mean()),
                          "p99_output_tokens": float(np.percentile(true_len, 99)),
                          "same_length_as_first_pass": same},
-            "clock": {"kind": cfg.clock, "step_cost": asdict(demo_step_cost())
-                      if cfg.clock == "virtual" else None},
+            "model": cfg.model,
+            "ranking_on_workload": _ranking(w),
+            "clock": {"kind": cfg.clock,
+                      "step_cost": asdict(w.step_cost) if w.step_cost is not None else None,
+                      "fitted_on_first_pass": cfg.model != "demo" and w.step_cost is not None,
+                      "r2": w.timings.get("step_cost_r2")},
             "config": asdict(cfg), "torch": torch.__version__}
+
+
+def _ranking(w: Workload) -> dict[str, float]:
+    """Kendall's τ of each predictor's order of the served requests against their true
+    lengths (from the first pass)."""
+    from trail.probe.ltr import kendall_tau
+
+    return {"ltr": kendall_tau(w.ltr_score, w.true_len),
+            "prompt_only": kendall_tau(w.prompt_pred, w.true_len)}
 
 
 def _write_csv(path: pathlib.Path, summary: dict[str, Any]) -> None:

@@ -34,9 +34,11 @@ from trail.probe.probe import Probe
 from trail.progress import progress_bar
 
 # (seconds from the start, prompt ids, params), optionally followed by the predicted total
-# output length the scheduler gets at arrival (e.g. from a prompt-only predictor).
+# output length the scheduler gets at arrival (e.g. from a prompt-only predictor; NaN:
+# none) and then the LTR score (e.g. from trail.probe.ltr; lower runs first).
 Arrival = (tuple[float, Sequence[int], SamplingParams]
-           | tuple[float, Sequence[int], SamplingParams, float])
+           | tuple[float, Sequence[int], SamplingParams, float]
+           | tuple[float, Sequence[int], SamplingParams, float, float])
 
 
 PROBE_RANKS = ("mean", "gittins")  # what EngineConfig.probe_rank may feed the scheduler
@@ -419,8 +421,9 @@ class Engine:
 
     def run(self, workload: Iterable[Arrival], progress: bool = True,
             desc: str = "serving") -> Report:
-        """Replay arrivals (seconds from now, prompt ids, params[, predicted length]) on the
-        engine's clock to the end; request ids follow the arrivals' time order.
+        """Replay arrivals (seconds from now, prompt ids, params[, predicted length[, LTR
+        score]]) on the engine's clock to the end; request ids follow the arrivals' time
+        order.
 
         On a virtual clock an idle engine jumps to the next arrival instead of sleeping.
         `desc` labels the progress bar.
@@ -440,10 +443,11 @@ class Engine:
         while i < len(arrivals) or self.has_unfinished():
             t = self.now() - start
             while i < len(arrivals) and arrivals[i][0] <= t:
-                at, k, (_, prompt, params, *predicted) = arrivals[i]
+                at, k, (_, prompt, params, *extra) = arrivals[i]
                 try:
                     self.add_request(prompt, params, arrival=start + at,
-                                     predicted_len=predicted[0] if predicted else math.nan)
+                                     predicted_len=extra[0] if extra else math.nan,
+                                     score=extra[1] if len(extra) > 1 else math.nan)
                 except (ValueError, TypeError, OverflowError, KeyError) as exc:
                     rejected.append((k, str(exc)))
                     bar.update(1)
@@ -478,8 +482,9 @@ def _token_ids(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:
 
 def _arrival_problem(a: object) -> str:
     """Why an Engine.run arrival is malformed ('' if it is well formed)."""
-    if not isinstance(a, (tuple, list)) or len(a) not in (3, 4):
-        return f"an arrival is (seconds, prompt ids, params[, predicted length]), got {a!r:.80}"
+    if not isinstance(a, (tuple, list)) or len(a) not in (3, 4, 5):
+        return (f"an arrival is (seconds, prompt ids, params[, predicted length[, score]]), "
+                f"got {a!r:.80}")
     if not (_finite_seconds(a[0]) and float(a[0]) >= 0):
         return f"arrival time must be finite seconds >= 0, got {a[0]!r}"
     return ""
