@@ -122,3 +122,24 @@ def test_prefill_weight_is_prefill_over_decode_token_cost() -> None:
         assert cost.prefill_weight(batch=128) > cost.prefill_weight(batch=8)
     with pytest.raises(ValueError, match="batch"):
         CostModel.preset(PRESETS[0]).prefill_weight(batch=0)
+
+
+def test_engine_step_cost_in_the_simulator_charges_the_engines_step() -> None:
+    from trail.engine import StepCost, StepShape
+    from trail.sim.cost_model import EngineStepCost
+
+    step = StepCost(constant=1e-3, rows=2e-4, prefill_tokens=3e-5, context_tokens=4e-7,
+                    probe_call=5e-4, probe_rows=6e-5)
+    cost = EngineStepCost(step)
+    # a decode step of 8 rows over 800 context tokens, and one with a 100-token prefill
+    assert cost.iteration_time(0, 8, 800) == pytest.approx(step.seconds(StepShape(8, 0, 800, 0)))
+    assert cost.iteration_time(100, 8, 800) == pytest.approx(
+        step.seconds(StepShape(9, 100, 800, 0)))
+    assert cost.iteration_time(0, 0, 0) == 0.0 and cost.swap_time(1e6) == 0.0
+    every4 = EngineStepCost(step, probe_every=4)
+    assert every4.iteration_time(0, 8, 800) == pytest.approx(
+        cost.iteration_time(0, 8, 800) + (5e-4 + 6e-5 * 8) / 4)
+    with pytest.raises(TypeError, match="StepCost"):
+        EngineStepCost(1.0)
+    with pytest.raises(ValueError, match="probe_every"):
+        EngineStepCost(step, probe_every=0)

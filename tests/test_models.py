@@ -188,5 +188,16 @@ def test_the_demo_serves_a_folder_model_with_chat_prompts(smol, tmp_path: pathli
     assert summary["settings"]["LTR"]["scheduler"] == "LTR"
     assert set(summary["ranking_on_workload"]) == {"ltr", "prompt_only"}
     assert (tmp_path / "out" / "ltr" / "ltr.json").is_file()
+    # The simulator replays the same workload with the engine's fitted step cost.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench"))
+    import sim_vs_engine
+
+    result = sim_vs_engine.compare(tmp_path / "out", progress=False)
+    assert list(result["policies"]) == list(POLICIES)
+    for row in result["policies"].values():
+        assert all(np.isfinite(v) and v > 0 for v in row["simulator"].values())
+        assert np.isfinite(row["relative_error"]["mean_latency_s"])
+    # FCFS on the true lengths and the engine's own cost: the simulator is close
+    assert abs(result["policies"]["FCFS"]["relative_error"]["mean_latency_s"]) < 0.5
     with pytest.raises(ValueError, match="needs prompts"):
         DemoConfig(model=str(folder))

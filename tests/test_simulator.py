@@ -393,3 +393,19 @@ def test_the_clock_starts_at_the_first_arrival(shift: float) -> None:
                      Oracle(), progress=False)
     np.testing.assert_allclose(moved.finish - moved.arrival, base.finish - base.arrival,
                                rtol=1e-9, atol=1e-6)
+
+
+def test_given_predictions_replay_like_the_oracle_and_check_their_length() -> None:
+    from trail.sim.predictors import Given
+
+    rng = np.random.default_rng(1)
+    arrival = np.sort(rng.uniform(0, 2, 30))
+    prompt, output = rng.integers(1, 30, 30), rng.integers(1, 40, 30)
+    cfg = te.SchedulerConfig(policy=te.Policy.SJF, max_running=4, kv_capacity_tokens=4096,
+                             block_size=16)
+    cost = CostModel.preset("llama3-8b-a100-80gb")
+    a = simulate(arrival, prompt, output, cfg, cost, Oracle())
+    b = simulate(arrival, prompt, output, cfg, cost, Given(output.astype(float)))
+    np.testing.assert_array_equal(a.finish, b.finish)
+    with pytest.raises(ValueError, match="Given.predictions: 3 values for 30"):
+        simulate(arrival, prompt, output, cfg, cost, Given(np.ones(3)))

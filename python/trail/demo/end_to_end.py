@@ -163,15 +163,15 @@ def demo_step_cost() -> StepCost:
         resources.files("trail.demo").joinpath("step_cost.json").read_text(), "step_cost.json")
 
 
-def demo_aging_rate(cfg: DemoConfig) -> float:
+def demo_aging_rate(cfg: DemoConfig, cost: StepCost | None = None) -> float:
     """TRAIL's α in tokens per second: the number, or for "auto" AGING_FRACTION of one
-    request's decode speed at a full batch of the demo model (its frozen step cost, with a
-    context of half the generation cap)."""
+    request's decode speed at a full batch, from `cost` (default: the demo model's frozen
+    step cost), with a context of half the generation cap."""
     from trail.engine.prefill_weight import AGING_FRACTION
 
     if cfg.aging_rate != "auto":
         return float(cfg.aging_rate)
-    return AGING_FRACTION * demo_step_cost().decode_tokens_per_s(
+    return AGING_FRACTION * (cost or demo_step_cost()).decode_tokens_per_s(
         cfg.max_running, max(1, cfg.max_new_tokens // 2))
 
 
@@ -199,6 +199,7 @@ class Workload:
     timings: dict[str, float]
     ltr_score: np.ndarray        # the LTR predictor's score per prompt (lower runs first)
     step_cost: StepCost | None   # the virtual clock of the policies' passes (None: wall)
+    cost: StepCost               # the model's step cost (frozen, or fitted to the first pass)
 
 
 def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
@@ -246,23 +247,25 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
               for i in range(cfg.workload)]
     kv_tokens = 2 * cfg.max_running * (max(map(len, ids)) + cfg.max_new_tokens + 16)
     # The demo model has a frozen step cost; another model's first pass runs on the wall
-    # clock and its recorded steps give the virtual clock of the policies' passes.
-    fitted = cfg.model != "demo" and cfg.clock == "virtual"
+    # clock, and the cost fitted to its recorded steps is the model's (the virtual clock of
+    # the policies' passes, and what α "auto" is a fraction of).
+    fitted = cfg.model != "demo"
+    first_pass = [(0.0, ids[i], params[i]) for i in range(cfg.workload)]
     first, steps = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
-                          [(0.0, ids[i], params[i]) for i in range(cfg.workload)], progress,
-                          "first pass (FCFS, all at t = 0)",
+                          first_pass, progress, "first pass (FCFS, all at t = 0)",
                           cost=None if fitted else _frozen_cost(cfg), record=fitted)
-    cost = _frozen_cost(cfg)
+    cost, clock = demo_step_cost(), _frozen_cost(cfg)
     if fitted:
         from trail.engine import fit_step_cost
 
         cost, fit = fit_step_cost([shape for shape, _ in steps], [sec for _, sec in steps],
                                   name=f"{cfg.model} (first pass, {describe()})")
         timings["step_cost_r2"] = fit["r2"]
-        # The first pass's own times on that clock, so every pass is on one clock.
-        first, _ = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
-                          [(0.0, ids[i], params[i]) for i in range(cfg.workload)], progress,
-                          "first pass again, on the fitted clock", cost=cost)
+        if cfg.clock == "virtual":  # the first pass again on that clock: one clock for all
+            clock = cost
+            first, _ = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
+                              first_pass, progress, "first pass again, on the fitted clock",
+                              cost=clock)
     true_len = np.array([len(o.output_ids) for o in first.outputs])
     capacity = saturated_throughput(first)
     rate = cfg.load * capacity
@@ -278,7 +281,7 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
                         f"{rate:.1f} req/s (load {cfg.load}) over {arrival[-1]:.1f} s")
     return Workload(model, report["probe_checkpoints"][report["better_bins"]], report, prompts,
                     ids, params, arrival, prompt_pred, prompt_gittins, true_len, capacity,
-                    kv_tokens, timings, ltr_score, cost)
+                    kv_tokens, timings, ltr_score, clock, cost)
 
 
 def _model_and_prompts(cfg: DemoConfig, cache_dir: str | None, progress: bool
@@ -351,13 +354,7 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
     at_arrival = w.prompt_gittins if work and cfg.rank == "gittins" else w.prompt_pred
     pred = {"FCFS": None, "MLFQ": None, "LTR": None,
             "TRAIL+": w.true_len.astype(float)}.get(name, at_arrival)
-    policy = {"FCFS": te.Policy.FCFS, "SJF": te.Policy.SJF, "SJF-work": te.Policy.SJF,
-              "LTR": te.Policy.LTR, "MLFQ": te.Policy.MLFQ}.get(name, te.Policy.TRAIL)
-    sched = _scheduler(cfg, policy, w.kv_tokens)
-    if work:
-        sched.aging_rate = demo_aging_rate(cfg)
-        sched.preempt_margin = cfg.preempt_margin
-        sched.kv_aware = cfg.kv_aware
+    sched = policy_scheduler(name, cfg, w.kv_tokens, w.cost)
     for field, value in scheduler_fields.items():
         setattr(sched, field, value)
     if name == "LTR":
@@ -389,6 +386,11 @@ def run_demo(cfg: DemoConfig, out: str | pathlib.Path, progress: bool = True,
         reports[name].save(out / "requests", name.replace("+", "_plus"))
         timings[f"serve_{name}_s"] = time.perf_counter() - t
     summary = _summary(cfg, reports, w)
+    (out / "workload.json").write_text(json.dumps({  # what a simulator replays
+        "arrival_s": w.arrival.tolist(), "prompt_tokens": [len(i) for i in w.ids],
+        "output_tokens": w.true_len.tolist(), "prompt_pred": w.prompt_pred.tolist(),
+        "prompt_gittins": w.prompt_gittins.tolist(), "ltr_score": w.ltr_score.tolist(),
+        "kv_tokens": w.kv_tokens, "max_new_tokens": cfg.max_new_tokens}) + "\n")
     summary["seconds"] = {**{k: round(v, 2) for k, v in timings.items()},
                           "total_s": round(time.perf_counter() - t_start, 2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -444,8 +446,22 @@ def _row(report: Report) -> dict[str, Any]:
             "submitted": int(a["requests"]), "finished": int(a["finished"])}
 
 
-def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None
-                    ) -> dict[str, Any]:
+def policy_scheduler(name: str, cfg: DemoConfig, kv_tokens: int, cost: StepCost
+                     ) -> te.SchedulerConfig:
+    """The scheduler configuration a demo policy serves with (`cost`: the model's step cost,
+    for α "auto"); β "auto" is learned by the engine while it serves."""
+    policy = {"FCFS": te.Policy.FCFS, "SJF": te.Policy.SJF, "SJF-work": te.Policy.SJF,
+              "LTR": te.Policy.LTR, "MLFQ": te.Policy.MLFQ}.get(name, te.Policy.TRAIL)
+    sched = _scheduler(cfg, policy, kv_tokens)
+    if name in ("SJF-work", "TRAIL", "TRAIL+"):  # TRAIL's key, aging and rank
+        sched.aging_rate = demo_aging_rate(cfg, cost)
+        sched.preempt_margin = cfg.preempt_margin
+        sched.kv_aware = cfg.kv_aware
+    return sched
+
+
+def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None,
+                    cost: StepCost | None = None) -> dict[str, Any]:
     """What a demo policy ranks by and with which key (summary.json's `settings`)."""
     work = name in ("SJF-work", "TRAIL", "TRAIL+")
     scheduler = {"FCFS": "FCFS", "SJF": "SJF", "SJF-work": "SJF", "LTR": "LTR",
@@ -458,7 +474,7 @@ def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None
             "prefill_weight": cfg.prefill_weight if work else 0.0,
             "prefill_weight_used": (report.aggregates.get("prefill_weight")
                                     if report is not None else None),
-            "aging_rate": demo_aging_rate(cfg) if work else 0.0,
+            "aging_rate": demo_aging_rate(cfg, cost) if work else 0.0,
             "preempt_margin": cfg.preempt_margin if work else 0.0,
             "kv_aware": cfg.kv_aware if work else False,
             "rank": cfg.rank if work else ("mean" if lengths else None)}
@@ -475,7 +491,8 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
     same = {name: int(sum(len(o.output_ids) == n for o, n in zip(r.outputs, true_len)))
             for name, r in reports.items()}
     return {"policies": policies, "ratios_to_fcfs": ratios,
-            "settings": {name: policy_settings(name, cfg, r) for name, r in reports.items()},
+            "settings": {name: policy_settings(name, cfg, r, w.cost)
+                         for name, r in reports.items()},
             "probe_mae": probe_mae(report),
             "prompt_only_mae": report["mae"]["prompt_only"], "seed": cfg.seed,
             "machine": describe(),
@@ -490,7 +507,8 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
             "ranking_on_workload": _ranking(w),
             "clock": {"kind": cfg.clock,
                       "step_cost": asdict(w.step_cost) if w.step_cost is not None else None,
-                      "fitted_on_first_pass": cfg.model != "demo" and w.step_cost is not None,
+                      "model_step_cost": asdict(w.cost),
+                      "fitted_on_first_pass": cfg.model != "demo",
                       "r2": w.timings.get("step_cost_r2")},
             "config": asdict(cfg), "torch": torch.__version__}
 

@@ -235,6 +235,60 @@ class CostModel:
 
 
 @dataclass(frozen=True)
+class EngineStepCost:
+    """The simulator's iteration cost from an engine's fitted `trail.engine.StepCost`, so a
+    simulation can be checked against the engine it models (bench/sim_vs_engine.py).
+
+    The engine's cost is linear in a step's rows, prefill tokens, attended context and probe
+    rows. The simulator does not track how many prefills a step batches, so every step with a
+    prefill counts one prefill row; the probe (when `probe_every` is set) is charged at its
+    mean: one call and one row per running request every `probe_every` steps. Swaps cost
+    nothing (on the CPU engine they copy host memory, which its step cost does not model).
+    """
+
+    step: Any  # trail.engine.StepCost
+    probe_every: int | None = None
+    name: str = "engine"
+
+    def __post_init__(self) -> None:
+        from trail.engine.clock import StepCost
+
+        if not isinstance(self.step, StepCost):
+            raise TypeError(f"EngineStepCost.step must be a trail.engine.StepCost, got "
+                            f"{type(self.step).__name__}")
+        if self.probe_every is not None and (isinstance(self.probe_every, bool) or not
+                                             isinstance(self.probe_every, int)
+                                             or self.probe_every < 1):
+            raise ValueError(f"EngineStepCost.probe_every={self.probe_every!r} must be None "
+                             f"or a positive int")
+
+    def iteration_time(self, prefill_tokens: float, decode_batch: float, context_tokens: float,
+                       prefill_sq_tokens: float | None = None) -> float:
+        """Seconds of one step (0 for an empty one)."""
+        return float(self.iteration_times(np.asarray([prefill_tokens], float),
+                                          np.asarray([decode_batch], float),
+                                          np.asarray([context_tokens], float))[0])
+
+    def iteration_times(self, prefill_tokens: np.ndarray, decode_batch: np.ndarray,
+                        context_tokens: np.ndarray, prefill_sq_tokens: np.ndarray | None = None
+                        ) -> np.ndarray:
+        """Vectorised iteration_time."""
+        p = np.asarray(prefill_tokens, float)
+        b = np.asarray(decode_batch, float)
+        ctx = np.asarray(context_tokens, float)
+        c = self.step
+        rows = b + (p > 0)
+        t = c.constant + c.rows * rows + c.prefill_tokens * p + c.context_tokens * ctx
+        if self.probe_every:
+            t = t + (c.probe_call + c.probe_rows * rows) / self.probe_every
+        return np.where((p == 0) & (b == 0), 0.0, t)
+
+    def swap_time(self, tokens: float) -> float:
+        """Free (see the class docstring)."""
+        return 0.0
+
+
+@dataclass(frozen=True)
 class UniformCost:
     """Every non-empty iteration takes `seconds`: cost linear in tokens, as in an M/G/1 queue.
 

@@ -133,6 +133,31 @@ class Oracle:
 
 
 @dataclass
+class Given:
+    """Predictions made elsewhere, replayed: lengths at arrival (e.g. a real prompt-only
+    predictor's) and/or LTR scores, one per request in the trace's order."""
+
+    predictions: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    rank: str = "mean"  # what the predictions are (an EmbeddingProbe's at_arrival checks it)
+    name: str = "given"
+    refreshes = False
+
+    def initial(self, output: np.ndarray, rng: np.random.Generator,
+                max_new_tokens: int | None = None) -> tuple[np.ndarray | None,
+                                                            np.ndarray | None]:
+        for what, v in (("predictions", self.predictions), ("scores", self.scores)):
+            if v is not None and len(v) != len(output):
+                raise ValueError(f"Given.{what}: {len(v)} values for {len(output)} requests")
+        return (None if self.predictions is None else np.asarray(self.predictions, float),
+                None if self.scores is None else np.asarray(self.scores, float))
+
+    def refresh(self, ids: np.ndarray | None, true_remaining: np.ndarray, age: np.ndarray,
+                rng: np.random.Generator) -> None:
+        return None
+
+
+@dataclass
 class PromptOnly:
     """One prediction at arrival, lognormal error with MAE `mae` tokens on the trace; fed to
     the scheduler as that prediction (`rank="mean"`) or its belief's Gittins rank."""
