@@ -146,7 +146,7 @@ CASES: list[tuple[str, str]] = [
     ("collect --prompts {d}/blank --out {d}/o", "{d}/blank: no prompts"),
     ("collect --prompts {d}/garbage --out {d}/o", "{d}/garbage: not a JSONL prompt file"),
     ("collect --prompts {d}/trunc.jsonl --out {d}/o", "{d}/trunc.jsonl:2: not a JSON line"),
-    ("collect --prompts {d}/list.jsonl --out {d}/o", "{d}/list.jsonl:1: expected a JSON object"),
+    ("collect --prompts {d}/list.jsonl --out {d}/o", "{d}/list.jsonl[0]: expected a JSON object"),
     ("collect --prompts {d}/int-prompt.jsonl --out {d}/o", "'prompt' must be a string"),
     ("collect --prompts {d}/no-field.jsonl --out {d}/o", "needs a 'prompt' or 'instruction'"),
     ("collect --prompts {d}/blank-prompt.jsonl --out {d}/o", "blank-prompt.jsonl:1: the prompt"),

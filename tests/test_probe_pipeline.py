@@ -360,3 +360,22 @@ def test_windowed_input_is_the_mean_of_the_last_states_and_is_evaluated(
     assert Probe.load(tmp_path / "e" / "probe_window").hidden_size == 2 * s.x.shape[1]
     ood = evaluate_transfer(tmp_path / "e", tmp_path / "c")
     assert np.isfinite(ood["mae"]["refined_window_geometric"])
+
+
+def test_prompts_from_a_json_array_as_alpaca_ships_them(tmp_path: pathlib.Path) -> None:
+    from trail.probe.collect import read_prompts
+
+    rows = [{"instruction": "Name a colour.", "input": "", "output": "Blue."},
+            {"instruction": "Translate.", "input": " Hola ", "output": "Hello."},
+            {"prompt": "Plain prompt."}]
+    (tmp_path / "a.json").write_text(json.dumps(rows, indent=2))
+    assert read_prompts(tmp_path / "a.json") == ["Name a colour.", "Translate.\n\nHola",
+                                                 "Plain prompt."]
+    (tmp_path / "l.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_prompts(tmp_path / "l.jsonl") == read_prompts(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text(json.dumps(rows + [3]))
+    with pytest.raises(ValueError, match=r"b.json\[3\]: expected a JSON object"):
+        read_prompts(tmp_path / "b.json")
+    (tmp_path / "c.json").write_text("[{\"prompt\": \"x\"},")
+    with pytest.raises(ValueError, match="c.json: not a JSON array"):
+        read_prompts(tmp_path / "c.json")

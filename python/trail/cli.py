@@ -493,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-seed", type=int, default=None,
                    help="which demo model (with --model demo; default 0)")
     p.add_argument("--prompts", default="demo:2000",
-                   help="JSONL with 'prompt' (or Alpaca 'instruction'/'input'), or demo:N")
+                   help="JSONL (or a JSON array) with 'prompt' (or Alpaca "
+                        "'instruction'/'input'), or demo:N")
     p.add_argument("--out", required=True,
                    help="collection directory; rerun into it to resume after an interrupt")
     layers = p.add_mutually_exclusive_group()

@@ -75,49 +75,63 @@ class CollectConfig:
 
 
 def read_prompts(path: str | pathlib.Path) -> list[str]:
-    """Prompts from JSONL: a `prompt` field, or Alpaca's `instruction` (+ `input`).
+    """Prompts from JSONL, or from one JSON array of objects (the form Alpaca's data is
+    distributed in): a `prompt` field, or Alpaca's `instruction` (+ `input`).
 
-    ValueError naming the file (and line) for a file that is not UTF-8, a line that is not a
-    JSON object with a string `prompt` or `instruction`, a blank prompt, or a file with no
-    prompts at all."""
+    ValueError naming the file (and line or item) for a file that is not UTF-8, a row that is
+    not a JSON object with a string `prompt` or `instruction`, a blank prompt, or a file with
+    no prompts at all."""
     p = pathlib.Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{p}: not a JSONL prompt file (not UTF-8 text: {exc.reason} at "
                          f"byte {exc.start})") from None
-    prompts = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
+    rows: list[tuple[str, Any]] = []
+    if text.lstrip().startswith("["):
         try:
-            row = json.loads(line)
+            items = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}:{n}: not a JSON line ({exc.msg} at column {exc.colno})"
-                             ) from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{p}:{n}: expected a JSON object with a 'prompt' or "
-                             f"'instruction' field, got {type(row).__name__}")
-        if "prompt" in row:
-            prompt = row["prompt"]
-            if not isinstance(prompt, str):
-                raise ValueError(f"{p}:{n}: 'prompt' must be a string, got {prompt!r:.60}")
-        elif "instruction" in row:
-            instruction, extra = row["instruction"], row.get("input")
-            if not isinstance(instruction, str) or not isinstance(extra, (str, type(None))):
-                raise ValueError(f"{p}:{n}: 'instruction' (and 'input') must be strings, got "
-                                 f"{instruction!r:.40}, {extra!r:.40}")
-            extra = (extra or "").strip()
-            prompt = instruction + (f"\n\n{extra}" if extra else "")
-        else:
-            raise ValueError(f"{p}:{n}: a line needs a 'prompt' or 'instruction' field, "
-                             f"got keys {sorted(row)}")
-        if not prompt.strip():
-            raise ValueError(f"{p}:{n}: the prompt is blank")
-        prompts.append(prompt)
+            raise ValueError(f"{p}: not a JSON array ({exc.msg} at line {exc.lineno}, column "
+                             f"{exc.colno})") from None
+        rows = [(f"{p}[{i}]", row) for i, row in enumerate(items)]
+    else:
+        for n, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"{p}:{n}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{p}:{n}: not a JSON line ({exc.msg} at column {exc.colno})"
+                                 ) from None
+    prompts = [_prompt_of(row, where) for where, row in rows]
     if not prompts:
         raise ValueError(f"{p}: no prompts in the file (it is empty or blank)")
     return prompts
+
+
+def _prompt_of(row: Any, where: str) -> str:
+    """The prompt of one JSON object (see read_prompts); ValueError naming `where`."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object with a 'prompt' or "
+                         f"'instruction' field, got {type(row).__name__}")
+    if "prompt" in row:
+        prompt = row["prompt"]
+        if not isinstance(prompt, str):
+            raise ValueError(f"{where}: 'prompt' must be a string, got {prompt!r:.60}")
+    elif "instruction" in row:
+        instruction, extra = row["instruction"], row.get("input")
+        if not isinstance(instruction, str) or not isinstance(extra, (str, type(None))):
+            raise ValueError(f"{where}: 'instruction' (and 'input') must be strings, got "
+                             f"{instruction!r:.40}, {extra!r:.40}")
+        extra = (extra or "").strip()
+        prompt = instruction + (f"\n\n{extra}" if extra else "")
+    else:
+        raise ValueError(f"{where}: a line needs a 'prompt' or 'instruction' field, "
+                         f"got keys {sorted(row)}")
+    if not prompt.strip():
+        raise ValueError(f"{where}: the prompt is blank")
+    return prompt
 
 
 @dataclass
