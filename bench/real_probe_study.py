@@ -246,8 +246,27 @@ def write_results(report: dict[str, Any], transfer: dict[str, Any], evald: pathl
                 cells.append("–" if not m else f"{m['kendall_tau']:.3f}; "
                              f"{m['top8_of_32'] if m['top8_of_32'] is None else round(m['top8_of_32'], 3)}")
             lines.append(f"| {k} | {cells[0]} | {cells[1]} |")
+    shipped = ship_probe(report, evald)
+    lines += ["", f"Shipped: the {shipped} probe (`python/trail/models/checkpoints/"
+              f"{SHIPPED.name}`), the servable one with the lower refined MAE on held-out "
+              "Alpaca."]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}/{stem}.{{md,json}}")
+
+
+# Where the trained SmolLM2 probe ships inside the package (safetensors + JSON, ~1.2 MB).
+SHIPPED = ROOT / "python" / "trail" / "models" / "checkpoints" / "smollm2-135m-instruct-probe"
+
+
+def ship_probe(report: dict[str, Any], evald: pathlib.Path) -> str:
+    """Copy the better of the uniform and geometric probes (by refined MAE on held-out Alpaca)
+    into the package; the windowed probes are not servable by the engine yet. Returns which."""
+    m = report["mae"]
+    kind = "geometric" if m["refined_geometric"] < m["refined"] else "uniform"
+    src = pathlib.Path(report["probe_checkpoints"][kind])
+    shutil.rmtree(SHIPPED, ignore_errors=True)
+    shutil.copytree(src, SHIPPED)
+    return kind
 
 
 if __name__ == "__main__":
