@@ -330,6 +330,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
     from trail.demo.end_to_end import DemoConfig
 
     fields = {k: v for k, v in (("model", args.model), ("prompts", args.prompts),
+                                ("profile_prompts", args.profile_prompts),
                                 ("seed", args.seed), ("load", args.load),
                                 ("workload", args.requests), ("c", args.c),
                                 ("max_running", args.max_running), ("clock", args.clock),
@@ -649,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None,
                    help="JSONL prompts for a model other than demo: the first ones train the "
                         "predictors, the next --requests are served")
+    p.add_argument("--profile-prompts", type=int, default=None, metavar="N",
+                   help="answers collected to train the probe and the prompt-only and LTR "
+                        "predictors (default 1000, --quick 250; at least 20)")
     p.add_argument("--out", default="runs/demo", help="results directory")
     p.add_argument("--seed", type=int, default=None,
                    help="seeds the demo model, the prompts and sampling (default 0)")
@@ -752,6 +756,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "tune-c": {"load": LOAD, "c": UNIT_C, "max_running": POSITIVE, "predict_every": POSITIVE,
                "limit": POSITIVE, "seed": SEED},
     "demo": {"seed": SEED, "load": LOAD, "requests": POSITIVE, "c": UNIT_C,
+             "profile_prompts": (lambda v: v >= 20, "an integer >= 20"),
              "max_running": POSITIVE, "threads": POSITIVE, "prefill_weight": AUTO,
              "aging_rate": AUTO, "preempt_margin": FINITE_NONNEG},
     "bench": {"batches": POSITIVE, "hidden": POSITIVE, "repeats": POSITIVE,
@@ -948,8 +953,8 @@ def _check_demo(args: argparse.Namespace) -> dict[str, Any]:
         n = len(_prompts(cfg.prompts, cfg.seed))
         if n < cfg.profile_prompts + cfg.workload:
             raise ValueError(f"--prompts {cfg.prompts}: {n} prompts, the demo needs "
-                             f"{cfg.profile_prompts} to train its predictors + "
-                             f"{cfg.workload} to serve (--requests)")
+                             f"{cfg.profile_prompts} to train its predictors (--profile-prompts) "
+                             f"+ {cfg.workload} to serve (--requests)")
     return {"cfg": cfg}
 
 
