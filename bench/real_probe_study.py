@@ -151,7 +151,7 @@ def ranking(work: pathlib.Path, evald: pathlib.Path, train: Any, epochs: int,
             list_size: int) -> dict[str, Any]:
     """Kendall τ and top-8-of-32 precision of each predictor's order of whole requests by
     output length, on held-out Alpaca (the evaluation's split) and on AlpacaEval: the LTR
-    score (trained here on the Alpaca training split, saved to work/ltr), the prompt-only
+    score (trained here on the Alpaca training split, saved beside the probes), the prompt-only
     classifier's expected length, and the probe's prediction at prefill."""
     import numpy as np
     import torch
@@ -182,7 +182,7 @@ def ranking(work: pathlib.Path, evald: pathlib.Path, train: Any, epochs: int,
     ltr = PromptRankPredictor()
     fit = ltr.fit([p for p, v in zip(prompts, is_val) if not v], totals[~is_val],
                   epochs=epochs, list_size=list_size)
-    ltr.save(work / "ltr")
+    ltr.save(evald / "ltr")  # beside the probes: `trail demo --predictors` takes the folder
     base = (PromptOnlyPredictor.load(report["prompt_only"]["checkpoint"])
             if "checkpoint" in report.get("prompt_only", {}) else None)
     out: dict[str, Any] = {"ltr_fit": {k: v for k, v in fit.items() if k != "loss_per_epoch"}}

@@ -1,6 +1,6 @@
 """How far the simulator is from the engine it models, on one `trail demo` run.
 
-Reads a demo output directory (summary.json, workload.json, probe_eval/report.json) and
+Reads a demo output directory (summary.json, workload.json, its predictors' report.json) and
 replays its workload (arrivals, prompt lengths, the true output lengths of the first pass)
 through `trail.sim.simulate` under every policy the demo served, with the engine's own
 step cost (`EngineStepCost` over the StepCost of the demo's virtual clock: for a model other
@@ -49,7 +49,8 @@ def compare(demo: pathlib.Path, progress: bool = True) -> dict[str, Any]:
     cfg = DemoConfig(**fields)
     step = StepCost(**clock["step_cost"])
     model_cost = StepCost(**clock["model_step_cost"])
-    report = json.loads((demo / "probe_eval" / "report.json").read_text())
+    predictors = pathlib.Path(summary.get("predictors") or demo / "probe_eval")
+    report = json.loads((predictors / "report.json").read_text())
     profile = report["error_profile_geometric" if report["better_bins"] == "geometric"
                      else "error_profile"]
     arrival = np.asarray(w["arrival_s"], float)

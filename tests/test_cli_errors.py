@@ -231,6 +231,7 @@ CASES: list[tuple[str, str]] = [
     ("demo-model --out {d}/o", "--out {d}/o: has no effect without --measure N"),
     ("demo --requests 0 --out {d}/o", "--requests 0"),
     ("demo --profile-prompts 19 --out {d}/o", "--profile-prompts 19"),
+    ("demo --predictors {d}/coll --out {d}/o", "--predictors {d}/coll: lacks report.json"),
     ("demo --model {d}/nowhere --prompts {d}/coll/prompts.jsonl --out {d}/o",
      "--model {d}/nowhere: not 'demo'"),
     ("demo --model smollm2-135m-instruct --out {d}/o", "any other model needs prompts"),

@@ -187,7 +187,7 @@ def test_the_demo_serves_a_folder_model_with_chat_prompts(smol, tmp_path: pathli
     assert summary["clock"]["fitted_on_first_pass"] and summary["clock"]["step_cost"]
     assert summary["settings"]["LTR"]["scheduler"] == "LTR"
     assert set(summary["ranking_on_workload"]) == {"ltr", "prompt_only"}
-    assert (tmp_path / "out" / "ltr" / "ltr.json").is_file()
+    assert (tmp_path / "out" / "probe_eval" / "ltr" / "ltr.json").is_file()
     # The simulator replays the same workload with the engine's fitted step cost.
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench"))
     import sim_vs_engine
@@ -199,5 +199,14 @@ def test_the_demo_serves_a_folder_model_with_chat_prompts(smol, tmp_path: pathli
         assert np.isfinite(row["relative_error"]["mean_latency_s"])
     # FCFS on the true lengths and the engine's own cost: the simulator is close
     assert abs(result["policies"]["FCFS"]["relative_error"]["mean_latency_s"]) < 0.5
+    # The same predictors reused by another run (no collection, no training): the first
+    # profile_prompts of the file are skipped, the next served.
+    again = run_demo(DemoConfig(model=str(folder), prompts=str(prompts), profile_prompts=24,
+                                workload=12, max_new_tokens=10, max_running=4,
+                                predict_every=2, predictors=str(tmp_path / "out" / "probe_eval")),
+                     tmp_path / "again", progress=False)
+    assert not (tmp_path / "again" / "probe_data").exists()
+    assert again["probe_mae"] == summary["probe_mae"]
+    assert again["ranking_on_workload"] == summary["ranking_on_workload"]
     with pytest.raises(ValueError, match="needs prompts"):
         DemoConfig(model=str(folder))

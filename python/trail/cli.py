@@ -331,6 +331,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
 
     fields = {k: v for k, v in (("model", args.model), ("prompts", args.prompts),
                                 ("profile_prompts", args.profile_prompts),
+                                ("predictors", args.predictors),
                                 ("seed", args.seed), ("load", args.load),
                                 ("workload", args.requests), ("c", args.c),
                                 ("max_running", args.max_running), ("clock", args.clock),
@@ -653,6 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-prompts", type=int, default=None, metavar="N",
                    help="answers collected to train the probe and the prompt-only and LTR "
                         "predictors (default 1000, --quick 250; at least 20)")
+    p.add_argument("--predictors", default=None, metavar="DIR",
+                   help="a `trail eval-probe` folder (with ltr/, as bench/real_probe_study.py "
+                        "writes) trained on this model: used instead of training here; the "
+                        "first --profile-prompts prompts are skipped")
     p.add_argument("--out", default="runs/demo", help="results directory")
     p.add_argument("--seed", type=int, default=None,
                    help="seeds the demo model, the prompts and sampling (default 0)")
@@ -948,6 +953,12 @@ def _check_theory(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_demo(args: argparse.Namespace) -> dict[str, Any]:
     cfg = _demo_config(args)
+    if cfg.predictors is not None:
+        d = pathlib.Path(cfg.predictors)
+        for need in ("report.json", "ltr/ltr.json", "prompt_only"):
+            if not (d / need).exists():
+                raise FileNotFoundError(f"--predictors {d}: lacks {need} (a `trail "
+                                        f"eval-probe` folder with an ltr/ predictor)")
     if cfg.model != "demo":
         _model_shape(cfg.model, cfg.seed)  # the model exists (or can be converted)
         n = len(_prompts(cfg.prompts, cfg.seed))

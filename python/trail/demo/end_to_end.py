@@ -86,6 +86,10 @@ class DemoConfig:
     seed: int = 0
     model: str = "demo"                 # or a name or folder trail.models.load_model takes
     prompts: str | None = None          # JSONL prompts (needed for a model other than demo)
+    # A `trail eval-probe` directory (report.json, probes, prompt_only/, and ltr/ with a
+    # trail.probe.ltr checkpoint) trained on this model: used instead of collecting and
+    # training here; the first `profile_prompts` of the prompts file are then skipped.
+    predictors: str | None = None
     train_steps: int | None = None      # demo-model training steps (None: the default)
     profile_prompts: int = 1000         # requests collected to train and pick the probe
     probe_epochs: int = 30              # the paper's recipe
@@ -218,21 +222,27 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
                                                                            progress)
     timings["model_s"] = time.perf_counter() - t
 
-    _progress(progress, f"[2/4] probe: collect {cfg.profile_prompts} answers, train a probe "
-                        "per layer, pick the best, fit the prompt-only and LTR predictors")
     t = time.perf_counter()
-    data = out / "probe_data"
-    shutil.rmtree(data, ignore_errors=True)  # a fresh collection: its config is this run's
-    with threads(cfg.threads):
-        collect(model, tokenizer, profile, data,
-                CollectConfig(layers=None, max_new_tokens=cfg.max_new_tokens,
-                              temperature=cfg.temperature, seed=cfg.seed, max_running=32),
-                model_id=f"demo-seed{cfg.seed}" if cfg.model == "demo" else cfg.model,
-                progress=progress)
-        report = evaluate(data, out / "probe_eval", cfg=TrainConfig(epochs=cfg.probe_epochs,
-                                                                    seed=cfg.seed),
-                          baseline=True, progress=progress)
-        ltr = _fit_ltr(data, report, cfg, out / "ltr", progress)
+    if cfg.predictors is not None:
+        _progress(progress, f"[2/4] predictors: trained before, from {cfg.predictors}")
+        report, ltr = _load_predictors(pathlib.Path(cfg.predictors))
+    else:
+        _progress(progress, f"[2/4] probe: collect {cfg.profile_prompts} answers, train a "
+                            "probe per layer, pick the best, fit the prompt-only and LTR "
+                            "predictors")
+        data = out / "probe_data"
+        shutil.rmtree(data, ignore_errors=True)  # a fresh collection: its config is this run's
+        with threads(cfg.threads):
+            collect(model, tokenizer, profile, data,
+                    CollectConfig(layers=None, max_new_tokens=cfg.max_new_tokens,
+                                  temperature=cfg.temperature, seed=cfg.seed, max_running=32),
+                    model_id=f"demo-seed{cfg.seed}" if cfg.model == "demo" else cfg.model,
+                    progress=progress)
+            report = evaluate(data, out / "probe_eval",
+                              cfg=TrainConfig(epochs=cfg.probe_epochs, seed=cfg.seed),
+                              baseline=True, progress=progress)
+            report["dir"] = str(out / "probe_eval")
+            ltr = _fit_ltr(data, report, cfg, out / "probe_eval" / "ltr", progress)
     timings["probe_s"] = time.perf_counter() - t
     _progress(progress, f"      probe (layer {report['best_layer']}, {report['better_bins']} "
                         f"bins): MAE {probe_mae(report):.1f} tokens; prompt-only: "
@@ -308,6 +318,26 @@ def _model_and_prompts(cfg: DemoConfig, cache_dir: str | None, progress: bool
     chat = has_chat_template(tokenizer)
     return (model, tokenizer, texts[:cfg.profile_prompts], texts[cfg.profile_prompts:need],
             lambda text: encode_prompt(tokenizer, text, chat), stop_token_ids(model, tokenizer))
+
+
+def _load_predictors(d: pathlib.Path) -> tuple[dict[str, Any], Any]:
+    """(the evaluation report, the LTR predictor) of a predictors directory; checkpoint paths
+    in the report are taken relative to it (the report may have been written elsewhere)."""
+    from trail.probe.ltr import PromptRankPredictor
+
+    path = d / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"predictors {d}: no report.json (a `trail eval-probe` "
+                                f"output directory is expected)")
+    report = json.loads(path.read_text())
+    report["dir"] = str(d)
+    report["probe_checkpoints"] = {k: str(d / pathlib.Path(v).name)
+                                   for k, v in report["probe_checkpoints"].items()}
+    if "checkpoint" not in report.get("prompt_only", {}):
+        raise ValueError(f"predictors {d}: the evaluation ran without the prompt-only "
+                         f"baseline, which SJF and TRAIL rank waiting requests by")
+    report["prompt_only"]["checkpoint"] = str(d / "prompt_only")
+    return report, PromptRankPredictor.load(d / "ltr")
 
 
 def _fit_ltr(data: pathlib.Path, report: dict[str, Any], cfg: DemoConfig,
@@ -504,6 +534,7 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
                          "p99_output_tokens": float(np.percentile(true_len, 99)),
                          "same_length_as_first_pass": same},
             "model": cfg.model,
+            "predictors": report.get("dir"),
             "ranking_on_workload": _ranking(w),
             "clock": {"kind": cfg.clock,
                       "step_cost": asdict(w.step_cost) if w.step_cost is not None else None,
