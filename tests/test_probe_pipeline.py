@@ -379,3 +379,14 @@ def test_prompts_from_a_json_array_as_alpaca_ships_them(tmp_path: pathlib.Path) 
     (tmp_path / "c.json").write_text("[{\"prompt\": \"x\"},")
     with pytest.raises(ValueError, match="c.json: not a JSON array"):
         read_prompts(tmp_path / "c.json")
+
+
+def test_chat_template_without_one_is_refused_before_anything_is_written(
+        tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="no chat template"):
+        collect(tiny_model(), CharTokenizer(), PROMPTS[:2], tmp_path / "c",
+                CollectConfig(layers=[0], chat_template=True), progress=False)
+    assert not (tmp_path / "c" / "manifest.json").exists()
+    collect(tiny_model(), CharTokenizer(), PROMPTS[:2], tmp_path / "c",  # then it works
+            CollectConfig(layers=[0], max_new_tokens=4), progress=False)
+    assert read_manifest(tmp_path / "c")["chat_template_used"] is False

@@ -19,11 +19,12 @@ from __future__ import annotations
 import copy
 import enum
 import math
-import operator
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
+
+from trail.checks import as_integer
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -168,13 +169,7 @@ class _Request:
 
 def _int_arg(value: Any, name: str) -> int:
     """Convert a scalar integer argument; `TypeError` for anything but an int64 integer."""
-    # bool is an int subclass in Python, but a bool where a count or id is expected is a bug.
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    v = as_integer(value, name)
     if not _INT64_MIN <= v <= _INT64_MAX:
         raise TypeError(f"{name}={_shown(v)} does not fit in int64")
     return v

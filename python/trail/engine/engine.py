@@ -19,11 +19,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 import trail_ext as te
+from trail.checks import is_finite_real, is_integer
 from trail.engine.clock import StepCost, StepShape, VirtualClock, WallClock
 from trail.engine.metrics import Report, aggregate
 from trail.engine.prefill_weight import PrefillWeightEstimator
@@ -90,14 +90,14 @@ class Engine:
         if config.probe_rank not in PROBE_RANKS:
             raise ValueError(f"EngineConfig.probe_rank must be 'mean' or 'gittins', "
                              f"got {config.probe_rank!r}")
-        if not _int(config.predict_every) or config.predict_every < 1:
+        if not is_integer(config.predict_every) or config.predict_every < 1:
             raise ValueError(f"EngineConfig.predict_every must be a positive int, "
                              f"got {config.predict_every!r}")
-        if config.max_model_len is not None and not _int(config.max_model_len):
+        if config.max_model_len is not None and not is_integer(config.max_model_len):
             raise TypeError(f"EngineConfig.max_model_len must be an int or None, "
                             f"got {config.max_model_len!r}")
         if not isinstance(config.capture_layers, (tuple, list)) or not all(
-                _int(x) for x in config.capture_layers):
+                is_integer(x) for x in config.capture_layers):
             raise TypeError(f"EngineConfig.capture_layers must be a tuple of ints, "
                             f"got {config.capture_layers!r:.80}")
         if not isinstance(config.scheduler, te.SchedulerConfig):
@@ -119,7 +119,7 @@ class Engine:
                             f"got {type(config.step_cost).__name__}")
         pw = config.prefill_weight
         if not (pw is None or (isinstance(pw, str) and pw == "auto")
-                or (_finite_seconds(pw) and float(pw) >= 0)):
+                or (is_finite_real(pw) and float(pw) >= 0)):
             raise ValueError(f"EngineConfig.prefill_weight must be a number >= 0, 'auto' "
                              f"or None, got {pw!r}")
         self.max_model_len = int(max_len)
@@ -208,7 +208,7 @@ class Engine:
         rid = self._next_rid
         if arrival is None:
             arrival = self.now()
-        elif not _finite_seconds(arrival):
+        elif not is_finite_real(arrival):
             raise ValueError(f"arrival must be a finite number of seconds, got {arrival!r}")
         elif float(arrival) > self.now():
             # A request is added when it arrives; Engine.run replays future arrivals itself.
@@ -474,7 +474,7 @@ def _token_ids(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:
         raise TypeError(f"prompt ids must be a sequence of ints, got {type(prompt_ids).__name__}")
     out = []
     for t in prompt_ids:
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+        if not is_integer(t):
             raise TypeError(f"prompt ids must be ints, got {t!r}")
         out.append(int(t))
     return out
@@ -485,21 +485,6 @@ def _arrival_problem(a: object) -> str:
     if not isinstance(a, (tuple, list)) or len(a) not in (3, 4, 5):
         return (f"an arrival is (seconds, prompt ids, params[, predicted length[, score]]), "
                 f"got {a!r:.80}")
-    if not (_finite_seconds(a[0]) and float(a[0]) >= 0):
+    if not (is_finite_real(a[0]) and float(a[0]) >= 0):
         return f"arrival time must be finite seconds >= 0, got {a[0]!r}"
     return ""
-
-
-def _int(x: object) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _finite_seconds(x: object) -> bool:
-    """A finite real number (Python or numpy), not a bool (a huge int overflows: not finite)."""
-    try:
-        return (not isinstance(x, (bool, np.bool_))
-                and isinstance(x, (int, float, np.integer, np.floating))
-                and math.isfinite(float(x)))
-    except OverflowError:
-        return False

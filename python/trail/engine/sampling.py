@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
+
+from trail.checks import is_finite_real, is_integer, is_real
 
 
 @dataclass(frozen=True)
@@ -25,10 +24,10 @@ class SamplingParams:
                 or self.max_new_tokens <= 0:
             raise ValueError(f"SamplingParams: max_new_tokens must be a positive int, "
                              f"got {self.max_new_tokens!r}")
-        if not (_finite(self.temperature) and self.temperature >= 0):
+        if not (is_finite_real(self.temperature) and self.temperature >= 0):
             raise ValueError(f"SamplingParams: temperature must be finite and >= 0, "
                              f"got {self.temperature!r}")
-        if not (_real(self.top_p) and 0 < self.top_p <= 1):
+        if not (is_real(self.top_p) and 0 < self.top_p <= 1):
             raise ValueError(f"SamplingParams: top_p must be in (0, 1], got {self.top_p!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not 0 <= self.seed < 2**64):
@@ -36,23 +35,10 @@ class SamplingParams:
                              f"got {self.seed!r}")
         stops = self.stop_token_ids
         if isinstance(stops, (str, bytes)) or not hasattr(stops, "__iter__") or any(
-                isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0 for t in stops):
+                not is_integer(t) or t < 0 for t in stops):
             raise ValueError(f"SamplingParams: stop_token_ids must be non-negative ints, "
                              f"got {stops!r:.80}")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in stops))
-
-
-def _real(x: object) -> bool:
-    """A real number (Python or numpy), not a bool."""
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
-
-
-def _finite(x: object) -> bool:
-    """A real number that is finite as a float (a huge int is not: it overflows)."""
-    try:
-        return _real(x) and math.isfinite(float(x))  # type: ignore[arg-type]
-    except OverflowError:
-        return False
 
 
 class Sampler:

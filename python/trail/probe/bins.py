@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
+
+from trail.checks import as_integer
 
 # The GPU kernel holds one distribution in registers (trail.kernels.probe_triton), and the
 # transition is K x K: more bins than this would not run there and buy nothing.
@@ -124,12 +125,7 @@ def _real(value: object, name: str) -> float:
 
 def _count(value: object, name: str) -> int:
     """An integer (not a bool, not a float: 2.5 tokens is not silently 2); TypeError otherwise."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Bins: {name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"Bins: {name} must be an integer, got {value!r}") from None
+    return as_integer(value, f"Bins: {name}")
 
 
 @lru_cache(maxsize=256)

@@ -257,13 +257,13 @@ def collect(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
     for layer in layers:
         if not 0 <= layer < n_layers:
             raise ValueError(f"layer {layer} is not one of the model's {n_layers} layers")
-    manifest = _open_manifest(out, layers, int(model.config.hidden_size), cfg, model_id, prompts)
-    todo = sorted(set(range(len(prompts))) - set(manifest["done"])
-                  - {s["index"] for s in manifest["skipped"]})
-
+    # Checked before the manifest is written: a refused call leaves nothing to resume from.
     chat = has_chat_template(tokenizer) if cfg.chat_template is None else cfg.chat_template
     if chat and not has_chat_template(tokenizer):
         raise ValueError("chat_template=True, but the tokenizer has no chat template")
+    manifest = _open_manifest(out, layers, int(model.config.hidden_size), cfg, model_id, prompts)
+    todo = sorted(set(range(len(prompts))) - set(manifest["done"])
+                  - {s["index"] for s in manifest["skipped"]})
     manifest["chat_template_used"] = chat
     encoded = {i: encode_prompt(tokenizer, prompts[i], chat) for i in todo}
     longest = max((len(v) for v in encoded.values()), default=1)

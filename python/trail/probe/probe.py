@@ -14,14 +14,13 @@ bin edges, sizes, model identity); never pickle.
 from __future__ import annotations
 
 import json
-import operator
 import pathlib
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trail.checks import as_integer
 from trail.fileio import atomic_path
 from trail.probe.bins import Bins
 from trail.probe.checkpoint import open_checkpoint
@@ -297,12 +296,7 @@ def _within_memory(what: str, elements: int) -> None:
 
 def _size(value: Any, name: str, lo: int) -> int:
     """A size or index argument: an integer (not a bool) in [lo, 2**31 - 1]."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Probe: {name} must be an int, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"Probe: {name} must be an int, got {value!r}") from None
+    v = as_integer(value, f"Probe: {name}")
     if not lo <= v <= MAX_SIZE:
         raise ValueError(f"Probe: {name}={v} must be in [{lo}, 2**31 - 1]")
     return v

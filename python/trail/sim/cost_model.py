@@ -173,11 +173,7 @@ class CostModel:
                         context_tokens: np.ndarray, prefill_sq_tokens: np.ndarray | None = None
                         ) -> np.ndarray:
         """Vectorised iteration_time over arrays of iterations."""
-        p = np.asarray(prefill_tokens, float)
-        b = np.asarray(decode_batch, float)
-        ctx = np.asarray(context_tokens, float)
-        if np.any(p < 0) or np.any(b < 0) or np.any(ctx < 0):
-            raise ValueError("token counts and batch sizes must be >= 0")
+        p, b, ctx = _step_arrays(prefill_tokens, decode_batch, context_tokens)
         sq = p * p if prefill_sq_tokens is None else np.asarray(prefill_sq_tokens, float)
         attn = self.layers * self.heads * self.head_dim
         flops = 2.0 * self.params * (p + b) + 4.0 * attn * ctx + 2.0 * attn * sq
@@ -234,6 +230,15 @@ class CostModel:
         return prefill + steps * per_step + np.maximum(kv, attn)
 
 
+def _step_arrays(prefill_tokens: Any, decode_batch: Any, context_tokens: Any
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An iteration's prefill tokens, decode rows and context tokens as float arrays (>= 0)."""
+    p, b, ctx = (np.asarray(v, float) for v in (prefill_tokens, decode_batch, context_tokens))
+    if np.any(p < 0) or np.any(b < 0) or np.any(ctx < 0):
+        raise ValueError("token counts and batch sizes must be >= 0")
+    return p, b, ctx
+
+
 @dataclass(frozen=True)
 class EngineStepCost:
     """The simulator's iteration cost from an engine's fitted `trail.engine.StepCost`, so a
@@ -273,9 +278,7 @@ class EngineStepCost:
                         context_tokens: np.ndarray, prefill_sq_tokens: np.ndarray | None = None
                         ) -> np.ndarray:
         """Vectorised iteration_time."""
-        p = np.asarray(prefill_tokens, float)
-        b = np.asarray(decode_batch, float)
-        ctx = np.asarray(context_tokens, float)
+        p, b, ctx = _step_arrays(prefill_tokens, decode_batch, context_tokens)
         c = self.step
         rows = b + (p > 0)
         t = c.constant + c.rows * rows + c.prefill_tokens * p + c.context_tokens * ctx
