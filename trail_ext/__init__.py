@@ -1,4 +1,5 @@
-"""TRAIL's native core (C++17 via pybind11): the request scheduler.
+"""TRAIL's native core (C++17 via pybind11): the request scheduler and its rank rule
+(`Ranker`, for engines that keep their own memory, such as vLLM).
 
 The semantics are specified in docs/scheduler.md; :mod:`trail.sched_ref` is the plain-Python
 twin that tests compare this module against.
@@ -9,6 +10,7 @@ from ._C import (
     KvLocation,
     Policy,
     PreemptMode,
+    Ranker,
     RequestState,
     RequestView,
     Scheduler,
@@ -20,6 +22,7 @@ __all__ = [
     "KvLocation",
     "Policy",
     "PreemptMode",
+    "Ranker",
     "RequestState",
     "RequestView",
     "Scheduler",

@@ -2,6 +2,7 @@
 // The total order of requests is (primary, arrival, rid); docs/scheduler.md is the spec.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -58,6 +59,50 @@ inline bool preemptible_for_rank(const SchedulerConfig& cfg, const Request& r) {
     return cfg.c > 0.0 && static_cast<double>(r.generated) <= cfg.c * len;
   }
   return true;
+}
+
+// Tokens a request may generate at MLFQ `level` before it moves down.
+inline double mlfq_quantum(const SchedulerConfig& cfg, int64_t level) {
+  return std::ldexp(static_cast<double>(cfg.mlfq_base_quantum), static_cast<int>(level));
+}
+
+// Skip-join: the first level whose quantum covers the prefill cost, in decode steps.
+inline int64_t mlfq_initial_level(const SchedulerConfig& cfg, int64_t prompt_len) {
+  const double cost = static_cast<double>(prompt_len) / cfg.mlfq_prefill_ratio;
+  int64_t level = 0;
+  while (level < cfg.mlfq_levels - 1 && mlfq_quantum(cfg, level) < cost) ++level;
+  return level;
+}
+
+// `k` new tokens (already checked to fit in max_new): the count, the remaining prediction
+// (floor 0, capped by what is left) and MLFQ's quantum accounting.
+inline void advance_tokens(const SchedulerConfig& cfg, Request& r, int64_t k) {
+  r.generated += k;
+  r.remaining = std::min(std::max(r.remaining - static_cast<double>(k), 0.0),
+                         static_cast<double>(r.max_new - r.generated));
+  if (cfg.policy != Policy::MLFQ) return;
+  // Token by token: a burst may use up one level's quantum and spill into the next.
+  int64_t left = k;
+  while (left > 0 && r.level < cfg.mlfq_levels - 1) {
+    const double room = mlfq_quantum(cfg, r.level) - static_cast<double>(r.level_used);
+    const int64_t used = static_cast<double>(left) < room ? left : static_cast<int64_t>(room);
+    r.level_used += used;
+    left -= used;
+    if (static_cast<double>(r.level_used) >= mlfq_quantum(cfg, r.level)) {
+      ++r.level;
+      r.level_used = 0;
+    }
+  }
+  r.level_used += left;  // at the last level the count just grows
+}
+
+// A new prediction of the remaining tokens: fixes predicted_len the first time.
+inline void apply_prediction(Request& r, double remaining) {
+  if (!r.pred_known) {
+    r.predicted_len = static_cast<double>(r.generated) + remaining;
+    r.pred_known = true;
+  }
+  r.remaining = std::min(remaining, static_cast<double>(r.max_new - r.generated));
 }
 
 // Sort key of the total order; `idx` rides along so set nodes lead back to the request.

@@ -11,21 +11,9 @@ void require(bool ok, const char* field, T value, const char* rule) {
   if (!ok) throw ValueError(cat("SchedulerConfig.", field, "=", value, ": must be ", rule));
 }
 
-double mlfq_quantum(const SchedulerConfig& cfg, int64_t level) {
-  return std::ldexp(static_cast<double>(cfg.mlfq_base_quantum), static_cast<int>(level));
-}
-
-int64_t mlfq_initial_level(const SchedulerConfig& cfg, int64_t prompt_len) {
-  // Skip-join: the first level whose quantum covers the prefill cost, in decode steps.
-  const double cost = static_cast<double>(prompt_len) / cfg.mlfq_prefill_ratio;
-  int64_t level = 0;
-  while (level < cfg.mlfq_levels - 1 && mlfq_quantum(cfg, level) < cost) ++level;
-  return level;
-}
-
 }  // namespace
 
-Scheduler::Scheduler(const SchedulerConfig& cfg) : cfg_(cfg) {
+void validate_config(const SchedulerConfig& cfg) {
   require(cfg.max_running >= 1 && cfg.max_running <= kMaxRunning, "max_running",
           cfg.max_running, "in [1, 2**20]");
   require(cfg.block_size >= 1 && cfg.block_size <= kMaxTokens, "block_size", cfg.block_size,
@@ -52,6 +40,25 @@ Scheduler::Scheduler(const SchedulerConfig& cfg) : cfg_(cfg) {
           "finite and >= 0");
   require(std::isfinite(cfg.preempt_margin) && cfg.preempt_margin >= 0.0, "preempt_margin",
           cfg.preempt_margin, "finite and >= 0");
+}
+
+void check_request(int64_t rid, double arrival, int64_t prompt_len, int64_t max_new_tokens,
+                   double predicted_len, double score) {
+  if (!std::isfinite(arrival))
+    throw ValueError(cat("request ", rid, ": arrival=", arrival, " must be finite"));
+  if (prompt_len < 1)
+    throw ValueError(cat("request ", rid, ": prompt_len=", prompt_len, " must be >= 1"));
+  if (max_new_tokens < 1)
+    throw ValueError(cat("request ", rid, ": max_new_tokens=", max_new_tokens, " must be >= 1"));
+  if (!std::isnan(predicted_len) && !(std::isfinite(predicted_len) && predicted_len >= 0.0))
+    throw ValueError(cat("request ", rid, ": predicted_len=", predicted_len,
+                         " must be NaN (unknown) or finite and >= 0"));
+  if (!std::isnan(score) && !std::isfinite(score))
+    throw ValueError(cat("request ", rid, ": score=", score, " must be NaN or finite"));
+}
+
+Scheduler::Scheduler(const SchedulerConfig& cfg) : cfg_(cfg) {
+  validate_config(cfg);
   capacity_blocks_ = cfg.kv_capacity_tokens / cfg.block_size;
   swap_capacity_blocks_ = cfg.swap_capacity_tokens / cfg.block_size;
   running_.reserve(static_cast<size_t>(std::min<int64_t>(cfg.max_running, 1 << 16)));
@@ -123,17 +130,7 @@ void Scheduler::rekey(uint32_t idx) {
 void Scheduler::add(int64_t rid, double arrival, int64_t prompt_len, int64_t max_new_tokens,
                     double predicted_len, double score) {
   if (table_.find(rid) >= 0) throw ValueError(cat("duplicate request id ", rid));
-  if (!std::isfinite(arrival))
-    throw ValueError(cat("request ", rid, ": arrival=", arrival, " must be finite"));
-  if (prompt_len < 1)
-    throw ValueError(cat("request ", rid, ": prompt_len=", prompt_len, " must be >= 1"));
-  if (max_new_tokens < 1)
-    throw ValueError(cat("request ", rid, ": max_new_tokens=", max_new_tokens, " must be >= 1"));
-  if (!std::isnan(predicted_len) && !(std::isfinite(predicted_len) && predicted_len >= 0.0))
-    throw ValueError(cat("request ", rid, ": predicted_len=", predicted_len,
-                         " must be NaN (unknown) or finite and >= 0"));
-  if (!std::isnan(score) && !std::isfinite(score))
-    throw ValueError(cat("request ", rid, ": score=", score, " must be NaN or finite"));
+  check_request(rid, arrival, prompt_len, max_new_tokens, predicted_len, score);
   const int64_t cap_tokens = capacity_blocks_ * cfg_.block_size;
   if (max_new_tokens > cap_tokens || prompt_len > cap_tokens - max_new_tokens)
     throw ValueError(cat("request ", rid, ": prompt_len=", prompt_len, " + max_new_tokens=",
@@ -434,25 +431,7 @@ void Scheduler::on_step(double now, const int64_t* rids, const int64_t* new_toke
   for (size_t i = 0; i < n; ++i) {
     const uint32_t idx = static_cast<uint32_t>(find_row(rids[i], i));
     Request& r = table_[idx];
-    const int64_t k = new_tokens[i];
-    r.generated += k;
-    r.remaining = std::min(std::max(r.remaining - static_cast<double>(k), 0.0),
-                           static_cast<double>(r.max_new - r.generated));
-    if (cfg_.policy == Policy::MLFQ) {
-      // Token by token: a burst may use up one level's quantum and spill into the next.
-      int64_t left = k;
-      while (left > 0 && r.level < cfg_.mlfq_levels - 1) {
-        const double room = mlfq_quantum(cfg_, r.level) - static_cast<double>(r.level_used);
-        const int64_t used = static_cast<double>(left) < room ? left : static_cast<int64_t>(room);
-        r.level_used += used;
-        left -= used;
-        if (static_cast<double>(r.level_used) >= mlfq_quantum(cfg_, r.level)) {
-          ++r.level;
-          r.level_used = 0;
-        }
-      }
-      r.level_used += left;  // at the last level the count just grows
-    }
+    advance_tokens(cfg_, r, new_tokens[i]);
     if (finished[i] || r.generated == r.max_new) {
       r.stamp = -1;  // marks it for removal below
       any_done = true;
@@ -480,12 +459,8 @@ void Scheduler::update_predictions(const int64_t* rids, const double* remaining,
   }
   for (size_t i = 0; i < n; ++i) {
     const uint32_t idx = static_cast<uint32_t>(find_row(rids[i], i));
+    apply_prediction(table_[idx], remaining[i]);
     Request& r = table_[idx];
-    if (!r.pred_known) {
-      r.predicted_len = static_cast<double>(r.generated) + remaining[i];
-      r.pred_known = true;
-    }
-    r.remaining = std::min(remaining[i], static_cast<double>(r.max_new - r.generated));
     if (r.in_sets) rekey(idx);
   }
 }

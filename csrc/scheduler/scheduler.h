@@ -16,6 +16,12 @@
 
 namespace trail {
 
+// ValueError naming the first field outside its range (docs/scheduler.md, Limits).
+void validate_config(const SchedulerConfig& cfg);
+// ValueError for a request field out of range (all of add()'s checks but the fit in memory).
+void check_request(int64_t rid, double arrival, int64_t prompt_len, int64_t max_new_tokens,
+                   double predicted_len, double score);
+
 class Scheduler {
  public:
   explicit Scheduler(const SchedulerConfig& cfg);
