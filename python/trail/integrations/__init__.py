@@ -1,0 +1,1 @@
+"""Adapters that put TRAIL inside other serving engines (each an optional extra)."""
