@@ -1,0 +1,220 @@
+"""`TrailScheduler`: vLLM's v1 scheduler with TRAIL's ranks and limited preemption.
+
+vLLM keeps its memory, chunked prefill and batching; before each of its steps this class
+orders vLLM's queues with `trail_ext.Ranker` (the C++ rank rule of the TRAIL scheduler) and
+preempts running requests that a better-ranked waiting request should displace
+(`planner.plan_step`). Predictions arrive from `TrailWorkerExtension` on the model-runner
+output (`trail_predictions`), or per request from the client
+(`SamplingParams(extra_args={"trail_predicted_len": ..., "trail_score": ...})`), or from a
+prompt-only predictor at arrival. Supported: vLLM 0.32 (its scheduler interface is not
+public), FCFS scheduling policy, synchronous scheduling.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import trail_ext as te
+from vllm.v1.core.sched.request_queue import SchedulingPolicy
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request
+
+from trail.integrations.vllm.config import TrailVllmConfig
+from trail.integrations.vllm.planner import plan_step
+
+PREDICTIONS_ATTR = "trail_predictions"  # {req_id: remaining tokens} on ModelRunnerOutput
+
+
+class TrailScheduler(Scheduler):
+    """vLLM's scheduler, its queues ordered and its running batch preempted by TRAIL's ranks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trail_config = TrailVllmConfig.from_additional(self.vllm_config.additional_config)
+        if self.policy != SchedulingPolicy.FCFS:
+            raise ValueError("TrailScheduler orders vLLM's FCFS queue itself: use "
+                             f"scheduling_policy='fcfs' (got {self.policy.value!r})")
+        if self.scheduler_config.async_scheduling:
+            raise ValueError("TrailScheduler needs synchronous scheduling: pass "
+                             "async_scheduling=False (--no-async-scheduling)")
+        self.ranker = te.Ranker(self.trail_config.scheduler_config())
+        self._rid: dict[str, int] = {}
+        self._generated: dict[str, int] = {}
+        self._next_rid = 0
+        self._t0 = time.time()
+        self._prompt = _PromptPredictor.load(self.trail_config, self.vllm_config)
+        # Counters a benchmark reads: steps, rank preemptions, predictions, seconds in TRAIL.
+        self.trail_stats: dict[str, float] = {"steps": 0, "rank_preemptions": 0,
+                                              "predictions": 0, "overhead_s": 0.0}
+        self.trail_admission_log: list[str] = []  # request ids in the order first scheduled
+
+    # ------------------------------------------------------------------ requests
+
+    def add_request(self, request: Request) -> None:
+        """vLLM's add_request, then track the request's rank (hints from extra_args)."""
+        super().add_request(request)
+        rid_str = request.request_id
+        if rid_str in self._rid or rid_str not in self.requests:
+            return  # a streaming update of a request already tracked
+        t = time.perf_counter()
+        extra = request.sampling_params.extra_args if request.sampling_params else None
+        extra = extra or {}
+        predicted = _hint(extra, "trail_predicted_len")
+        score = _hint(extra, "trail_score")
+        if self._prompt is not None and math.isnan(predicted if self.trail_config.policy
+                                                   != "LTR" else score):
+            value = self._prompt.predict(request.prompt_token_ids or [])
+            if self.trail_config.policy == "LTR":
+                score = value
+            else:
+                predicted = value
+        rid = self._next_rid
+        self._next_rid += 1
+        self.ranker.add(rid, request.arrival_time - self._t0, max(1, request.num_prompt_tokens),
+                        max(1, int(request.max_tokens)), predicted, score)
+        self._rid[rid_str] = rid
+        self._generated[rid_str] = 0
+        self.trail_stats["overhead_s"] += time.perf_counter() - t
+
+    def _free_request(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        """vLLM frees every finished or aborted request here: forget it too."""
+        rid = self._rid.pop(request.request_id, None)
+        if rid is not None:
+            self._generated.pop(request.request_id, None)
+            self.ranker.remove(rid)
+        return super()._free_request(request, *args, **kwargs)
+
+    def _preempt_request(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """Every preemption (TRAIL's for rank, vLLM's for memory) reaches the ranker."""
+        super()._preempt_request(request, *args, **kwargs)
+        rid = self._rid.get(request.request_id)
+        if rid is not None and self.ranker.get(rid).state == te.RequestState.RUNNING:
+            self.ranker.set_preempted(rid)
+
+    # ------------------------------------------------------------------ one step
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        """Order the queues by rank, preempt for rank, then run vLLM's own step."""
+        t = time.perf_counter()
+        self.ranker.begin_step()
+        self._sync_running()
+        self._plan()
+        self.trail_stats["overhead_s"] += time.perf_counter() - t
+        out = super().schedule(*args, **kwargs)
+        t = time.perf_counter()
+        self._sync_running()
+        for req in out.scheduled_new_reqs:
+            self.trail_admission_log.append(req.req_id)
+        self.ranker.end_step()
+        self.trail_stats["steps"] += 1
+        self.trail_stats["overhead_s"] += time.perf_counter() - t
+        return out
+
+    def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
+        """vLLM's bookkeeping, then new token counts and the probe's predictions."""
+        preds = getattr(model_runner_output, PREDICTIONS_ATTR, None)
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        t = time.perf_counter()
+        rids, steps = [], []
+        for req_id in scheduler_output.num_scheduled_tokens:
+            req = self.requests.get(req_id)
+            if req is None or req_id not in self._rid:
+                continue  # finished this step: already forgotten
+            n = req.num_output_tokens - self._generated[req_id]
+            if n > 0:
+                rids.append(self._rid[req_id])
+                steps.append(n)
+                self._generated[req_id] = req.num_output_tokens
+        if rids:
+            self.ranker.on_tokens(rids, steps)
+        if preds:
+            live = [(self._rid[k], float(v)) for k, v in preds.items()
+                    if k in self._rid and math.isfinite(v) and v >= 0]
+            if live:
+                self.ranker.update_predictions([r for r, _ in live], [v for _, v in live])
+                self.trail_stats["predictions"] += len(live)
+        self.trail_stats["overhead_s"] += time.perf_counter() - t
+        return outputs
+
+    def _sync_running(self) -> None:
+        ids = [self._rid[r.request_id] for r in self.running if r.request_id in self._rid]
+        if ids:
+            self.ranker.set_running(ids)
+
+    def _plan(self) -> None:
+        waiting = [r for r in self.waiting if r.request_id in self._rid]
+        if not waiting:
+            return
+        running = [r for r in self.running if r.request_id in self._rid]
+        bs = self.block_size
+        free_slots = max(0, self.max_num_active_reqs - len(self.running))
+        free_blocks = self.kv_cache_manager.block_pool.get_num_free_blocks()
+        by_id = {r.request_id: r for r in waiting + running}
+        plan = plan_step(
+            self.ranker, [r.request_id for r in waiting],
+            [r.request_id for r in running] if self.trail_config.rank_preemption else [],
+            self._rid, free_slots, free_blocks,
+            {r.request_id: -(-(r.num_tokens + 1) // bs) for r in waiting},
+            {r.request_id: -(-r.num_computed_tokens // bs) for r in running},
+            self.trail_config.preempt_margin)
+        now = time.monotonic()
+        for req_id in plan.preempt:
+            req = by_id[req_id]
+            self.running.remove(req)
+            self._preempt_request(req, now)
+            # As vLLM's reset_prefix_cache does: it may resume in this very step.
+            self.prev_step_scheduled_req_ids.discard(req_id)
+            self.trail_stats["rank_preemptions"] += 1
+        # vLLM takes waiting requests from the front and preempts running ones from the back.
+        order = {req_id: i for i, req_id in enumerate(plan.waiting)}
+        if plan.preempt:  # the preempted are waiting again: rank them with the rest
+            waiting = [r for r in self.waiting if r.request_id in self._rid]
+            ids = [r.request_id for r in waiting]
+            ranked = self.ranker.order([self._rid[i] for i in ids]).tolist()
+            back = {rid: i for i, rid in enumerate(ranked)}
+            order = {i: back[self._rid[i]] for i in ids}
+        items = list(self.waiting)
+        items.sort(key=lambda r: order.get(r.request_id, len(order)))  # untracked: last
+        self.waiting.clear()
+        self.waiting.extend(items)
+        if self.trail_config.rank_preemption and running:
+            pos = {req_id: i for i, req_id in enumerate(plan.running)}
+            self.running.sort(key=lambda r: pos.get(r.request_id, -1))
+
+
+def _hint(extra: dict[str, Any], key: str) -> float:
+    """A per-request hint from SamplingParams.extra_args; NaN when absent, ValueError if bad."""
+    if key not in extra:
+        return math.nan
+    v = extra[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"extra_args[{key!r}] must be a finite number, got {v!r}")
+    return float(v)
+
+
+class _PromptPredictor:
+    """The rank at arrival from the prompt text (a prompt-only or LTR checkpoint)."""
+
+    def __init__(self, predictor: Any, tokenizer: Any, ltr: bool) -> None:
+        self.predictor, self.tokenizer, self.ltr = predictor, tokenizer, ltr
+
+    @classmethod
+    def load(cls, cfg: TrailVllmConfig, vllm_config: Any) -> "_PromptPredictor | None":
+        if cfg.prompt_predictor is None:
+            return None
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer)
+        if cfg.policy == "LTR":
+            from trail.probe.ltr import PromptRankPredictor
+            return cls(PromptRankPredictor.load(cfg.prompt_predictor), tok, True)
+        from trail.probe.baseline import PromptOnlyPredictor
+        return cls(PromptOnlyPredictor.load(cfg.prompt_predictor), tok, False)
+
+    def predict(self, token_ids: list[int]) -> float:
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        if self.ltr:
+            return float(self.predictor.score([text])[0])
+        return float(self.predictor.predict([text])[0])

