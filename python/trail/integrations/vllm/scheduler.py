@@ -12,9 +12,11 @@ public), FCFS scheduling policy, synchronous scheduling.
 
 from __future__ import annotations
 
+import collections
+import logging
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import trail_ext as te
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
@@ -25,6 +27,7 @@ from trail.integrations.vllm.config import TrailVllmConfig
 from trail.integrations.vllm.planner import plan_step
 
 PREDICTIONS_ATTR = "trail_predictions"  # {req_id: remaining tokens} on ModelRunnerOutput
+logger = logging.getLogger(__name__)
 
 
 class TrailScheduler(Scheduler):
@@ -47,7 +50,12 @@ class TrailScheduler(Scheduler):
         self._prompt = _PromptPredictor.load(self.trail_config, self.vllm_config)
         # Counters a benchmark reads: steps, rank preemptions, predictions, seconds in TRAIL.
         self.trail_stats: dict[str, float] = {"steps": 0, "rank_preemptions": 0,
-                                              "predictions": 0, "overhead_s": 0.0}
+                                              "predictions": 0, "overhead_s": 0.0,
+                                              "bad_hints": 0}
+        # TRAIL's own failures, (step, phase, error): vLLM's step then goes on without TRAIL's
+        # part, so one fault never stops serving (the newest 100 are kept).
+        self.trail_faults: collections.deque[tuple[int, str, str]] = collections.deque(
+            maxlen=100)
         self.trail_admission_log: list[str] = []  # request ids in the order first scheduled
 
     # ------------------------------------------------------------------ requests
@@ -58,65 +66,101 @@ class TrailScheduler(Scheduler):
         rid_str = request.request_id
         if rid_str in self._rid or rid_str not in self.requests:
             return  # a streaming update of a request already tracked
+        self._guard("add_request", lambda: self._track(request))
+
+    def _track(self, request: Request) -> None:
         t = time.perf_counter()
-        extra = request.sampling_params.extra_args if request.sampling_params else None
-        extra = extra or {}
-        predicted = _hint(extra, "trail_predicted_len")
-        score = _hint(extra, "trail_score")
-        if self._prompt is not None and math.isnan(predicted if self.trail_config.policy
-                                                   != "LTR" else score):
-            value = self._prompt.predict(request.prompt_token_ids or [])
-            if self.trail_config.policy == "LTR":
-                score = value
-            else:
-                predicted = value
+        extra = (request.sampling_params.extra_args if request.sampling_params else None) or {}
+        predicted = self._hint(request, extra, "trail_predicted_len")
+        score = self._hint(request, extra, "trail_score")
+        ltr = self.trail_config.policy == "LTR"
+        if self._prompt is not None and math.isnan(score if ltr else predicted):
+            got: list[float] = []  # stays empty if the predictor fails: ranked as unknown
+            self._guard("prompt_predictor",
+                        lambda: got.append(self._prompt.predict(request.prompt_token_ids or [])))
+            if got and ltr:
+                score = got[0]
+            elif got:
+                predicted = max(0.0, got[0])
         rid = self._next_rid
-        self._next_rid += 1
         self.ranker.add(rid, request.arrival_time - self._t0, max(1, request.num_prompt_tokens),
                         max(1, int(request.max_tokens)), predicted, score)
-        self._rid[rid_str] = rid
-        self._generated[rid_str] = 0
+        self._next_rid += 1
+        self._rid[request.request_id] = rid
+        self._generated[request.request_id] = 0
         self.trail_stats["overhead_s"] += time.perf_counter() - t
+
+    def _hint(self, request: Request, extra: dict[str, Any], key: str) -> float:
+        """A client's hint from SamplingParams.extra_args, NaN when absent.
+
+        A bad hint must not fail the request (nor, in vLLM's engine process, the engine): it
+        is ignored with a warning naming it, and counted in trail_stats["bad_hints"].
+        """
+        if key not in extra:
+            return math.nan
+        v = extra[key]
+        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+              and (key == "trail_score" or v >= 0))
+        if ok:
+            return float(v)
+        self.trail_stats["bad_hints"] += 1
+        logger.warning("request %s: ignoring extra_args[%r]=%r (must be a finite number%s)",
+                       request.request_id, key, v, "" if key == "trail_score" else " >= 0")
+        return math.nan
 
     def _free_request(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         """vLLM frees every finished or aborted request here: forget it too."""
         rid = self._rid.pop(request.request_id, None)
         if rid is not None:
             self._generated.pop(request.request_id, None)
-            self.ranker.remove(rid)
+            self._guard("free", lambda: self.ranker.remove(rid))
         return super()._free_request(request, *args, **kwargs)
 
     def _preempt_request(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """Every preemption (TRAIL's for rank, vLLM's for memory) reaches the ranker."""
         super()._preempt_request(request, *args, **kwargs)
         rid = self._rid.get(request.request_id)
-        if rid is not None and self.ranker.get(rid).state == te.RequestState.RUNNING:
-            self.ranker.set_preempted(rid)
+
+        def note() -> None:
+            if rid is not None and self.ranker.get(rid).state == te.RequestState.RUNNING:
+                self.ranker.set_preempted(rid)
+        self._guard("preempt", note)
 
     # ------------------------------------------------------------------ one step
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         """Order the queues by rank, preempt for rank, then run vLLM's own step."""
         t = time.perf_counter()
-        self.ranker.begin_step()
-        self._sync_running()
-        self._plan()
+        self._guard("plan", self._before_step)
         self.trail_stats["overhead_s"] += time.perf_counter() - t
         out = super().schedule(*args, **kwargs)
         t = time.perf_counter()
+        self._guard("after_step", lambda: self._after_step(out))
+        self.trail_stats["steps"] += 1
+        self.trail_stats["overhead_s"] += time.perf_counter() - t
+        return out
+
+    def _before_step(self) -> None:
+        self.ranker.begin_step()
+        self._sync_running()
+        self._plan()
+
+    def _after_step(self, out: Any) -> None:
         self._sync_running()
         for req in out.scheduled_new_reqs:
             self.trail_admission_log.append(req.req_id)
         self.ranker.end_step()
-        self.trail_stats["steps"] += 1
-        self.trail_stats["overhead_s"] += time.perf_counter() - t
-        return out
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         """vLLM's bookkeeping, then new token counts and the probe's predictions."""
         preds = getattr(model_runner_output, PREDICTIONS_ATTR, None)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         t = time.perf_counter()
+        self._guard("update", lambda: self._count(scheduler_output, preds))
+        self.trail_stats["overhead_s"] += time.perf_counter() - t
+        return outputs
+
+    def _count(self, scheduler_output: Any, preds: dict[str, float] | None) -> None:
         rids, steps = [], []
         for req_id in scheduler_output.num_scheduled_tokens:
             req = self.requests.get(req_id)
@@ -135,8 +179,15 @@ class TrailScheduler(Scheduler):
             if live:
                 self.ranker.update_predictions([r for r, _ in live], [v for _, v in live])
                 self.trail_stats["predictions"] += len(live)
-        self.trail_stats["overhead_s"] += time.perf_counter() - t
-        return outputs
+
+    def _guard(self, phase: str, fn: Callable[[], None]) -> None:
+        """Run TRAIL's part of a step; a failure is recorded and logged, never raised."""
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - vLLM must keep serving without TRAIL's step
+            self.trail_faults.append((int(self.trail_stats["steps"]), phase,
+                                      f"{type(exc).__name__}: {exc}"))
+            logger.warning("TRAIL %s failed (vLLM's own step goes on): %s", phase, exc)
 
     def _sync_running(self) -> None:
         ids = [self._rid[r.request_id] for r in self.running if r.request_id in self._rid]
@@ -182,16 +233,6 @@ class TrailScheduler(Scheduler):
         if self.trail_config.rank_preemption and running:
             pos = {req_id: i for i, req_id in enumerate(plan.running)}
             self.running.sort(key=lambda r: pos.get(r.request_id, -1))
-
-
-def _hint(extra: dict[str, Any], key: str) -> float:
-    """A per-request hint from SamplingParams.extra_args; NaN when absent, ValueError if bad."""
-    if key not in extra:
-        return math.nan
-    v = extra[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"extra_args[{key!r}] must be a finite number, got {v!r}")
-    return float(v)
 
 
 class _PromptPredictor:

@@ -72,7 +72,7 @@ class TrailWorkerExtension:
 
             self.sample_tokens = sample_tokens
         st.handle = layers[probe.layer].register_forward_hook(
-            lambda mod, args, out: self._trail_on_layer(runner, out))
+            lambda mod, args, out: self._trail_guarded(runner, out))
         return {"layer": probe.layer, "hidden_size": hidden, "bins": probe.num_bins,
                 "device": str(device)}
 
@@ -83,10 +83,11 @@ class TrailWorkerExtension:
             st.handle.remove()
         self._trail_state = None
 
-    def trail_probe_stats(self) -> dict[str, float]:
-        """Probe steps, rows and seconds spent in the hook since install."""
+    def trail_probe_stats(self) -> dict[str, Any]:
+        """Probe steps, rows, seconds spent in the hook and its failures since install."""
         st = getattr(self, "_trail_state", None)
-        return {} if st is None else {"steps": st.steps, "rows": st.rows, "seconds": st.seconds}
+        return {} if st is None else {"steps": st.steps, "rows": st.rows, "seconds": st.seconds,
+                                      "faults": list(st.faults)}
 
     def trail_take_records(self) -> list[dict[str, Any]]:
         """The probe inputs recorded since the last call (install with record=True)."""
@@ -97,6 +98,16 @@ class TrailWorkerExtension:
         return out
 
     # ------------------------------------------------------------------ internals
+
+    def _trail_guarded(self, runner: Any, out: Any) -> None:
+        """The hook: a probe failure is recorded, never raised into vLLM's forward."""
+        try:
+            self._trail_on_layer(runner, out)
+        except Exception as exc:  # noqa: BLE001 - serving goes on without this step's predictions
+            st = self._trail_state
+            if st is not None:
+                st.faults.append(f"{type(exc).__name__}: {exc}")
+                del st.faults[:-100]
 
     def _trail_on_layer(self, runner: Any, out: Any) -> None:
         st = self._trail_state
@@ -185,6 +196,7 @@ class _ProbeState:
         self.recording, self.records = record, []  # type: ignore[var-annotated]
         self.steps = self.rows = 0
         self.seconds = 0.0
+        self.faults: list[str] = []  # the newest 100 hook failures
 
     def slot(self, req_id: str) -> int:
         if req_id not in self.slots:
