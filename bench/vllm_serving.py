@@ -64,7 +64,9 @@ def run_policy(args: argparse.Namespace) -> dict[str, Any]:
         kw = vllm_kwargs(policy="SJF", prompt_predictor=args.prompt_predictor)
     llm = vllm.LLM(model=work["model_dir"], dtype="float32", enforce_eager=True,
                    max_model_len=work["max_model_len"], max_num_seqs=args.max_num_seqs,
-                   block_size=32, kv_cache_memory_bytes=args.kv_mb << 20, seed=0, **kw)
+                   block_size=32, kv_cache_memory_bytes=args.kv_mb << 20, seed=0,
+                   enable_prefix_caching=False, **kw)  # every policy alike; the probe sees
+    # whole prompts, as it was trained (README, "TRAIL inside vLLM")
     if policy == "trail" and args.probe:
         install_probe(llm, args.probe)
     engine = llm.llm_engine

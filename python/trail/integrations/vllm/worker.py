@@ -9,6 +9,11 @@ ones from its newest token's state, each a Bayesian refinement of the last. The 
 remaining lengths ride back to `TrailScheduler` on the model-runner output
 (`trail_predictions`), which crosses process boundaries with it.
 
+With vLLM's prefix caching (on by default) a prompt whose prefix was cached is computed only
+from the first uncached token, so its first prediction averages only those rows (counted in
+`trail_probe_stats()["partial_prompts"]`); `enable_prefix_caching=False` gives the probe the
+whole prompt, as in training.
+
 Limits: vLLM's V1 model runner (the CPU build's; on GPUs set VLLM_USE_V2_MODEL_RUNNER=0),
 eager mode (`enforce_eager=True`: forward hooks do not run inside CUDA graphs or
 torch.compile), a Llama-style model whose layers return `(hidden, residual)` or a tensor.
@@ -87,6 +92,7 @@ class TrailWorkerExtension:
         """Probe steps, rows, seconds spent in the hook and its failures since install."""
         st = getattr(self, "_trail_state", None)
         return {} if st is None else {"steps": st.steps, "rows": st.rows, "seconds": st.seconds,
+                                      "partial_prompts": st.partial_prompts,
                                       "faults": list(st.faults)}
 
     def trail_take_records(self) -> list[dict[str, Any]]:
@@ -134,6 +140,9 @@ class TrailWorkerExtension:
             slot = st.slot(req_id)
             if computed[i] < prompt[i]:  # prompt rows in this chunk: sum them for the mean
                 upto = min(e, s + prompt[i] - computed[i])
+                if computed[i] > 0 and req_id not in st.prompt_rows \
+                        and req_id not in st.predicted_at:
+                    st.partial_prompts += 1  # a cached prefix: the mean misses its rows
                 st.add_prompt_rows(req_id, x[s:upto])
             if computed[i] + (e - s) < known[i]:
                 continue  # a prefill chunk that is not the last: no token sampled
@@ -197,6 +206,7 @@ class _ProbeState:
         self.steps = self.rows = 0
         self.seconds = 0.0
         self.faults: list[str] = []  # the newest 100 hook failures
+        self.partial_prompts = 0  # first predictions from a prompt partly in the prefix cache
 
     def slot(self, req_id: str) -> int:
         if req_id not in self.slots:
