@@ -98,7 +98,7 @@ def drive(engine: Engine, jobs: list[tuple[list[int], int]], params: Callable[[i
 
 POLICIES = ["FCFS", "SJF", "SRPT", "TRAIL", "LTR", "MLFQ"]
 MODES = ["KEEP", "SWAP", "RECOMPUTE"]
-PREEMPTIONS: dict[str, int] = {}
+PREEMPTIVE = ("SRPT", "TRAIL", "LTR", "MLFQ")  # preempt for rank: tight_config makes them churn
 
 
 def tight_config(policy: str, mode: str) -> te.SchedulerConfig:
@@ -123,7 +123,10 @@ def test_outputs_equal_generate_under_preemption(kind: str, policy: str, mode: s
     for i, (prompt, n) in enumerate(jobs):
         assert out[i].output_ids == greedy(kind, prompt, n), f"request {i}"
         assert out[i].finish_reason == "length" and out[i].prompt_ids == prompt
-    PREEMPTIONS[f"{kind}/{policy}/{mode}"] = sum(o.preemptions for o in out.values())
+    # Each run on its own proves its preemptions happened (13 or more in every preemptive
+    # run when written), so the test means the same under -k, -x or any order.
+    if policy in PREEMPTIVE:
+        assert sum(o.preemptions for o in out.values()) > 0
     assert engine.kv.used_blocks == 0 and not engine.kv.host
 
 
@@ -141,14 +144,6 @@ def test_kv_aware_filling_serves_the_same_tokens(policy: str, mode: str) -> None
     for i, (prompt, n) in enumerate(jobs):
         assert out[i].output_ids == greedy("llama", prompt, n), f"request {i}"
     assert engine.kv.used_blocks == 0 and not engine.kv.host
-
-
-def test_preemption_actually_happened() -> None:
-    """The parametrised runs above must have exercised preemption for every mode."""
-    if len(PREEMPTIONS) < len(POLICIES) * len(MODES) * 3:
-        pytest.skip("runs only after the full parametrised engine test")
-    for mode in MODES:
-        assert sum(v for k, v in PREEMPTIONS.items() if k.endswith(mode)) > 20, PREEMPTIONS
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -14,6 +14,9 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index: int, tmp_path: pathlib.Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    if "from vllm import" in BLOCKS[index]:
+        pytest.importorskip("vllm", reason="the vLLM example runs where vLLM is installed "
+                            "(CI's vLLM job)")
     monkeypatch.chdir(tmp_path)  # examples may write files (e.g. a report into ./out)
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
 

@@ -266,3 +266,44 @@ def test_the_prompt_predictor_ranks_requests_at_arrival(tiny, reference, tmp_pat
     finally:
         del llm
         gc.collect()
+
+
+MULTIPROCESS_SCRIPT = """
+import json, sys
+from vllm import LLM, SamplingParams
+from trail.integrations.vllm import install_probe, vllm_kwargs
+
+if __name__ == "__main__":
+    model, probe, stats = sys.argv[1:4]
+    llm = LLM(model, dtype="float32", enforce_eager=True, max_model_len=256, max_num_seqs=2,
+              block_size=32, kv_cache_memory_bytes=8 << 20, seed=0,
+              **vllm_kwargs(policy="TRAIL", stats_path=stats))
+    install_probe(llm, probe)
+    outs = llm.generate(json.loads(sys.argv[4]), SamplingParams(temperature=0.0, max_tokens=24,
+                                                                ignore_eos=True))
+    print("OUT", json.dumps([list(o.outputs[0].token_ids) for o in outs]))
+    llm.llm_engine.engine_core.shutdown()
+"""
+
+
+def test_predictions_cross_into_vllms_engine_process(tiny, reference, tmp_path) -> None:
+    """vLLM's default: the engine (scheduler) in a process of its own, as under `vllm serve`."""
+    import json
+    import subprocess
+    import sys
+
+    torch.manual_seed(2)
+    Probe(128, Bins.uniform(8, 64.0), hidden_dim=16, layer=LAYER).save(tmp_path / "probe")
+    (tmp_path / "run.py").write_text(MULTIPROCESS_SCRIPT)
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
+    stats = tmp_path / "stats.json"
+    res = subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tiny),
+                          str(tmp_path / "probe"), str(stats), json.dumps(PROMPTS)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("OUT "))
+    assert json.loads(line[4:]) == [list(reference[p]) for p in PROMPTS]
+    got = json.loads(stats.read_text())
+    # Every sampled token but each request's last one (it meets a finished request).
+    assert got["stats"]["predictions"] >= len(PROMPTS) * 23, got
+    assert got["live"] == 0 and not got["faults"]

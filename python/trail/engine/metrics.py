@@ -7,7 +7,7 @@ import json
 import math
 import pathlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -67,7 +67,3 @@ class Report:
                             f"{o.finish_time:.6f}", len(o.prompt_ids), len(o.output_ids),
                             o.preemptions, o.finish_reason])
         return d / f"{name}.json"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Aggregates and records as plain data."""
-        return {"aggregates": self.aggregates, "requests": [asdict(o) for o in self.outputs]}

@@ -25,7 +25,7 @@ import json
 import pathlib
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -488,8 +488,3 @@ def read_collected_prompts(collection: str | pathlib.Path) -> list[str]:
     if indices != list(range(len(rows))):
         raise ValueError(f"{path}: the indices are not 0..{len(rows) - 1} once each")
     return [r["prompt"] for r in sorted(rows, key=lambda r: r["index"])]
-
-
-def iter_layers(collection: str | pathlib.Path) -> Iterable[int]:
-    """Layers stored in a collection."""
-    return list(read_manifest(collection)["layers"])

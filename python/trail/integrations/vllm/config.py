@@ -37,6 +37,9 @@ class TrailVllmConfig:
     # A PromptOnlyPredictor (SJF/TRAIL) or PromptRankPredictor (LTR) checkpoint folder: the
     # request's rank at arrival, from its prompt text.
     prompt_predictor: str | None = None
+    # Where the scheduler writes its counters and faults as JSON (every 50 steps and at
+    # shutdown): how to watch TRAIL inside `vllm serve`, whose engine runs in its own process.
+    stats_path: str | None = None
 
     @classmethod
     def from_additional(cls, additional: dict[str, Any] | None) -> "TrailVllmConfig":
@@ -59,9 +62,10 @@ class TrailVllmConfig:
             raise ValueError(f"trail policy {self.policy!r} is not one of {POLICIES}")
         if not isinstance(self.rank_preemption, bool):
             raise ValueError(f"trail rank_preemption must be a bool, got {self.rank_preemption!r}")
-        if self.prompt_predictor is not None and not isinstance(self.prompt_predictor, str):
-            raise ValueError(f"trail prompt_predictor must be a path, got "
-                             f"{self.prompt_predictor!r}")
+        for name in ("prompt_predictor", "stats_path"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"trail {name} must be a path, got {v!r}")
         for name in ("c", "preempt_margin", "prefill_weight", "aging_rate",
                      "default_predicted_len"):
             v = getattr(self, name)

@@ -13,7 +13,9 @@ public), FCFS scheduling policy, synchronous scheduling.
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import pathlib
 import math
 import time
 from typing import Any, Callable
@@ -138,7 +140,24 @@ class TrailScheduler(Scheduler):
         self._guard("after_step", lambda: self._after_step(out))
         self.trail_stats["steps"] += 1
         self.trail_stats["overhead_s"] += time.perf_counter() - t
+        if self.trail_config.stats_path and self.trail_stats["steps"] % 50 == 0:
+            self._guard("stats", self.write_trail_stats)
         return out
+
+    def shutdown(self) -> None:
+        """vLLM's shutdown; the last counters are written first (stats_path)."""
+        if self.trail_config.stats_path:
+            self._guard("stats", self.write_trail_stats)
+        super().shutdown()
+
+    def write_trail_stats(self) -> None:
+        """Write the counters, live requests and recent faults to stats_path (atomically)."""
+        path = pathlib.Path(self.trail_config.stats_path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"stats": self.trail_stats, "live": len(self.ranker),
+                                   "faults": list(self.trail_faults),
+                                   "config": self.trail_config.__dict__}, indent=1))
+        tmp.replace(path)
 
     def _before_step(self) -> None:
         self.ranker.begin_step()
