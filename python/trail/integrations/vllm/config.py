@@ -38,7 +38,8 @@ class TrailVllmConfig:
     # request's rank at arrival, from its prompt text.
     prompt_predictor: str | None = None
     # Where the scheduler writes its counters and faults as JSON (every 50 steps and at
-    # vLLM's scheduler shutdown): how to watch TRAIL inside `vllm serve`, whose engine runs in its own process.
+    # vLLM's scheduler shutdown): how to watch TRAIL inside `vllm serve`, whose engine runs
+    # in a process of its own.
     stats_path: str | None = None
 
     @classmethod
