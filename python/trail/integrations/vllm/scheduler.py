@@ -58,7 +58,8 @@ class TrailScheduler(Scheduler):
         # part, so one fault never stops serving (the newest 100 are kept).
         self.trail_faults: collections.deque[tuple[int, str, str]] = collections.deque(
             maxlen=100)
-        self.trail_admission_log: list[str] = []  # request ids in the order first scheduled
+        # Request ids in the order first scheduled (the newest 4096: a server runs for days).
+        self.trail_admission_log: collections.deque[str] = collections.deque(maxlen=4096)
 
     # ------------------------------------------------------------------ requests
 
