@@ -256,6 +256,7 @@ def write_results(report: dict[str, Any], transfer: dict[str, Any], evald: pathl
 
 # Where the trained SmolLM2 probe ships inside the package (safetensors + JSON, ~1.2 MB).
 SHIPPED = ROOT / "python" / "trail" / "models" / "checkpoints" / "smollm2-135m-instruct-probe"
+# (trail.models.probe_path("smollm2-135m-instruct") is where users find it)
 
 
 def ship_probe(report: dict[str, Any], evald: pathlib.Path) -> str:

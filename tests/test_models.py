@@ -146,6 +146,24 @@ def test_engine_serves_chat_prompts_as_generate_under_preemption(smol, mode: str
     assert sum(o.preemptions for o in outs.values()) > 0
 
 
+def test_the_shipped_probe_is_found_or_its_absence_named() -> None:
+    """Once the study has shipped it, the probe loads for hidden 576 and names SmolLM2;
+    before, asking for it names the script that trains it."""
+    from trail.models import model_id, probe_path
+
+    with pytest.raises(ValueError, match="ship for"):
+        probe_path("demo")
+    shipped = (pathlib.Path(smollm2.__file__).parent / "checkpoints"
+               / f"{smollm2.NAME}-probe" / "probe.json")
+    if shipped.is_file():
+        probe = Probe.load(probe_path(smollm2.NAME), hidden_size=smollm2.HIDDEN_SIZE)
+        assert probe.model_id == model_id(smollm2.NAME)
+        assert 0 <= probe.layer < smollm2.NUM_LAYERS
+    else:
+        with pytest.raises(FileNotFoundError, match="real_probe_study"):
+            probe_path(smollm2.NAME)
+
+
 def test_a_probe_for_hidden_576_round_trips(tmp_path: pathlib.Path) -> None:
     torch.manual_seed(0)
     probe = Probe(smollm2.HIDDEN_SIZE, Bins.geometric(10), hidden_dim=64, layer=12,

@@ -43,6 +43,20 @@ def load_model(name_or_path: str | os.PathLike[str], dtype: Any = None, seed: in
     return load_folder(path, dtype)
 
 
+def probe_path(name: str) -> pathlib.Path:
+    """The trained probe that ships with the package for model `name` (a trail.Probe folder).
+
+    FileNotFoundError if none ships yet (bench/real_probe_study.py trains and ships it).
+    """
+    if name != smollm2.NAME:
+        raise ValueError(f"probe_path: probes ship for {smollm2.NAME!r} only, got {name!r}")
+    path = pathlib.Path(__file__).resolve().parent / "checkpoints" / f"{name}-probe"
+    if not (path / "probe.json").is_file():
+        raise FileNotFoundError(f"no probe ships for {name!r} in this version "
+                                f"(bench/real_probe_study.py trains one and ships it to {path})")
+    return path
+
+
 def load_folder(path: pathlib.Path, dtype: Any) -> tuple[Any, Any]:
     """A save_pretrained folder, refusing one whose weights lack some of the model's tensors
     (transformers would fill them with random values and carry on)."""
