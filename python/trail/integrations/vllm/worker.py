@@ -150,7 +150,9 @@ class TrailWorkerExtension:
             req = runner.requests.get(req_id)
             cap = getattr(getattr(req, "sampling_params", None), "max_tokens", None) or gen
             is_first = req_id not in st.predicted_at
-            h = st.prompt_mean(req_id) if is_first and req_id in st.prompt_sum else x[e - 1]
+            # float32 either way: a bf16 model's rows stack with the float32 prompt means.
+            h = (st.prompt_mean(req_id) if is_first and req_id in st.prompt_sum
+                 else x[e - 1].float())
             ids.append(req_id)
             rows.append(slot)
             hidden_rows.append(h)
@@ -160,7 +162,7 @@ class TrailWorkerExtension:
             since.append(max(0, gen - st.predicted_at.get(req_id, gen)))
             pos.append(computed[i] + e - s - 1)  # the token position of row e - 1
         if ids:
-            hid = torch.stack(hidden_rows).to(torch.float32)
+            hid = torch.stack(hidden_rows)
             pred = st.probe.step(hid, rows, first, generated, limit, since).cpu().tolist()
             for req_id, g, p in zip(ids, generated, pred):
                 st.predicted_at[req_id] = g
