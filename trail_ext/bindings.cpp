@@ -324,6 +324,67 @@ void paged_attention_numpy(py::handle q, py::handle k_cache, py::handle v_cache,
   kernels::paged_attention_decode(a);
 }
 
+// What Scheduler and Ranker share: construction from a SchedulerConfig, the config, add,
+// predictions, scores, β, get, len and `in`; bound once for both.
+template <class T>
+void bind_shared(py::class_<T>& cls, const char* add_doc, const char* config_doc) {
+  cls.def(py::init([](py::handle config) {
+           if (!py::isinstance<SchedulerConfig>(config))
+             throw TypeError(cat("config must be a SchedulerConfig, got ",
+                                 std::string(py::str(py::repr(config)))));
+           return std::make_unique<T>(py::cast<const SchedulerConfig&>(config));
+         }),
+         py::arg("config"))
+      // A copy: writing to it must not change what was validated and is held.
+      .def_property_readonly(
+          "config", [](const T& s) { return SchedulerConfig(s.config()); }, config_doc)
+      .def(
+          "add",
+          [](T& s, py::handle rid, py::handle arrival, py::handle prompt_len,
+             py::handle max_new_tokens, py::handle predicted_len, py::handle score) {
+            s.add(as_int(rid, "rid"), as_real(arrival, "arrival"),
+                  as_int(prompt_len, "prompt_len"), as_int(max_new_tokens, "max_new_tokens"),
+                  as_real(predicted_len, "predicted_len"), as_real(score, "score"));
+          },
+          py::arg("rid"), py::arg("arrival"), py::arg("prompt_len"), py::arg("max_new_tokens"),
+          py::arg("predicted_len") = NAN, py::arg("score") = NAN, add_doc)
+      .def(
+          "update_predictions",
+          [](T& s, py::handle rids, py::handle remaining) {
+            I64 r = int_array(rids, "rids");
+            F64 v = real_array(remaining, "remaining");
+            same_length(r.size(), v.size(), "update_predictions");
+            s.update_predictions(r.data(), v.data(), static_cast<size_t>(r.size()));
+          },
+          py::arg("rids"), py::arg("remaining"),
+          "Set predicted remaining output tokens of live requests.")
+      .def(
+          "update_scores",
+          [](T& s, py::handle rids, py::handle scores) {
+            I64 r = int_array(rids, "rids");
+            F64 v = real_array(scores, "scores");
+            same_length(r.size(), v.size(), "update_scores");
+            s.update_scores(r.data(), v.data(), static_cast<size_t>(r.size()));
+          },
+          py::arg("rids"), py::arg("scores"), "Set LTR scores (lower runs first).")
+      .def(
+          "set_prefill_weight",
+          [](T& s, py::handle w) { s.set_prefill_weight(as_real(w, "prefill_weight")); },
+          py::arg("prefill_weight"),
+          "Change prefill_weight (β) of a live instance; every rank uses it from now on.")
+      .def(
+          "get", [](const T& s, py::handle rid) { return s.get(as_int(rid, "rid")); },
+          py::arg("rid"), "Snapshot of one live request.")
+      .def("__len__", &T::size)
+      .def("__contains__", [](const T& s, py::handle rid) {
+        if (PyBool_Check(rid.ptr()) || !PyIndex_Check(rid.ptr())) return false;
+        int overflow = 0;
+        py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(rid.ptr()));
+        const long long v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
+        return !overflow && s.contains(v);
+      });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -479,30 +540,12 @@ PYBIND11_MODULE(_C, m) {
         "Decode attention reading a paged KV cache in place (fp32, CPU).");
   m.def("probe_isa", &kernels::probe_isa, "Instruction set the CPU probe kernels use here.");
 
-  py::class_<Scheduler>(m, "Scheduler", "The TRAIL request scheduler (docs/scheduler.md).")
-      .def(py::init([](py::handle config) {
-             if (!py::isinstance<SchedulerConfig>(config))
-               throw TypeError(cat("config must be a SchedulerConfig, got ",
-                                   std::string(py::str(py::repr(config)))));
-             return std::make_unique<Scheduler>(py::cast<const SchedulerConfig&>(config));
-           }),
-           py::arg("config"))
-      // A copy: writing to it must not change what the scheduler validated and holds.
-      .def_property_readonly(
-          "config", [](const Scheduler& s) { return SchedulerConfig(s.config()); },
-          "A copy of the validated configuration (change a live scheduler's β with "
-          "set_prefill_weight).")
-      .def(
-          "add",
-          [](Scheduler& s, py::handle rid, py::handle arrival, py::handle prompt_len,
-             py::handle max_new_tokens, py::handle predicted_len, py::handle score) {
-            s.add(as_int(rid, "rid"), as_real(arrival, "arrival"),
-                  as_int(prompt_len, "prompt_len"), as_int(max_new_tokens, "max_new_tokens"),
-                  as_real(predicted_len, "predicted_len"), as_real(score, "score"));
-          },
-          py::arg("rid"), py::arg("arrival"), py::arg("prompt_len"), py::arg("max_new_tokens"),
-          py::arg("predicted_len") = NAN, py::arg("score") = NAN,
-          "Queue a request (predicted_len/score NaN = unknown).")
+  auto scheduler = py::class_<Scheduler>(m, "Scheduler",
+                                         "The TRAIL request scheduler (docs/scheduler.md).");
+  bind_shared(scheduler, "Queue a request (predicted_len/score NaN = unknown).",
+              "A copy of the validated configuration (change a live scheduler's β with "
+              "set_prefill_weight).");
+  scheduler
       .def(
           "schedule", [](Scheduler& s, py::handle now) { return s.schedule(as_real(now, "now")); },
           py::arg("now"), "Decide this iteration's batch at time `now`.")
@@ -521,35 +564,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("now"), py::arg("rids"), py::arg("new_tokens"), py::arg("finished"),
           "Report tokens generated by running requests and which of them finished.")
       .def(
-          "update_predictions",
-          [](Scheduler& s, py::handle rids, py::handle remaining) {
-            I64 r = int_array(rids, "rids");
-            F64 v = real_array(remaining, "remaining");
-            same_length(r.size(), v.size(), "update_predictions");
-            s.update_predictions(r.data(), v.data(), static_cast<size_t>(r.size()));
-          },
-          py::arg("rids"), py::arg("remaining"),
-          "Set predicted remaining output tokens of live requests.")
-      .def(
-          "update_scores",
-          [](Scheduler& s, py::handle rids, py::handle scores) {
-            I64 r = int_array(rids, "rids");
-            F64 v = real_array(scores, "scores");
-            same_length(r.size(), v.size(), "update_scores");
-            s.update_scores(r.data(), v.data(), static_cast<size_t>(r.size()));
-          },
-          py::arg("rids"), py::arg("scores"), "Set LTR scores (lower runs first).")
-      .def(
-          "set_prefill_weight",
-          [](Scheduler& s, py::handle w) { s.set_prefill_weight(as_real(w, "prefill_weight")); },
-          py::arg("prefill_weight"),
-           "Change prefill_weight (β) of a live scheduler; filed requests are re-ranked.")
-      .def(
           "abort", [](Scheduler& s, py::handle rid) { s.abort(as_int(rid, "rid")); },
           py::arg("rid"), "End a live request in any state and free what it holds.")
-      .def(
-          "get", [](const Scheduler& s, py::handle rid) { return s.get(as_int(rid, "rid")); },
-          py::arg("rid"), "Snapshot of one live request.")
       .def(
           "stats",
           [](const Scheduler& s) {
@@ -577,40 +593,14 @@ PYBIND11_MODULE(_C, m) {
             d["swap_used_blocks"] = st.swap_used_blocks;
             return d;
           },
-          "Counters and current occupancy.")
-      .def("__len__", &Scheduler::size)
-      .def("__contains__", [](const Scheduler& s, py::handle rid) {
-        if (PyBool_Check(rid.ptr()) || !PyIndex_Check(rid.ptr())) return false;
-        int overflow = 0;
-        py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(rid.ptr()));
-        const long long v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
-        return !overflow && s.contains(v);
-      });
+          "Counters and current occupancy.");
 
-  py::class_<Ranker>(m, "Ranker",
-                     "The scheduler's rank rule for an engine that keeps its own memory "
-                     "(docs/scheduler.md, Ranker).")
-      .def(py::init([](py::handle config) {
-             if (!py::isinstance<SchedulerConfig>(config))
-               throw TypeError(cat("config must be a SchedulerConfig, got ",
-                                   std::string(py::str(py::repr(config)))));
-             return std::make_unique<Ranker>(py::cast<const SchedulerConfig&>(config));
-           }),
-           py::arg("config"))
-      .def_property_readonly(
-          "config", [](const Ranker& s) { return SchedulerConfig(s.config()); },
-          "A copy of the validated configuration.")
-      .def(
-          "add",
-          [](Ranker& s, py::handle rid, py::handle arrival, py::handle prompt_len,
-             py::handle max_new_tokens, py::handle predicted_len, py::handle score) {
-            s.add(as_int(rid, "rid"), as_real(arrival, "arrival"),
-                  as_int(prompt_len, "prompt_len"), as_int(max_new_tokens, "max_new_tokens"),
-                  as_real(predicted_len, "predicted_len"), as_real(score, "score"));
-          },
-          py::arg("rid"), py::arg("arrival"), py::arg("prompt_len"), py::arg("max_new_tokens"),
-          py::arg("predicted_len") = NAN, py::arg("score") = NAN,
-          "Track a request, waiting (predicted_len/score NaN = unknown).")
+  auto ranker = py::class_<Ranker>(m, "Ranker",
+                                   "The scheduler's rank rule for an engine that keeps its own "
+                                   "memory (docs/scheduler.md, Ranker).");
+  bind_shared(ranker, "Track a request, waiting (predicted_len/score NaN = unknown).",
+              "A copy of the validated configuration.");
+  ranker
       .def(
           "remove", [](Ranker& s, py::handle rid) { s.remove(as_int(rid, "rid")); },
           py::arg("rid"), "Forget a finished or aborted request.")
@@ -633,29 +623,6 @@ PYBIND11_MODULE(_C, m) {
             s.on_tokens(r.data(), n.data(), static_cast<size_t>(r.size()));
           },
           py::arg("rids"), py::arg("new_tokens"), "Count tokens generated by these requests.")
-      .def(
-          "update_predictions",
-          [](Ranker& s, py::handle rids, py::handle remaining) {
-            I64 r = int_array(rids, "rids");
-            F64 v = real_array(remaining, "remaining");
-            same_length(r.size(), v.size(), "update_predictions");
-            s.update_predictions(r.data(), v.data(), static_cast<size_t>(r.size()));
-          },
-          py::arg("rids"), py::arg("remaining"),
-          "Set predicted remaining output tokens of live requests.")
-      .def(
-          "update_scores",
-          [](Ranker& s, py::handle rids, py::handle scores) {
-            I64 r = int_array(rids, "rids");
-            F64 v = real_array(scores, "scores");
-            same_length(r.size(), v.size(), "update_scores");
-            s.update_scores(r.data(), v.data(), static_cast<size_t>(r.size()));
-          },
-          py::arg("rids"), py::arg("scores"), "Set LTR scores (lower runs first).")
-      .def(
-          "set_prefill_weight",
-          [](Ranker& s, py::handle w) { s.set_prefill_weight(as_real(w, "prefill_weight")); },
-          py::arg("prefill_weight"), "Change prefill_weight (β).")
       .def("begin_step", &Ranker::begin_step, "Starvation guard: promote who waited too long.")
       .def("end_step", &Ranker::end_step, "Starvation guard: count who was left out.")
       .def(
@@ -687,16 +654,5 @@ PYBIND11_MODULE(_C, m) {
             std::copy(o.begin(), o.end(), out.mutable_data());
             return out;
           },
-          py::arg("rids"), "The rids sorted by (primary, arrival, rid), best first.")
-      .def(
-          "get", [](const Ranker& s, py::handle rid) { return s.get(as_int(rid, "rid")); },
-          py::arg("rid"), "Snapshot of one tracked request.")
-      .def("__len__", &Ranker::size)
-      .def("__contains__", [](const Ranker& s, py::handle rid) {
-        if (PyBool_Check(rid.ptr()) || !PyIndex_Check(rid.ptr())) return false;
-        int overflow = 0;
-        py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(rid.ptr()));
-        const long long v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
-        return !overflow && s.contains(v);
-      });
+          py::arg("rids"), "The rids sorted by (primary, arrival, rid), best first.");
 }

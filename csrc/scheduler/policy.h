@@ -96,6 +96,25 @@ inline void advance_tokens(const SchedulerConfig& cfg, Request& r, int64_t k) {
   r.level_used += left;  // at the last level the count just grows
 }
 
+// A new waiting request (fields already checked): remaining from the prediction or the
+// default, capped by max_new_tokens; MLFQ's skip-join level.
+inline Request new_request(const SchedulerConfig& cfg, int64_t rid, double arrival,
+                           int64_t prompt_len, int64_t max_new_tokens, double predicted_len,
+                           double score) {
+  Request r;
+  r.rid = rid;
+  r.arrival = arrival;
+  r.prompt_len = prompt_len;
+  r.max_new = max_new_tokens;
+  r.pred_known = !std::isnan(predicted_len);
+  r.predicted_len = predicted_len;
+  r.remaining = std::min(r.pred_known ? predicted_len : cfg.default_predicted_len,
+                         static_cast<double>(max_new_tokens));
+  r.score = score;
+  if (cfg.policy == Policy::MLFQ) r.level = mlfq_initial_level(cfg, prompt_len);
+  return r;
+}
+
 // A new prediction of the remaining tokens: fixes predicted_len the first time.
 inline void apply_prediction(Request& r, double remaining) {
   if (!r.pred_known) {

@@ -24,18 +24,8 @@ void Ranker::add(int64_t rid, double arrival, int64_t prompt_len, int64_t max_ne
                          max_new_tokens, " must be <= 2**40"));
   if (table_.size() >= kMaxLive)
     throw ValueError(cat("request ", rid, ": too many live requests (the limit is 2**32 - 1)"));
-  Request r;
-  r.rid = rid;
-  r.arrival = arrival;
-  r.prompt_len = prompt_len;
-  r.max_new = max_new_tokens;
-  r.pred_known = !std::isnan(predicted_len);
-  r.predicted_len = predicted_len;
-  r.remaining = std::min(r.pred_known ? predicted_len : cfg_.default_predicted_len,
-                         static_cast<double>(max_new_tokens));
-  r.score = score;
-  r.present = true;
-  if (cfg_.policy == Policy::MLFQ) r.level = mlfq_initial_level(cfg_, prompt_len);
+  Request r = new_request(cfg_, rid, arrival, prompt_len, max_new_tokens, predicted_len, score);
+  r.present = true;  // no arrival clock here: the host adds a request when it arrives
   table_.insert(r);
 }
 
@@ -75,9 +65,7 @@ void Ranker::on_tokens(const int64_t* rids, const int64_t* new_tokens, size_t n)
 void Ranker::update_predictions(const int64_t* rids, const double* remaining, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     lookup(rids[i]);
-    if (!std::isfinite(remaining[i]) || remaining[i] < 0.0)
-      throw ValueError(cat("update_predictions: request ", rids[i], ": remaining=",
-                           remaining[i], " must be finite and >= 0"));
+    check_prediction(rids[i], remaining[i]);
   }
   for (size_t i = 0; i < n; ++i) apply_prediction(table_[lookup(rids[i])], remaining[i]);
 }
@@ -85,9 +73,7 @@ void Ranker::update_predictions(const int64_t* rids, const double* remaining, si
 void Ranker::update_scores(const int64_t* rids, const double* scores, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     lookup(rids[i]);
-    if (!std::isfinite(scores[i]))
-      throw ValueError(cat("update_scores: request ", rids[i], ": score=", scores[i],
-                           " must be finite"));
+    check_score(rids[i], scores[i]);
   }
   for (size_t i = 0; i < n; ++i) table_[lookup(rids[i])].score = scores[i];
 }

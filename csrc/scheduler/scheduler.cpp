@@ -57,6 +57,17 @@ void check_request(int64_t rid, double arrival, int64_t prompt_len, int64_t max_
     throw ValueError(cat("request ", rid, ": score=", score, " must be NaN or finite"));
 }
 
+void check_prediction(int64_t rid, double remaining) {
+  if (!std::isfinite(remaining) || remaining < 0.0)
+    throw ValueError(cat("update_predictions: request ", rid, ": remaining=", remaining,
+                         " must be finite and >= 0"));
+}
+
+void check_score(int64_t rid, double score) {
+  if (!std::isfinite(score))
+    throw ValueError(cat("update_scores: request ", rid, ": score=", score, " must be finite"));
+}
+
 Scheduler::Scheduler(const SchedulerConfig& cfg) : cfg_(cfg) {
   validate_config(cfg);
   capacity_blocks_ = cfg.kv_capacity_tokens / cfg.block_size;
@@ -138,18 +149,8 @@ void Scheduler::add(int64_t rid, double arrival, int64_t prompt_len, int64_t max
                          cfg_.kv_capacity_tokens, " (block_size=", cfg_.block_size, ")"));
   if (table_.size() >= kMaxLive)
     throw ValueError(cat("request ", rid, ": too many live requests (the limit is 2**32 - 1)"));
-  Request r;
-  r.rid = rid;
-  r.arrival = arrival;
-  r.prompt_len = prompt_len;
-  r.max_new = max_new_tokens;
-  r.pred_known = !std::isnan(predicted_len);
-  r.predicted_len = predicted_len;
-  r.remaining = std::min(r.pred_known ? predicted_len : cfg_.default_predicted_len,
-                         static_cast<double>(max_new_tokens));
-  r.score = score;
-  if (cfg_.policy == Policy::MLFQ) r.level = mlfq_initial_level(cfg_, prompt_len);
-  const uint32_t idx = table_.insert(r);
+  const uint32_t idx = table_.insert(
+      new_request(cfg_, rid, arrival, prompt_len, max_new_tokens, predicted_len, score));
   if (arrival <= last_now_) {
     // Already arrived: the next schedule() (whose now >= last_now_) would release it anyway.
     table_[idx].present = true;
@@ -453,9 +454,7 @@ void Scheduler::on_step(double now, const int64_t* rids, const int64_t* new_toke
 void Scheduler::update_predictions(const int64_t* rids, const double* remaining, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     if (find_row(rids[i], i) < 0) throw KeyError(cat("unknown request id ", rids[i]));
-    if (!std::isfinite(remaining[i]) || remaining[i] < 0.0)
-      throw ValueError(cat("update_predictions: request ", rids[i], ": remaining=",
-                           remaining[i], " must be finite and >= 0"));
+    check_prediction(rids[i], remaining[i]);
   }
   for (size_t i = 0; i < n; ++i) {
     const uint32_t idx = static_cast<uint32_t>(find_row(rids[i], i));
@@ -468,9 +467,7 @@ void Scheduler::update_predictions(const int64_t* rids, const double* remaining,
 void Scheduler::update_scores(const int64_t* rids, const double* scores, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     lookup(rids[i]);
-    if (!std::isfinite(scores[i]))
-      throw ValueError(cat("update_scores: request ", rids[i], ": score=", scores[i],
-                           " must be finite"));
+    check_score(rids[i], scores[i]);
   }
   for (size_t i = 0; i < n; ++i) {
     const uint32_t idx = lookup(rids[i]);

@@ -22,6 +22,10 @@ void validate_config(const SchedulerConfig& cfg);
 void check_request(int64_t rid, double arrival, int64_t prompt_len, int64_t max_new_tokens,
                    double predicted_len, double score);
 
+// ValueError for a prediction that is not finite and >= 0, or a score that is not finite.
+void check_prediction(int64_t rid, double remaining);
+void check_score(int64_t rid, double score);
+
 class Scheduler {
  public:
   explicit Scheduler(const SchedulerConfig& cfg);

@@ -488,13 +488,26 @@ class Scheduler:
     def add(self, rid: int, arrival: float, prompt_len: int, max_new_tokens: int,
             predicted_len: float = float("nan"), score: float = float("nan")) -> None:
         """Add a waiting request; NaN `predicted_len`/`score` mean unknown/unscored."""
+        rid, arrival, prompt_len, max_new_tokens, predicted_len, score = self._checked_request(
+            rid, arrival, prompt_len, max_new_tokens, predicted_len, score)
+        need = self._blocks(prompt_len + max_new_tokens)
+        if need > self._C:
+            raise ValueError(f"request {rid} needs {need} blocks "
+                             f"(prompt_len {prompt_len} + max_new_tokens {max_new_tokens}) "
+                             f"but the device has {self._C}")
+        self._insert(rid, arrival, prompt_len, max_new_tokens, predicted_len, score)
+        self._counts["added"] += 1
+
+    def _checked_request(self, rid: Any, arrival: Any, prompt_len: Any, max_new_tokens: Any,
+                         predicted_len: Any, score: Any) -> tuple[int, float, int, int, float,
+                                                                  float]:
+        """`add`'s arguments converted and checked, all but the fit in memory."""
         rid = _int_arg(rid, "rid")
         arrival = _float_arg(arrival, "arrival")
         prompt_len = _int_arg(prompt_len, "prompt_len")
         max_new_tokens = _int_arg(max_new_tokens, "max_new_tokens")
         predicted_len = _float_arg(predicted_len, "predicted_len")
         score = _float_arg(score, "score")
-
         if rid in self._reqs:
             raise ValueError(f"rid {rid} is already live")
         if not math.isfinite(arrival):
@@ -509,21 +522,20 @@ class Scheduler:
                              f"got {predicted_len!r}")
         if not math.isnan(score) and not math.isfinite(score):
             raise ValueError(f"score must be NaN or finite, got {score!r}")
-        need = self._blocks(prompt_len + max_new_tokens)
-        if need > self._C:
-            raise ValueError(f"request {rid} needs {need} blocks "
-                             f"(prompt_len {prompt_len} + max_new_tokens {max_new_tokens}) "
-                             f"but the device has {self._C}")
+        return rid, arrival, prompt_len, max_new_tokens, predicted_len, score
+
+    def _insert(self, rid: int, arrival: float, prompt_len: int, max_new_tokens: int,
+                predicted_len: float, score: float) -> _Request:
+        """File a new waiting request (after the live-request limit); returns it."""
         if len(self._reqs) >= MAX_LIVE:
             raise ValueError(f"request {rid}: too many live requests (the limit is 2**32 - 1)")
-
         known = predicted_len if not math.isnan(predicted_len) else self._cfg.default_predicted_len
-        remaining = min(known, float(max_new_tokens))
         level = (self._mlfq_initial_level(prompt_len)
                  if self._cfg.policy is Policy.MLFQ else 0)
-        self._reqs[rid] = _Request(rid, arrival, prompt_len, max_new_tokens, predicted_len,
-                                   remaining, score, level)
-        self._counts["added"] += 1
+        r = _Request(rid, arrival, prompt_len, max_new_tokens, predicted_len,
+                     min(known, float(max_new_tokens)), score, level)
+        self._reqs[rid] = r
+        return r
 
     def _check_now(self, now: Any) -> float:
         """Convert and validate a clock reading (does not record it)."""
@@ -801,36 +813,13 @@ class Ranker:
     def add(self, rid: int, arrival: float, prompt_len: int, max_new_tokens: int,
             predicted_len: float = float("nan"), score: float = float("nan")) -> None:
         """Track a waiting request; NaN `predicted_len`/`score` mean unknown/unscored."""
-        rid = _int_arg(rid, "rid")
-        arrival = _float_arg(arrival, "arrival")
-        prompt_len = _int_arg(prompt_len, "prompt_len")
-        max_new_tokens = _int_arg(max_new_tokens, "max_new_tokens")
-        predicted_len = _float_arg(predicted_len, "predicted_len")
-        score = _float_arg(score, "score")
-        if rid in self._reqs:
-            raise ValueError(f"rid {rid} is already live")
-        if not math.isfinite(arrival):
-            raise ValueError(f"arrival must be finite, got {arrival!r}")
-        if prompt_len < 1:
-            raise ValueError(f"prompt_len must be >= 1, got {prompt_len}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not math.isnan(predicted_len) and not (math.isfinite(predicted_len)
-                                                  and predicted_len >= 0):
-            raise ValueError(f"predicted_len must be NaN or finite and >= 0, "
-                             f"got {predicted_len!r}")
-        if not math.isnan(score) and not math.isfinite(score):
-            raise ValueError(f"score must be NaN or finite, got {score!r}")
+        rid, arrival, prompt_len, max_new_tokens, predicted_len, score = \
+            self._s._checked_request(rid, arrival, prompt_len, max_new_tokens, predicted_len,
+                                     score)
         if prompt_len > MAX_TOKENS or max_new_tokens > MAX_TOKENS - prompt_len:
             raise ValueError(f"request {rid}: prompt_len {prompt_len} + max_new_tokens "
                              f"{max_new_tokens} must be <= 2**40")
-        if len(self._reqs) >= MAX_LIVE:
-            raise ValueError(f"request {rid}: too many live requests (the limit is 2**32 - 1)")
-        cfg = self._s._cfg
-        known = predicted_len if not math.isnan(predicted_len) else cfg.default_predicted_len
-        level = self._s._mlfq_initial_level(prompt_len) if cfg.policy is Policy.MLFQ else 0
-        self._reqs[rid] = _Request(rid, arrival, prompt_len, max_new_tokens, predicted_len,
-                                   min(known, float(max_new_tokens)), score, level)
+        self._s._insert(rid, arrival, prompt_len, max_new_tokens, predicted_len, score)
 
     def _live(self, rid: int) -> _Request:
         if rid not in self._reqs:

@@ -168,6 +168,7 @@ class TrailWorkerExtension:
                 st.predicted_at[req_id] = g
                 st.pending[req_id] = p
                 st.prompt_sum.pop(req_id, None)
+                st.prompt_rows.pop(req_id, None)
             if st.recording:
                 st.records.append({"req_ids": ids, "first": first, "generated": generated,
                                    "hidden": hid.cpu(), "predicted": pred,
@@ -236,5 +237,7 @@ class _ProbeState:
         self.prompt_rows[req_id] = self.prompt_rows.get(req_id, 0) + rows.shape[0]
 
     def prompt_mean(self, req_id: str) -> torch.Tensor:
-        return self.prompt_sum[req_id] / self.prompt_rows.pop(req_id)
+        # Read only: the sums go once the probe step has succeeded, so a failed step leaves
+        # them whole for the next one.
+        return self.prompt_sum[req_id] / self.prompt_rows[req_id]
 
