@@ -42,7 +42,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
+from results_io import commit, portable  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -216,7 +216,7 @@ def write_results(report: dict[str, Any], transfer: dict[str, Any], evald: pathl
             "commit": commit(), "command": "python bench/real_probe_study.py --data DATA",
             "collect_config": {k: v for k, v in vars(cfg).items()}, "timings": timings}
     (out / f"{stem}.json").write_text(json.dumps(
-        {**meta, "alpaca": report, "alpaca_eval": transfer}, indent=1) + "\n")
+        portable({**meta, "alpaca": report, "alpaca_eval": transfer}), indent=1) + "\n")
     for png in ("mae_by_layer.png", "mae_by_age.png", "confusion.png"):
         if (evald / png).is_file():
             shutil.copy(evald / png, out / f"{stem}_{png}")

@@ -64,3 +64,36 @@ def commit() -> str:
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "?"
+
+
+def portable(obj: Any) -> Any:
+    """`obj` with this machine's absolute paths rewritten so results name no local folder.
+
+    The checkout's root becomes a relative path, $TRAIL_SHARED_DATA and $TRAIL_CACHE become
+    those variables' names, and any other absolute path keeps only its last two parts.
+    """
+    import os
+    import re
+
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    subs = [(root + "/", "")]
+    for var in ("TRAIL_SHARED_DATA", "TRAIL_CACHE"):
+        val = os.environ.get(var, "").rstrip("/")
+        if val:
+            subs.append((str(pathlib.Path(val).resolve()) + "/", f"${var}/"))
+            subs.append((val + "/", f"${var}/"))
+
+    def fix(s: str) -> str:
+        for old, new in subs:
+            s = s.replace(old, new)
+        # Whatever absolute path is left names this machine's layout: keep its tail only.
+        return re.sub(r"(?<![\w$.])/(?:[^\s/`'\"]+/)+([^\s/`'\"]+/[^\s/`'\"]+)",
+                      r".../\1", s)
+
+    if isinstance(obj, str):
+        return fix(obj)
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable(v) for v in obj]
+    return obj

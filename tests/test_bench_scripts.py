@@ -69,3 +69,19 @@ def test_trail_bench_times_the_workload_of_bench_scheduler(capsys: pytest.Captur
                   "steady state", "median of 3,000", "driver"):
         assert words in out, words
     assert "     1,000 " in out  # the row of W = 1,000
+
+
+def test_results_name_no_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recorded commands and paths are rewritten so results name no machine's folders."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from results_io import portable
+
+    monkeypatch.setenv("TRAIL_SHARED_DATA", "/data/set/")
+    monkeypatch.setenv("TRAIL_CACHE", "/var/cache/trail")
+    rec = {"command": f"x.py --prompts /data/set/alpaca/a.json --out {ROOT}/runs/r",
+           "dirs": [f"{ROOT}/bench/results", "/var/cache/trail/models/m", "/home/u/p/q.json"],
+           "n": 3, "rel": "runs/a/b"}
+    assert portable(rec) == {
+        "command": "x.py --prompts $TRAIL_SHARED_DATA/alpaca/a.json --out runs/r",
+        "dirs": ["bench/results", "$TRAIL_CACHE/models/m", ".../p/q.json"],
+        "n": 3, "rel": "runs/a/b"}
