@@ -87,7 +87,7 @@ def portable(obj: Any) -> Any:
         for old, new in subs:
             s = s.replace(old, new)
         # Whatever absolute path is left names this machine's layout: keep its tail only.
-        return re.sub(r"(?<![\w$.])/(?:[^\s/`'\"]+/)+([^\s/`'\"]+/[^\s/`'\"]+)",
+        return re.sub(r"(?<![\w$.:/])/(?:[^\s/`'\"]+/)+([^\s/`'\"]+/[^\s/`'\"]+)",
                       r".../\1", s)
 
     if isinstance(obj, str):

@@ -80,8 +80,8 @@ def test_results_name_no_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAIL_CACHE", "/var/cache/trail")
     rec = {"command": f"x.py --prompts /data/set/alpaca/a.json --out {ROOT}/runs/r",
            "dirs": [f"{ROOT}/bench/results", "/var/cache/trail/models/m", "/home/u/p/q.json"],
-           "n": 3, "rel": "runs/a/b"}
+           "n": 3, "rel": "runs/a/b", "url": "https://download.pytorch.org/whl/cpu"}
     assert portable(rec) == {
         "command": "x.py --prompts $TRAIL_SHARED_DATA/alpaca/a.json --out runs/r",
         "dirs": ["bench/results", "$TRAIL_CACHE/models/m", ".../p/q.json"],
-        "n": 3, "rel": "runs/a/b"}
+        "n": 3, "rel": "runs/a/b", "url": "https://download.pytorch.org/whl/cpu"}
