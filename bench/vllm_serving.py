@@ -110,11 +110,13 @@ def run_policy(args: argparse.Namespace) -> dict[str, Any]:
             if o.finished:
                 done[o.request_id] = (now, len(o.outputs[0].token_ids))
     wall = time.perf_counter() - t0
-    lat = [done[k][0] - arrival[k] for k in done]
-    ttft = [first[k] - arrival[k] for k in done if k in first]
+    ids = sorted(done, key=int)  # request order, so that policies compare request by request
+    lat = [done[k][0] - arrival[k] for k in ids]
+    ttft = [first[k] - arrival[k] for k in ids if k in first]
     out = {"policy": policy, "wall_s": wall, "steps": steps,
            "output_tokens": int(sum(v[1] for v in done.values())),
-           "latency": lat, "ttft": ttft, "scheduler_s": dict(timers)}
+           "tokens": [done[k][1] for k in ids], "latency": lat, "ttft": ttft,
+           "scheduler_s": dict(timers)}
     if policy in ("trail", "sjf"):
         out["trail_stats"] = dict(sched.trail_stats)
     if policy == "trail" and args.probe:
