@@ -2,7 +2,7 @@
 
 For each RUN directory (the output of `trail demo --out RUN`: probe_data/ and probe_eval/),
 loads the probes `trail eval-probe` saved (no training), recomputes the refined predictions
-on the same held-out requests and reports `trail.probe.evaluate.error_correlation` for the
+on the same held-out requests and reports `trail.training.evaluate.error_correlation` for the
 uniform and geometric bins: the lag correlations of the error's normal scores and the fitted
 correlation length L, the simulator's `corr_tokens` (trail.sim.predictors.DEFAULT_CORR_TOKENS).
 Newer `trail eval-probe` reports carry the same numbers as `error_correlation`.
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from trail.machine import describe
 from trail.probe.bins import Bins
-from trail.probe.collect import load_samples, read_manifest
-from trail.probe.evaluate import error_correlation, refined_predictions
+from trail.training.collect import load_samples, read_manifest
+from trail.training.evaluate import error_correlation, refined_predictions
 from trail.probe.probe import Probe
-from trail.probe.train import split_by_request
+from trail.training.train import split_by_request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from results_io import commit  # noqa: E402

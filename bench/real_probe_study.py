@@ -94,9 +94,9 @@ def main() -> None:
 
     import torch
     from trail.models import load_model, model_id, smollm2
-    from trail.probe.collect import CollectConfig, collect
-    from trail.probe.evaluate import evaluate, evaluate_transfer
-    from trail.probe.train import TrainConfig
+    from trail.training.collect import CollectConfig, collect
+    from trail.training.evaluate import evaluate, evaluate_transfer
+    from trail.training.train import TrainConfig
 
     torch.set_num_threads(args.threads)
     work = args.work / ("smoke" if args.smoke else "full")
@@ -156,10 +156,10 @@ def ranking(work: pathlib.Path, evald: pathlib.Path, train: Any, epochs: int,
     import numpy as np
     import torch
     from trail import Probe
-    from trail.probe.baseline import PromptOnlyPredictor
-    from trail.probe.collect import load_samples, read_collected_prompts
-    from trail.probe.ltr import PromptRankPredictor, kendall_tau, top_k_precision
-    from trail.probe.train import expected_remaining, split_by_request
+    from trail.training.prompt_only import PromptOnlyPredictor
+    from trail.training.collect import load_samples, read_collected_prompts
+    from trail.training.ltr import PromptRankPredictor, kendall_tau, top_k_precision
+    from trail.training.train import expected_remaining, split_by_request
 
     report = json.loads((evald / "report.json").read_text())
     layer = int(report["best_layer"])

@@ -42,7 +42,7 @@ the FCFS capacity at the same KV, so a binding cell is as loaded as an ample one
 alpaca-prompts: the short-prompt mix. azure-conv's arrivals and output lengths, row for row,
 with each prompt length drawn (seed 0, with replacement) from the 5,000 Alpaca prompts in
 `--data` (alpaca/alpaca_data_subset5000.json: instruction, plus a newline and the input when
-there is one, as trail.probe.baseline_real builds them) at `--tokens-per-word` 1.3 tokens
+there is one, as bench/prompt_only_real.py builds them) at `--tokens-per-word` 1.3 tokens
 per whitespace word (no tokenizer is available offline; ~1.3 is English text under Llama-3's
 tokenizer), at least 1: median ~14 tokens instead of azure-conv's 1,020. Without that file it
 falls back to a lognormal with median 60 tokens and σ 0.8 (the results say which was used).

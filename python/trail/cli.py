@@ -83,7 +83,7 @@ def _has_chat_template(spec: str) -> bool:
 
 def _prompts(spec: str, seed: int) -> list[str]:
     """Prompts from a JSONL file, or `demo:N` for N prompts of the demo language."""
-    from trail.probe.collect import read_prompts
+    from trail.training.collect import read_prompts
 
     n = _demo_prompt_count(spec)
     if n is not None:
@@ -113,7 +113,7 @@ def _demo_prompt_count(spec: str) -> int | None:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from trail.probe.collect import collect
+    from trail.training.collect import collect
 
     checked = args.checked
     model, tokenizer, model_id = _load_model(args.model, args.demo_seed)
@@ -128,7 +128,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from trail.probe.train import TrainConfig
+    from trail.training.train import TrainConfig
 
     return TrainConfig(hidden_dim=args.hidden_dim, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -136,8 +136,8 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train_probe(args: argparse.Namespace) -> int:
-    from trail.probe.collect import load_samples, read_manifest
-    from trail.probe.train import train_probe
+    from trail.training.collect import load_samples, read_manifest
+    from trail.training.train import train_probe
 
     bins = _bins(args, args.bins)
     manifest = read_manifest(args.data)
@@ -152,7 +152,7 @@ def cmd_train_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_probe(args: argparse.Namespace) -> int:
-    from trail.probe.evaluate import evaluate
+    from trail.training.evaluate import evaluate
 
     baseline = {"auto": None, "on": True, "off": False}[args.baseline]
     report = evaluate(args.data, args.out, layers=args.layers, cfg=_train_config(args),
@@ -843,7 +843,7 @@ def _bins(args: argparse.Namespace, kind: str) -> Any:
 
 
 def _check_collect(args: argparse.Namespace) -> dict[str, Any]:
-    from trail.probe.collect import CollectConfig, check_resume
+    from trail.training.collect import CollectConfig, check_resume
 
     n_layers, hidden = _model_shape(args.model, args.demo_seed)
     bad = [k for k in args.layers or () if k >= n_layers]
@@ -872,7 +872,7 @@ def _check_collect(args: argparse.Namespace) -> dict[str, Any]:
 def _check_collection(args: argparse.Namespace, layers: list[int] | None,
                       prompts: bool) -> dict[str, Any]:
     """--data: a collection holding `layers` (every one if None) of at least 2 requests."""
-    from trail.probe.collect import check_collection, read_manifest
+    from trail.training.collect import check_collection, read_manifest
 
     manifest = read_manifest(args.data)
     flag = "--layer" if args.command == "train-probe" else "--layers"
@@ -898,7 +898,7 @@ def _check_eval_probe(args: argparse.Namespace) -> dict[str, Any]:
     _bins(args, "geometric")
     encoder = False
     if args.baseline != "off":
-        from trail.probe.baseline import encoder_dir
+        from trail.training.prompt_only import encoder_dir
 
         try:
             encoder_dir()

@@ -8,7 +8,7 @@
 2. **Probe**: `collect` answers with hidden states of every layer, then `evaluate` trains a
    probe per layer, keeps the best layer (profiling), picks uniform or geometric bins, and
    fits the prompt-only baseline (frozen MiniLM + head) on the same split, and the
-   learning-to-rank predictor (`trail.probe.ltr`: ListMLE over the same MiniLM embedding,
+   learning-to-rank predictor (`trail.training.ltr`: ListMLE over the same MiniLM embedding,
    vllm-ltr's idea) on the collection's (prompt, length) pairs. Reported: the probe's MAE
    of the remaining length (Bayesian-refined) against the prompt-only one, and Kendall's τ
    of the LTR and prompt-only orders on the served workload.
@@ -87,7 +87,7 @@ class DemoConfig:
     model: str = "demo"                 # or a name or folder trail.models.load_model takes
     prompts: str | None = None          # JSONL prompts (needed for a model other than demo)
     # A `trail eval-probe` directory (report.json, probes, prompt_only/, and ltr/ with a
-    # trail.probe.ltr checkpoint) trained on this model: used instead of collecting and
+    # trail.training.ltr checkpoint) trained on this model: used instead of collecting and
     # training here; the first `profile_prompts` of the prompts file are then skipped.
     predictors: str | None = None
     train_steps: int | None = None      # demo-model training steps (None: the default)
@@ -210,10 +210,10 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
             cache_dir: str | None = None) -> Workload:
     """Steps 1-3: the model, the probe (profiled) and the prompt-only and LTR predictors, the
     arrivals."""
-    from trail.probe.baseline import PromptOnlyPredictor
-    from trail.probe.collect import CollectConfig, collect
-    from trail.probe.evaluate import evaluate
-    from trail.probe.train import TrainConfig
+    from trail.training.prompt_only import PromptOnlyPredictor
+    from trail.training.collect import CollectConfig, collect
+    from trail.training.evaluate import evaluate
+    from trail.training.train import TrainConfig
 
     timings: dict[str, float] = {}
     _progress(progress, f"[1/4] model: {cfg.model}")
@@ -307,7 +307,7 @@ def _model_and_prompts(cfg: DemoConfig, cache_dir: str | None, progress: bool
         return (model, tokenizer, profile, prompts,
                 lambda text: encode_prompt(tokenizer, text), (int(tokenizer.eos_token_id),))
     from trail.models import encode_prompt, has_chat_template, load_model, stop_token_ids
-    from trail.probe.collect import read_prompts
+    from trail.training.collect import read_prompts
 
     texts = read_prompts(cfg.prompts)
     need = cfg.profile_prompts + cfg.workload
@@ -323,7 +323,7 @@ def _model_and_prompts(cfg: DemoConfig, cache_dir: str | None, progress: bool
 def _load_predictors(d: pathlib.Path) -> tuple[dict[str, Any], Any]:
     """(the evaluation report, the LTR predictor) of a predictors directory; checkpoint paths
     in the report are taken relative to it (the report may have been written elsewhere)."""
-    from trail.probe.ltr import PromptRankPredictor
+    from trail.training.ltr import PromptRankPredictor
 
     path = d / "report.json"
     if not path.is_file():
@@ -343,9 +343,9 @@ def _load_predictors(d: pathlib.Path) -> tuple[dict[str, Any], Any]:
 def _fit_ltr(data: pathlib.Path, report: dict[str, Any], cfg: DemoConfig,
              out: pathlib.Path, progress: bool) -> Any:
     """The LTR predictor on the profile collection's (prompt, length) pairs, training split."""
-    from trail.probe.collect import load_samples, read_collected_prompts
-    from trail.probe.ltr import PromptRankPredictor
-    from trail.probe.train import TrainConfig, split_by_request
+    from trail.training.collect import load_samples, read_collected_prompts
+    from trail.training.ltr import PromptRankPredictor
+    from trail.training.train import TrainConfig, split_by_request
 
     s = load_samples(data, int(report["best_layer"]))
     prompts = read_collected_prompts(data)
@@ -547,7 +547,7 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
 def _ranking(w: Workload) -> dict[str, float]:
     """Kendall's τ of each predictor's order of the served requests against their true
     lengths (from the first pass)."""
-    from trail.probe.ltr import kendall_tau
+    from trail.training.ltr import kendall_tau
 
     return {"ltr": kendall_tau(w.ltr_score, w.true_len),
             "prompt_only": kendall_tau(w.prompt_pred, w.true_len)}

@@ -35,7 +35,7 @@ from trail.progress import progress_bar
 
 # (seconds from the start, prompt ids, params), optionally followed by the predicted total
 # output length the scheduler gets at arrival (e.g. from a prompt-only predictor; NaN:
-# none) and then the LTR score (e.g. from trail.probe.ltr; lower runs first).
+# none) and then the LTR score (e.g. from trail.training.ltr; lower runs first).
 Arrival = (tuple[float, Sequence[int], SamplingParams]
            | tuple[float, Sequence[int], SamplingParams, float]
            | tuple[float, Sequence[int], SamplingParams, float, float])

@@ -269,9 +269,9 @@ class _PromptPredictor:
 
         tok = AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer)
         if cfg.policy == "LTR":
-            from trail.probe.ltr import PromptRankPredictor
+            from trail.training.ltr import PromptRankPredictor
             return cls(PromptRankPredictor.load(cfg.prompt_predictor), tok, True)
-        from trail.probe.baseline import PromptOnlyPredictor
+        from trail.training.prompt_only import PromptOnlyPredictor
         return cls(PromptOnlyPredictor.load(cfg.prompt_predictor), tok, False)
 
     def predict(self, token_ids: list[int]) -> float:

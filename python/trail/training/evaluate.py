@@ -9,7 +9,7 @@ On a collection (see collect.py), split by request with the training seed:
    Tᵏ for the k tokens between them — what the engine does with `predict_every` = k);
    overall and by age (tokens generated so far); plus a bin confusion matrix;
 3. repeats 2 with geometric bins;
-4. trains and scores the prompt-only baseline (MiniLM, `trail.probe.baseline`) on the same
+4. trains and scores the prompt-only baseline (MiniLM, `trail.training.prompt_only`) on the same
    split when it is installed;
 5. exports the refined predictions' error profile (residual quantiles by age and true bin),
    which the simulator samples from, and how that error is correlated along a request
@@ -30,14 +30,14 @@ import numpy as np
 import torch
 
 from trail.probe.bins import Bins
-from trail.probe.collect import (
+from trail.training.collect import (
     Samples,
     load_samples,
     read_collected_prompts,
     read_manifest,
 )
 from trail.probe.probe import Probe
-from trail.probe.train import (
+from trail.training.train import (
     TrainConfig,
     expected_remaining,
     split_by_request,
@@ -328,7 +328,7 @@ def evaluate_transfer(report_dir: str | pathlib.Path, collection: str | pathlib.
                            "samples": int(len(rows))}
     checkpoint = (report.get("prompt_only") or {}).get("checkpoint")
     if checkpoint:
-        from trail.probe.baseline import PromptOnlyPredictor
+        from trail.training.prompt_only import PromptOnlyPredictor
 
         predictor = PromptOnlyPredictor.load(checkpoint)
         prompts = read_collected_prompts(collection)
@@ -390,7 +390,7 @@ def _prompt_only(collection: str | pathlib.Path, s: Samples, val: np.ndarray, ro
     if wanted is False:
         return {"skipped": "disabled"}
     try:
-        from trail.probe.baseline import PromptOnlyPredictor
+        from trail.training.prompt_only import PromptOnlyPredictor
         predictor = PromptOnlyPredictor()
     except ImportError as exc:
         if wanted:

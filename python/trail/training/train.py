@@ -19,7 +19,7 @@ import torch
 
 from trail.cpu import flush_denormals
 from trail.probe.bins import Bins
-from trail.probe.collect import Samples
+from trail.training.collect import Samples
 from trail.probe.probe import Probe
 from trail.progress import progress_bar
 

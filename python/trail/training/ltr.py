@@ -3,7 +3,7 @@
 vllm-ltr (Fu et al., arXiv 2408.15792) fine-tunes OPT-125M on prompts with a ListMLE loss
 over lists of 32 and schedules by the learned score: it only has to *order* requests, not
 predict their lengths. Here the same loss trains a small head over the frozen
-all-MiniLM-L6-v2 sentence embedding (the encoder of `trail.probe.baseline`, nothing
+all-MiniLM-L6-v2 sentence embedding (the encoder of `trail.training.prompt_only`, nothing
 downloaded). The score ranks like a length: lower runs first, which is how the scheduler's
 `LTR` policy reads `update_scores` / the `score` argument of `add`.
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from trail.cpu import threads
 from trail.fileio import atomic_path, json_field, read_json_object
-from trail.probe.baseline import SentenceEncoder, _check_lengths, _check_texts, encoder_dir
+from trail.training.prompt_only import SentenceEncoder, _check_lengths, _check_texts, encoder_dir
 from trail.progress import progress_bar
 
 FORMAT = "trail-prompt-ltr"

