@@ -29,7 +29,7 @@ import torch
 import trail
 import trail_ext as te
 from trail.cpu import threads
-from trail.demo import encode_prompt, load_demo, sample_prompts
+from trail.models.demo import encode_prompt, load_demo, sample_prompts
 from trail.engine import Engine, EngineConfig, SamplingParams, StepCost, fit_step_cost
 from trail.machine import describe
 

@@ -34,7 +34,7 @@ SETTINGS = {  # name: (torch threads, environment)
 CHILD = """
 import sys, time
 import torch
-from trail.demo import train as t
+from trail.models.demo import train as t
 steps, threads = int(sys.argv[1]), int(sys.argv[2])
 start = time.perf_counter()
 t.train_demo_model(seed=0, steps=steps, threads=threads, progress=False)

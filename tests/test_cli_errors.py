@@ -511,9 +511,9 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """A cache holding a (tiny, untrained) demo model of seed 0, as save_demo writes it."""
     from transformers import LlamaForCausalLM
 
-    from trail.demo import build_tokenizer
-    from trail.demo.cache import demo_path, save_demo
-    from trail.demo.train import FORMAT_VERSION, demo_config
+    from trail.models.demo import build_tokenizer
+    from trail.models.demo.cache import demo_path, save_demo
+    from trail.models.demo.train import FORMAT_VERSION, demo_config
 
     tok = build_tokenizer()
     model = LlamaForCausalLM(demo_config(len(tok), hidden_size=8, num_layers=1))
@@ -524,7 +524,7 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 def broken_cache(root: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
     shutil.copytree(root, tmp_path / "cache")
-    from trail.demo.cache import demo_path
+    from trail.models.demo.cache import demo_path
 
     return demo_path(0, tmp_path / "cache")
 
@@ -545,8 +545,8 @@ def broken_cache(root: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
 ])
 def test_demo_cache_that_is_not_one(file: str, text: str, words: str, demo_folder: pathlib.Path,
                                     tmp_path: pathlib.Path) -> None:
-    from trail.demo import load_demo
-    from trail.demo.train import FORMAT_VERSION
+    from trail.models.demo import load_demo
+    from trail.models.demo.train import FORMAT_VERSION
 
     path = broken_cache(demo_folder, tmp_path)
     text = text.replace('"format_version": 2', f'"format_version": {FORMAT_VERSION}')
@@ -560,7 +560,7 @@ def test_demo_cache_loads_and_refuses_missing_weights(demo_folder: pathlib.Path,
                                                       tmp_path: pathlib.Path) -> None:
     from safetensors.numpy import load_file, save_file
 
-    from trail.demo import load_demo
+    from trail.models.demo import load_demo
 
     model, _ = load_demo(seed=0, cache_dir=str(demo_folder), train_if_missing=False)
     assert model.config.num_hidden_layers == 1

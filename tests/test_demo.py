@@ -8,10 +8,11 @@ import stat
 import pytest
 import torch
 from trail import demo
-from trail.demo import cache, train
-from trail.demo import language as lang
-from trail.demo.language import check_answer, make_rng, sample_answer, sample_prompt
-from trail.demo.tokenizer import build_tokenizer, decode_answer, encode_prompt
+from trail.models import demo as demo_model
+from trail.models.demo import cache, train
+from trail.models.demo import language as lang
+from trail.models.demo.language import check_answer, make_rng, sample_answer, sample_prompt
+from trail.models.demo.tokenizer import build_tokenizer, decode_answer, encode_prompt
 from trail.fileio import ordinary_mode
 from transformers import AutoTokenizer
 
@@ -107,9 +108,9 @@ def test_tokenizer_round_trip_and_prompt_framing(tmp_path) -> None:
 
 
 def test_prompts_file(tmp_path) -> None:
-    path = demo.prompts_file(tmp_path / "p.jsonl", 25, seed=5)
+    path = demo_model.prompts_file(tmp_path / "p.jsonl", 25, seed=5)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert rows == [{"prompt": p.text} for p in demo.sample_prompts(25, seed=5)]
+    assert rows == [{"prompt": p.text} for p in demo_model.sample_prompts(25, seed=5)]
 
 
 def test_training_batches_mask_the_prompt() -> None:
@@ -171,22 +172,22 @@ def test_load_demo_trains_once_then_loads_from_cache(tmp_path, monkeypatch) -> N
         return real(seed=seed, steps=5, progress=False, **TINY)
 
     monkeypatch.setattr(train, "train_demo_model", quick)
-    model, tok = demo.load_demo(seed=7, cache_dir=str(tmp_path), progress=False)
-    path = demo.demo_path(7, tmp_path)
+    model, tok = demo_model.load_demo(seed=7, cache_dir=str(tmp_path), progress=False)
+    path = demo_model.demo_path(7, tmp_path)
     assert path.is_dir() and (path / "model.safetensors").is_file() and calls == [7]
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp folders left behind
     # readable like any other file, not the 0700/0600 of mkdtemp and safetensors' temp files
     assert stat.S_IMODE(path.stat().st_mode) == ordinary_mode(directory=True)
     assert stat.S_IMODE((path / "model.safetensors").stat().st_mode) == ordinary_mode()
-    assert demo.load_report(7, str(tmp_path))["seed"] == 7
-    model2, tok2 = demo.load_demo(seed=7, cache_dir=str(tmp_path), progress=False)
+    assert demo_model.load_report(7, str(tmp_path))["seed"] == 7
+    model2, tok2 = demo_model.load_demo(seed=7, cache_dir=str(tmp_path), progress=False)
     assert calls == [7]  # second call loaded from the cache
     assert next(model2.parameters()).dtype == torch.float32
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
     assert tok2("count down from 9")["input_ids"] == encode_prompt(tok, "count down from 9")
     with pytest.raises(FileNotFoundError):
-        demo.load_demo(seed=8, cache_dir=str(tmp_path), train_if_missing=False)
+        demo_model.load_demo(seed=8, cache_dir=str(tmp_path), train_if_missing=False)
 
 
 def test_load_demo_uses_trail_cache_env(tmp_path, monkeypatch) -> None:

@@ -38,14 +38,14 @@ def _model_shape(spec: str, seed: int) -> tuple[int, int]:
     """(layers, hidden size) of --model, read from its config.json (checked) without loading
     or training it: 'demo' is the cached demo model of `seed`, or the one that would be
     trained."""
-    from trail.demo.cache import REPORT_FILE, demo_path, read_model_config, read_report
+    from trail.models.demo.cache import REPORT_FILE, demo_path, read_model_config, read_report
 
     from trail.models import smollm2
 
     if spec == "demo":
         path = demo_path(seed)
         if not (path / REPORT_FILE).is_file():
-            from trail.demo.train import HIDDEN_SIZE, NUM_LAYERS
+            from trail.models.demo.train import HIDDEN_SIZE, NUM_LAYERS
 
             return NUM_LAYERS, HIDDEN_SIZE
         read_report(path)
@@ -87,7 +87,7 @@ def _prompts(spec: str, seed: int) -> list[str]:
 
     n = _demo_prompt_count(spec)
     if n is not None:
-        from trail.demo import sample_prompts
+        from trail.models.demo import sample_prompts
 
         return [p.text for p in sample_prompts(n, seed=seed)]
     path = pathlib.Path(spec)
@@ -165,7 +165,8 @@ def cmd_eval_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_model(args: argparse.Namespace) -> int:
-    from trail.demo import load_demo, measure_lengths
+    from trail.demo import measure_lengths
+    from trail.models.demo import load_demo
 
     model, tokenizer = load_demo(seed=args.seed, progress=not args.quiet)
     params = sum(p.numel() for p in model.parameters())

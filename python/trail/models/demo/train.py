@@ -20,8 +20,8 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from trail.cpu import threads as cpu_threads
-from trail.demo.language import TRAIN_MIX, make_rng, sample_answer, sample_prompt
-from trail.demo.tokenizer import build_tokenizer
+from trail.models.demo.language import TRAIN_MIX, make_rng, sample_answer, sample_prompt
+from trail.models.demo.tokenizer import build_tokenizer
 from trail.machine import describe
 from trail.progress import progress_bar
 

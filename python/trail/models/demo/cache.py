@@ -19,19 +19,11 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from trail.demo import train as _train
-from trail.fileio import json_field, read_json_object, set_ordinary_mode
+from trail.models.demo import train as _train
+from trail.fileio import cache_root, json_field, read_json_object, set_ordinary_mode
 
 REPORT_FILE = "training_report.json"
 CONFIG_FILE = "config.json"
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
-    """Where demo models are cached: `cache_dir`, else $TRAIL_CACHE, else ~/.cache/trail."""
-    if cache_dir is not None:
-        return pathlib.Path(cache_dir)
-    env = os.environ.get("TRAIL_CACHE")
-    return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "trail"
 
 
 def demo_path(seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
