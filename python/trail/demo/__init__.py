@@ -8,14 +8,6 @@ The demo model itself (language, tokenizer, training, cache) is :mod:`trail.mode
 """
 
 
-def __getattr__(name: str) -> object:  # PEP 562
-    # measure.py is imported on first use: it pulls in the engine, and importing it here
-    # would make `python -m trail.demo.measure` run a module that is already imported.
-    if name == "measure_lengths":
-        from trail.demo.measure import measure_lengths
-
-        return measure_lengths
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from trail.demo.measure import measure_lengths
 
 __all__ = ["measure_lengths"]
