@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import sys
 
 import numpy as np
 import torch
@@ -35,8 +34,7 @@ from trail.microbench import median_seconds
 
 import trail_ext as te
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import cpu_name  # noqa: E402
+from trail.provenance import describe
 
 
 def llama(hidden: int, layers: int, heads: int, inter: int, vocab: int,
@@ -158,7 +156,7 @@ def main() -> None:
     target = 1.2 if args.model else 1.3  # the real model's target is issue 14's
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(),
-              "machine": cpu_name(),
+              "machine": describe(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "transformers": transformers.__version__, "trail": trail.__version__,
               "model": {"name": name, **shape, "params": params}, "batch": batch,

@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -31,10 +30,8 @@ import trail_ext as te
 from trail.cpu import threads
 from trail.models.demo import encode_prompt, load_demo, sample_prompts
 from trail.engine import Engine, EngineConfig, SamplingParams, StepCost, fit_step_cost
-from trail.machine import describe
+from trail.provenance import commit, describe
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE_FILE = ROOT / "python" / "trail" / "demo" / "step_cost.json"

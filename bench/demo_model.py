@@ -13,18 +13,14 @@ import datetime as _dt
 import json
 import os
 import pathlib
-import platform
-import sys
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
-from trail.demo.measure import measure_lengths  # noqa: E402
-from trail.models.demo.language import KINDS  # noqa: E402
-from trail.machine import describe  # noqa: E402
+from trail.demo.measure import measure_lengths
+from trail.models.demo.language import KINDS
+from trail.provenance import provenance
 
 
 def plot_lengths(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -56,17 +52,11 @@ def plot_lengths(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
 def write_results(result: dict[str, Any], out_dir: str | os.PathLike[str], label: str,
                   training: dict[str, Any] | None = None) -> list[pathlib.Path]:
     """Write demo_model_LABEL.json (summary), .md (a table) and .png (length histogram)."""
-    import transformers
-
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"demo_model_{label}"
     summary = {k: v for k, v in result.items() if k != "samples"}
-    meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": describe(), "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "commit": commit()}
-    doc = {**meta, "training": training, "measure": summary}
+    doc = provenance("transformers", training=training, measure=summary)
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")]
     paths[0].write_text(json.dumps(doc, indent=1) + "\n")
     paths[1].write_text(_markdown(doc, paths[2].name))

@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -28,10 +27,8 @@ from typing import Any
 
 from trail.demo.end_to_end import (DemoConfig, POLICIES, _row, policy_settings, prepare,
                                    probe_mae, serve_policy)
-from trail.machine import describe
+from trail.provenance import commit, describe
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SWEPT = ("SJF-work", "TRAIL", "TRAIL+")

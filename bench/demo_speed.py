@@ -25,8 +25,7 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
+from trail.provenance import commit, describe
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -92,7 +91,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.busy < 1:
         ap.error(f"--busy must be >= 1, got {args.busy}")
-    from trail.machine import describe
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="trail-speed-"))
     runs = {"quiet": condition("quiet", 0, args.quick, args.tests, work),

@@ -24,7 +24,6 @@ import json
 import pathlib
 import re
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -37,8 +36,7 @@ from trail.sim.cost_model import CostModel, fit_calibration
 
 import trail_ext as te
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit, cpu_name  # noqa: E402
+from trail.provenance import commit, describe
 
 LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
@@ -187,7 +185,7 @@ def main() -> None:
     gpu_name = torch.cuda.get_device_name(device)
     stem = args.out / f"gpu_calibrate_{re.sub(r'[^a-z0-9]+', '-', key)}_{label}"
     fitted.to_json(args.out / f"{name}.json")
-    meta = {"date": label, "gpu": gpu_name, "host": cpu_name(), "torch": torch.__version__,
+    meta = {"date": label, "gpu": gpu_name, "host": describe(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "transformers": transformers.__version__,
             "commit": commit(), "params": params, "repeats": repeats,
             "preset": fitted.to_dict(), "median_abs_log_error": float(np.median(err)),

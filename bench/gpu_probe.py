@@ -34,9 +34,9 @@ if "--smoke" in sys.argv:
 import torch  # noqa: E402
 import trail  # noqa: E402
 import triton  # noqa: E402
-from trail.kernels.probe_triton import probe_step_triton  # noqa: E402
-from trail.kernels.reference import probe_step_reference  # noqa: E402
-from trail.microbench import median_seconds, probe_args  # noqa: E402
+from trail.kernels.probe_triton import probe_step_triton
+from trail.kernels.reference import probe_step_reference
+from trail.microbench import median_seconds, probe_args
 
 
 @triton.jit

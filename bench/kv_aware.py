@@ -18,21 +18,16 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import platform
-import sys
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-from trail.machine import describe
+from trail.provenance import provenance
 from trail.progress import progress_bar
 from trail.sim.compare import SimSettings, at_load, setup, summary_row
 from trail.sim.cost_model import CostModel
 from trail.sim.simulator import simulate
 from trail.sim.traces import load_trace
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 POLICIES = ("FCFS", "SJF-work", "TRAIL", "TRAIL+")
@@ -101,10 +96,9 @@ def main() -> None:
     if args.smoke:
         trace = trace.head(400)
     rows = run_grid(trace, args.preset, args.load, [0.28, 0.9], progress=not args.smoke)
-    meta = {"date": args.label or dt.datetime.now(dt.timezone.utc).date().isoformat(),
-            "machine": describe(), "python": platform.python_version(),
-            "numpy": np.__version__, "commit": commit(), "trace": args.trace,
-            "requests": len(trace), "preset": args.preset, "load": args.load}
+    meta = provenance(date=args.label or dt.datetime.now(dt.timezone.utc).date().isoformat(),
+                      trace=args.trace, requests=len(trace), preset=args.preset,
+                      load=args.load)
     md = markdown(meta, rows)
     print(md)
     if args.smoke:

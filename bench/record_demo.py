@@ -14,13 +14,11 @@ import datetime as dt
 import json
 import pathlib
 import shutil
-import sys
 import tempfile
 
 from trail.demo.end_to_end import DemoConfig, run_demo, table
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
+from trail.provenance import commit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

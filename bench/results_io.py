@@ -1,4 +1,7 @@
-"""Shared helpers for the benchmark summarizers: machine description and output files."""
+"""Shared helpers for the benchmark scripts: pytest-benchmark summaries and portable paths.
+
+The machine, versions and commit of a result come from `trail.provenance`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,7 @@ import argparse
 import json
 import pathlib
 import platform
-import subprocess
 from typing import Any
-
-
-def cpu_name() -> str:
-    """The processor's model name with its core count and OS (see trail.machine)."""
-    from trail.machine import describe
-
-    return describe()
 
 
 def machine_lines(raw: dict[str, Any]) -> list[str]:
@@ -49,21 +44,6 @@ def write_json(path: pathlib.Path, raw: dict[str, Any], results: list[dict[str, 
         {"date": raw["datetime"], "machine": mi.get("cpu", {}).get("brand_raw"),
          "cores": mi.get("cpu", {}).get("count"), "python": mi["python_version"],
          "results": results}, indent=1) + "\n")
-
-
-def commit() -> str:
-    """Short commit id of the checkout, '+dirty' when it has changes."""
-    root = pathlib.Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        # Results written by earlier benchmark runs are not a change to the code measured.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!bench/results"],
-                               cwd=root, capture_output=True, text=True,
-                               check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
 
 
 def portable(obj: Any) -> Any:

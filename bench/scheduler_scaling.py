@@ -22,19 +22,15 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import platform
 import statistics
-import sys
 import time
 from typing import Callable
 
 import numpy as np
-from trail.machine import describe
+from trail.provenance import provenance
 
 import trail_ext as te
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAN = float("nan")
@@ -122,9 +118,8 @@ def main() -> None:
         print("smoke run done")
         return
     day = dt.date.today().isoformat()
-    meta = {"date": day, "machine": describe(), "python": platform.python_version(),
-            "commit": commit(), "command": "python bench/scheduler_scaling.py "
-            f"--sizes {args.sizes} --repeats {args.repeats}"}
+    meta = provenance(date=day, command="python bench/scheduler_scaling.py "
+                      f"--sizes {args.sizes} --repeats {args.repeats}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"scheduler_scaling_{day}.json").write_text(
         json.dumps({**meta, "results": rows}, indent=1) + "\n")

@@ -49,15 +49,13 @@ import argparse
 import datetime as dt
 import math
 import pathlib
-import platform
 import re
 import sys
 import time
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-from trail.machine import describe
+from trail.provenance import provenance
 from trail.progress import progress_bar
 from trail.sim.compare import COMPARE, SimSettings, canonical_name, describe_short, sweep_c
 from trail.sim.compare import describe as policy_settings
@@ -66,7 +64,6 @@ from trail.sim.plots import plot_frontier, plot_latency_cdf, plot_rate_sweep, pl
 from trail.sim.traces import Trace, load_trace
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
 from sim_runs import (  # noqa: E402
     Runner,
     estimate_s,
@@ -536,10 +533,9 @@ def main() -> None:
           f"estimated ~{total_s / 60:.0f} min on one core", flush=True)
     if args.estimate:
         return
-    meta = {"date": args.label or started.date().isoformat(),
-            "started": started.isoformat(timespec="seconds"), "machine": describe(),
-            "python": platform.python_version(), "numpy": np.__version__, "commit": commit(),
-            "summary_load": 0.9 if any(math.isclose(x, 0.9) for x in opts["loads"])
+    meta = provenance(date=args.label or started.date().isoformat(),
+                      started=started.isoformat(timespec="seconds"))
+    meta |= {"summary_load": 0.9 if any(math.isclose(x, 0.9) for x in opts["loads"])
             else args.frontier_load}
     sets, stems = [], []
     for k, (name, trace) in enumerate(traces.items()):

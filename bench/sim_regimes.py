@@ -72,14 +72,13 @@ import json
 import math
 import os
 import pathlib
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
-from trail.machine import describe
+from trail.provenance import provenance
 from trail.progress import progress_bar
 from trail.sim.compare import SimSettings, canonical_name, describe_short
 from trail.sim.compare import describe as policy_settings
@@ -88,7 +87,6 @@ from trail.sim.plots import plot_ratio_map, plot_regime_axes
 from trail.sim.traces import Trace, load_trace
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
 from sim_runs import (  # noqa: E402
     Runner,
     estimate_s,
@@ -477,10 +475,9 @@ def main() -> None:
           "binding": {"kv_utilization": args.kv_binding,
                       "kv_tokens": opts["cost"].kv_capacity_tokens(args.kv_binding)}}
     base_settings = settings_of(base, opts)
-    meta = {"date": args.label or started.date().isoformat(),
-            "started": started.isoformat(timespec="seconds"), "machine": describe(),
-            "python": platform.python_version(), "numpy": np.__version__, "commit": commit(),
-            "preset": args.preset, "kv": kv, "traces": described,
+    meta = provenance(date=args.label or started.date().isoformat(),
+                      started=started.isoformat(timespec="seconds"))
+    meta |= {"preset": args.preset, "kv": kv, "traces": described,
             "requests": {n: len(t) for n, t in traces.items()},
             "trail": describe_short(policy_settings(policy_setup("TRAIL", base_settings))),
             "policy_settings": {p: policy_settings(policy_setup(p, base_settings))

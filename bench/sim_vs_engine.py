@@ -19,13 +19,11 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import sys
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
+from trail.provenance import commit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET = 0.15

@@ -19,17 +19,14 @@ import datetime as dt
 import json
 import math
 import pathlib
-import platform
 import sys
 import time
 from typing import Any
 
 import numpy as np
-from trail.machine import describe
+from trail.provenance import provenance
 from trail.sim import theory as th
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RHOS = (0.5, 0.7, 0.9)
@@ -220,10 +217,9 @@ def main() -> None:
     else:   # about 1% half-width at rho = 0.9, well below the 3% bar
         jobs, grid = {0.5: 4_000_000, 0.7: 4_000_000, 0.9: 16_000_000}, 200_000
     rows = run(jobs, grid, args.law)
-    meta = {"date": (args.label or started.date().isoformat()), "started":
-            started.isoformat(timespec="seconds"), "machine": describe(),
-            "python": platform.python_version(), "numpy": np.__version__, "commit": commit(),
-            "jobs": {str(k): v for k, v in jobs.items()}, "grid": grid,
+    meta = provenance(date=args.label or started.date().isoformat(),
+                      started=started.isoformat(timespec="seconds"))
+    meta |= {"jobs": {str(k): v for k, v in jobs.items()}, "grid": grid,
             "timing": formula_timing(1 if args.smoke else 5)}
     meta["wall_s"] = time.perf_counter() - t0
     s = summary(rows)

@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from results_io import commit, portable  # noqa: E402
+from results_io import portable  # noqa: E402
+from trail.provenance import provenance  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SMOKE_PROMPTS = ["hello there", "a", "the quick brown fox", "0123456789" * 2, "short",
@@ -262,17 +262,11 @@ def write_results(args: argparse.Namespace, workload: dict[str, Any], rows: list
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
-    import vllm
-
-    from trail.machine import describe
 
     date = dt.date.today().isoformat()
-    meta = portable({"machine": describe(), "python": platform.python_version(),
-                     "torch": torch.__version__, "vllm": vllm.__version__, "commit": commit(),
-                     "date": date, "command": " ".join(sys.argv),
-                     "workload": {k: v for k, v in workload.items() if k != "requests"}
-                     | {"requests": len(workload["requests"])}})
+    meta = portable(provenance("vllm", date=date, command=" ".join(sys.argv),
+                               workload={k: v for k, v in workload.items() if k != "requests"}
+                               | {"requests": len(workload["requests"])}))
     stem = args.out / f"vllm_serving_{date}"
     args.out.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": rows,

@@ -396,7 +396,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{r['iteration_us'] - r['driver_us']:13.1f} {r['preemptions_per_iter']:11.2f} "
               f"{r['finished_per_iter']:12.2f}", flush=True)
     if args.out:
-        from trail.machine import describe
+        from trail.provenance import describe
 
         out = pathlib.Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,7 @@ import trail_ext as te
 from trail.cpu import threads
 from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
 from trail.engine.engine import PROBE_RANKS
-from trail.machine import describe
+from trail.provenance import describe
 
 POLICIES = ("FCFS", "SJF", "SJF-work", "LTR", "TRAIL-paper", "TRAIL", "TRAIL+", "MLFQ")
 CLOCKS = ("virtual", "wall")
@@ -306,7 +306,8 @@ def _model_and_prompts(cfg: DemoConfig, cache_dir: str | None, progress: bool
         prompts = [p.text for p in sample_prompts(cfg.workload, seed=cfg.seed + 2)]
         return (model, tokenizer, profile, prompts,
                 lambda text: encode_prompt(tokenizer, text), (int(tokenizer.eos_token_id),))
-    from trail.models import encode_prompt, has_chat_template, load_model, stop_token_ids
+    from trail.models import encode_prompt as encode_chat
+    from trail.models import has_chat_template, load_model, stop_token_ids
     from trail.training.collect import read_prompts
 
     texts = read_prompts(cfg.prompts)
@@ -317,7 +318,7 @@ def _model_and_prompts(cfg: DemoConfig, cache_dir: str | None, progress: bool
     model, tokenizer = load_model(cfg.model, seed=cfg.seed, cache_dir=cache_dir)
     chat = has_chat_template(tokenizer)
     return (model, tokenizer, texts[:cfg.profile_prompts], texts[cfg.profile_prompts:need],
-            lambda text: encode_prompt(tokenizer, text, chat), stop_token_ids(model, tokenizer))
+            lambda text: encode_chat(tokenizer, text, chat), stop_token_ids(model, tokenizer))
 
 
 def _load_predictors(d: pathlib.Path) -> tuple[dict[str, Any], Any]:

@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from trail.cpu import threads as cpu_threads
 from trail.models.demo.language import TRAIN_MIX, make_rng, sample_answer, sample_prompt
 from trail.models.demo.tokenizer import build_tokenizer
-from trail.machine import describe
+from trail.provenance import describe
 from trail.progress import progress_bar
 
 FORMAT_VERSION = 2          # bump when the language, tokenizer or recipe changes (2: 1 thread)
