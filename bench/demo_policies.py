@@ -25,8 +25,9 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from trail.demo.end_to_end import (DemoConfig, POLICIES, _row, policy_settings, prepare,
+from trail.demo.end_to_end import (DemoConfig, POLICIES, policy_settings, prepare,
                                    probe_mae, serve_policy)
+from trail.metrics import summary_row
 from trail.provenance import commit, describe
 
 
@@ -69,7 +70,7 @@ def main() -> None:
     def serve(name: str, cfg: DemoConfig, variant: str) -> None:
         t = time.perf_counter()
         report = serve_policy(w, name, cfg, progress=not args.quiet)
-        row = {"policy": name, "variant": variant, **_row(report),
+        row = {"policy": name, "variant": variant, **summary_row(report.aggregates),
                "settings": policy_settings(name, cfg, report),
                "wall_s": round(time.perf_counter() - t, 1)}
         rows.append(row)

@@ -336,7 +336,7 @@ def test_run_replays_a_workload_and_reports(tmp_path: pathlib.Path) -> None:
     arrivals = [(0.01 * i, p, SamplingParams(max_new_tokens=n)) for i, (p, n) in enumerate(jobs)]
     report = eng.run(arrivals, progress=False)
     agg = report.aggregates
-    assert agg["requests"] == agg["finished"] == 6
+    assert agg["submitted"] == agg["finished"] == 6
     assert agg["output_tokens"] == sum(n for _, n in jobs)
     for key in ("latency_s", "ttft_s", "tpot_s"):
         for stat in ("mean", "median", "p90", "p99"):

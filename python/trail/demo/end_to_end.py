@@ -71,12 +71,11 @@ import trail_ext as te
 from trail.cpu import threads
 from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
 from trail.engine.engine import PROBE_RANKS
+from trail.metrics import SUMMARY_KEYS, summary_row
 from trail.provenance import describe
 
 POLICIES = ("FCFS", "SJF", "SJF-work", "LTR", "TRAIL-paper", "TRAIL", "TRAIL+", "MLFQ")
 CLOCKS = ("virtual", "wall")
-SUMMARY_KEYS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
-                "throughput_tok_s", "preemptions", "submitted", "finished")
 
 
 @dataclass(frozen=True)
@@ -469,14 +468,6 @@ def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
     return report, engine.step_log
 
 
-def _row(report: Report) -> dict[str, Any]:
-    a = report.aggregates
-    return {"mean_latency_s": a["latency_s_mean"], "p50_latency_s": a["latency_s_median"],
-            "p99_latency_s": a["latency_s_p99"], "mean_ttft_s": a["ttft_s_mean"],
-            "throughput_tok_s": a["throughput_tok_s"], "preemptions": int(a["preemptions"]),
-            "submitted": int(a["requests"]), "finished": int(a["finished"])}
-
-
 def policy_scheduler(name: str, cfg: DemoConfig, kv_tokens: int, cost: StepCost
                      ) -> te.SchedulerConfig:
     """The scheduler configuration a demo policy serves with (`cost`: the model's step cost,
@@ -513,7 +504,7 @@ def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None,
 
 def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[str, Any]:
     true_len, report = w.true_len, w.probe_report
-    policies = {name: _row(r) for name, r in reports.items()}
+    policies = {name: summary_row(r.aggregates) for name, r in reports.items()}
     fcfs = policies["FCFS"]
     ratios = {name: {k: (row[k] / fcfs[k] if fcfs[k] else math.nan)
                      for k in ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",

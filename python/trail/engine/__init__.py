@@ -9,9 +9,9 @@ request.py and metrics.py hold the rest.
 
 from trail.engine.clock import StepCost, StepShape, VirtualClock, WallClock, fit_step_cost
 from trail.engine.engine import Engine, EngineConfig, StepRecord
-from trail.engine.metrics import Report, aggregate
+from trail.engine.metrics import Report, aggregate_outputs
 from trail.engine.request import RequestOutput
 from trail.engine.sampling import SamplingParams
 
 __all__ = ["Engine", "EngineConfig", "Report", "RequestOutput", "SamplingParams", "StepCost",
-           "StepRecord", "StepShape", "VirtualClock", "WallClock", "aggregate", "fit_step_cost"]
+           "StepRecord", "StepShape", "VirtualClock", "WallClock", "aggregate_outputs", "fit_step_cost"]

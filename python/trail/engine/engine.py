@@ -25,7 +25,7 @@ from torch import nn
 import trail_ext as te
 from trail.checks import is_finite_real, is_integer
 from trail.engine.clock import StepCost, StepShape, VirtualClock, WallClock
-from trail.engine.metrics import Report, aggregate
+from trail.engine.metrics import Report, aggregate_outputs
 from trail.engine.prefill_weight import PrefillWeightEstimator
 from trail.engine.request import Request, RequestOutput
 from trail.engine.runner import ModelRunner, SeqInput
@@ -459,7 +459,7 @@ class Engine:
             elif i < len(arrivals):
                 self.clock.wait_until(start + arrivals[i][0])
         bar.close()
-        return Report(outputs, aggregate(outputs, self.now() - start), sorted(rejected))
+        return Report(outputs, aggregate_outputs(outputs, self.now() - start), sorted(rejected))
 
 
 def _token_ids(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:

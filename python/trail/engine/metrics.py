@@ -1,4 +1,5 @@
-"""Per-request records and aggregate serving metrics, written as JSON and CSV."""
+"""The engine's report: per-request records and their aggregates (`trail.metrics`), as JSON
+and CSV."""
 
 from __future__ import annotations
 
@@ -9,36 +10,18 @@ import pathlib
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-import numpy as np
-
 from trail.engine.request import RequestOutput
+from trail.metrics import aggregate
 
 
-def _stats(values: Sequence[float], prefix: str) -> dict[str, float]:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return {f"{prefix}_{k}": math.nan for k in ("mean", "median", "p90", "p99")}
-    return {f"{prefix}_mean": float(v.mean()), f"{prefix}_median": float(np.median(v)),
-            f"{prefix}_p90": float(np.percentile(v, 90)),
-            f"{prefix}_p99": float(np.percentile(v, 99))}
-
-
-def aggregate(outputs: Sequence[RequestOutput], makespan: float) -> dict[str, float]:
-    """Latency, TTFT and time per output token (mean/median/p90/p99), throughput, preemptions."""
-    done = [o for o in outputs if o.finish_reason != "aborted"]
-    latency = [o.finish_time - o.arrival for o in done]
-    ttft = [o.first_token_time - o.arrival for o in done if o.first_token_time is not None]
-    tpot = [(o.finish_time - o.first_token_time) / (len(o.output_ids) - 1)
-            for o in done if o.first_token_time is not None and len(o.output_ids) > 1]
-    tokens = sum(len(o.output_ids) for o in done)
-    out: dict[str, float] = {"requests": len(outputs), "finished": len(done),
-                             "output_tokens": tokens, "makespan_s": makespan,
-                             "throughput_tok_s": tokens / makespan if makespan > 0 else math.nan,
-                             "preemptions": sum(o.preemptions for o in outputs)}
-    out.update(_stats(latency, "latency_s"))
-    out.update(_stats(ttft, "ttft_s"))
-    out.update(_stats(tpot, "tpot_s"))
-    return out
+def aggregate_outputs(outputs: Sequence[RequestOutput], makespan: float) -> dict[str, float]:
+    """`trail.metrics.aggregate` of the engine's records (aborted requests count as unfinished)."""
+    done = [o.finish_reason != "aborted" for o in outputs]
+    return aggregate(
+        [o.arrival for o in outputs],
+        [math.nan if o.first_token_time is None else o.first_token_time for o in outputs],
+        [o.finish_time if d else math.nan for o, d in zip(outputs, done)],
+        [len(o.output_ids) for o in outputs], [o.preemptions for o in outputs], makespan)
 
 
 @dataclass

@@ -26,9 +26,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 
 import trail_ext as te
+from trail import metrics
 from trail.sim.cost_model import CostModel
 from trail.sim.predictors import (
     DEFAULT_CORR_TOKENS,
@@ -261,13 +261,7 @@ def run(trace: Trace, name: str, settings: SimSettings, progress: bool = False,
 
 def summary_row(result: SimResult) -> dict[str, float]:
     """The per-policy entry of summary.json."""
-    a = result.aggregates()
-    return {"mean_latency_s": a.get("latency_s_mean", np.nan),
-            "p50_latency_s": a.get("latency_s_median", np.nan),
-            "p99_latency_s": a.get("latency_s_p99", np.nan),
-            "mean_ttft_s": a.get("ttft_s_mean", np.nan),
-            "throughput_tok_s": a["throughput_tok_s"], "preemptions": a["preemptions"],
-            "submitted": a["submitted"], "finished": a["finished"]}
+    return metrics.summary_row(result.aggregates())
 
 
 def sweep_c(trace: Trace, settings: SimSettings, cs: list[float],

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 import trail_ext as te
+from trail.metrics import aggregate
 from trail.progress import progress_bar
 from trail.sim.cost_model import CostModel
 
@@ -43,27 +44,9 @@ class SimResult:
     stats: dict[str, int] = field(default_factory=dict)
 
     def aggregates(self) -> dict[str, float]:
-        """Mean/median/p90/p99 latency, TTFT and time per output token; throughput; counts."""
-        done = np.isfinite(self.finish)
-        lat = (self.finish - self.arrival)[done]
-        ttft = (self.first_token - self.arrival)[done]
-        multi = done & (self.output_tokens > 1)
-        tpot = ((self.finish - self.first_token)[multi] / (self.output_tokens[multi] - 1))
-        span = float(np.nanmax(self.finish) - self.arrival.min()) if done.any() else math.nan
-        out: dict[str, float] = {"submitted": int(len(self.arrival)),
-                                 "finished": int(done.sum()),
-                                 "output_tokens": int(self.output_tokens[done].sum()),
-                                 "makespan_s": span,
-                                 "throughput_tok_s": float(self.output_tokens[done].sum() / span)
-                                 if span and span > 0 else math.nan,
-                                 "preemptions": int(self.preemptions.sum()),
-                                 "iterations": self.iterations}
-        for name, v in (("latency_s", lat), ("ttft_s", ttft), ("tpot_s", tpot)):
-            if len(v):
-                out.update({f"{name}_mean": float(v.mean()), f"{name}_median": float(np.median(v)),
-                            f"{name}_p90": float(np.percentile(v, 90)),
-                            f"{name}_p99": float(np.percentile(v, 99))})
-        return out
+        """`trail.metrics.aggregate` of the simulated requests, with the iteration count."""
+        return aggregate(self.arrival, self.first_token, self.finish, self.output_tokens,
+                         self.preemptions) | {"iterations": self.iterations}
 
 
 def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray,
