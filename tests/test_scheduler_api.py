@@ -126,3 +126,20 @@ def test_config_is_a_copy_that_cannot_change_the_scheduler(impl: Any) -> None:
     s.add(2, 0.0, 5, 8, 4.0)
     s.add(3, 0.0, 5, 8, 5.0)
     assert s.schedule(0.0).running.tolist() == [1, 2]  # still two slots of 16-token blocks
+
+
+def test_reference_defaults_equal_the_cores() -> None:
+    """The C++ struct (scheduler/types.h) is where defaults live; the Python twin must match."""
+    import dataclasses
+
+    import trail_ext as te
+    from trail import sched_ref as ref
+
+    native, twin = te.SchedulerConfig(), ref.SchedulerConfig()
+    for f in dataclasses.fields(ref.SchedulerConfig):
+        a, b = getattr(native, f.name), getattr(twin, f.name)
+        if f.name in ("policy", "preempt_mode"):
+            a, b = a.name, b.name
+        assert a == b and type(a) is type(b), (f.name, a, b)
+    assert {f.name for f in dataclasses.fields(ref.SchedulerConfig)} == {
+        n for n in dir(native) if not n.startswith("_")}

@@ -141,7 +141,7 @@ def check_invariants(s: Any, cfg: dict[str, Any], d: Any, before: dict[int, Any]
                      known: set[int]) -> None:
     """The guarantees of schedule(): capacity, batch size, disjoint states, preemption rules."""
     st_ = s.stats()
-    assert st_["kv_reserved_blocks"] <= st_["kv_capacity_blocks"]
+    assert s.kv_reserved_blocks() == st_["kv_reserved_blocks"] <= st_["kv_capacity_blocks"]
     assert st_["swap_used_blocks"] <= st_["swap_capacity_blocks"]
     running = d.running.tolist()
     assert len(running) <= cfg["max_running"]

@@ -53,15 +53,16 @@ class SchedulerConfig:
     aging_rate: float
     preempt_margin: float
     kv_aware: bool
-    def __init__(self, *, policy: Policy = ..., max_running: int = 48,
-                 kv_capacity_tokens: int = 65536, block_size: int = 16, c: float = 0.8,
-                 preempt_mode: PreemptMode = ..., swap_capacity_tokens: int = 0,
-                 max_preemptions: int = -1, starvation_steps: int = 0,
-                 starvation_period: int = 0, default_predicted_len: float = 128.0,
-                 mlfq_levels: int = 4, mlfq_base_quantum: int = 16,
-                 mlfq_prefill_ratio: float = 64.0, prefill_weight: float = 0.0,
-                 aging_rate: float = 0.0, preempt_margin: float = 0.0,
-                 kv_aware: bool = False) -> None: ...
+    # Defaults: csrc/scheduler/types.h (the one place they are spelled).
+    def __init__(self, *, policy: Policy = ..., max_running: int = ...,
+                 kv_capacity_tokens: int = ..., block_size: int = ..., c: float = ...,
+                 preempt_mode: PreemptMode = ..., swap_capacity_tokens: int = ...,
+                 max_preemptions: int = ..., starvation_steps: int = ...,
+                 starvation_period: int = ..., default_predicted_len: float = ...,
+                 mlfq_levels: int = ..., mlfq_base_quantum: int = ...,
+                 mlfq_prefill_ratio: float = ..., prefill_weight: float = ...,
+                 aging_rate: float = ..., preempt_margin: float = ...,
+                 kv_aware: bool = ...) -> None: ...
 
 class Decision:
     @property
@@ -113,6 +114,7 @@ class Scheduler:
     def abort(self, rid: int) -> None: ...
     def get(self, rid: int) -> RequestView: ...
     def stats(self) -> dict[str, int]: ...
+    def kv_reserved_blocks(self) -> int: ...
     def __len__(self) -> int: ...
     def __contains__(self, rid: object) -> bool: ...
 

@@ -1,3 +1,5 @@
+// The paged decode-attention kernel (see paged_attention.h): block tables are checked, then
+// threads split the (request, KV head) pairs, each running the vectorised loop for this CPU.
 #include "kernels/paged_attention.h"
 
 #include <algorithm>

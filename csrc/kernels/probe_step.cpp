@@ -1,3 +1,5 @@
+// The fused probe step (see probe_step.h): argument checks, then the vectorised MLP and
+// Bayesian update chosen for this CPU, and the Gittins rank when asked.
 #include "kernels/probe_step.h"
 
 #include <algorithm>

@@ -96,6 +96,18 @@ inline void advance_tokens(const SchedulerConfig& cfg, Request& r, int64_t k) {
   r.level_used += left;  // at the last level the count just grows
 }
 
+// The starvation guard's promotion of a request left out too long: the top rank for
+// starvation_period steps, or under MLFQ back to the top queue with a fresh quantum.
+inline void promote_starved(const SchedulerConfig& cfg, Request& r) {
+  r.left_out = 0;
+  if (cfg.policy != Policy::MLFQ) {
+    r.promo_left = cfg.starvation_period;
+  } else {
+    r.level = 0;
+    r.level_used = 0;
+  }
+}
+
 // A new waiting request (fields already checked): remaining from the prediction or the
 // default, capped by max_new_tokens; MLFQ's skip-join level.
 inline Request new_request(const SchedulerConfig& cfg, int64_t rid, double arrival,

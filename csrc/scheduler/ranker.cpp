@@ -1,3 +1,4 @@
+// The rank rule for engines that keep their own memory (see ranker.h).
 #include "scheduler/ranker.h"
 
 #include <algorithm>
@@ -92,13 +93,7 @@ void Ranker::begin_step() {
     if (r.state == RequestState::RUNNING || r.promo_left > 0 ||
         r.left_out < cfg_.starvation_steps)
       return;
-    r.left_out = 0;
-    if (cfg_.policy != Policy::MLFQ) {
-      r.promo_left = cfg_.starvation_period;
-    } else {  // MLFQ: back to the top queue
-      r.level = 0;
-      r.level_used = 0;
-    }
+    promote_starved(cfg_, r);
   });
 }
 

@@ -1,3 +1,6 @@
+// The scheduler core (see scheduler.h and docs/scheduler.md): config checks, the request
+// sets, schedule() (memory pressure, then the fill in rank order with limited preemption),
+// token and prediction updates. KV blocks are counted in one place, KvBudget (kv_budget.h).
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
@@ -70,8 +73,7 @@ void check_score(int64_t rid, double score) {
 
 Scheduler::Scheduler(const SchedulerConfig& cfg) : cfg_(cfg) {
   validate_config(cfg);
-  capacity_blocks_ = cfg.kv_capacity_tokens / cfg.block_size;
-  swap_capacity_blocks_ = cfg.swap_capacity_tokens / cfg.block_size;
+  kv_ = KvBudget(cfg);
   running_.reserve(static_cast<size_t>(std::min<int64_t>(cfg.max_running, 1 << 16)));
 }
 
@@ -142,7 +144,7 @@ void Scheduler::add(int64_t rid, double arrival, int64_t prompt_len, int64_t max
                     double predicted_len, double score) {
   if (table_.find(rid) >= 0) throw ValueError(cat("duplicate request id ", rid));
   check_request(rid, arrival, prompt_len, max_new_tokens, predicted_len, score);
-  const int64_t cap_tokens = capacity_blocks_ * cfg_.block_size;
+  const int64_t cap_tokens = kv_.capacity * cfg_.block_size;
   if (max_new_tokens > cap_tokens || prompt_len > cap_tokens - max_new_tokens)
     throw ValueError(cat("request ", rid, ": prompt_len=", prompt_len, " + max_new_tokens=",
                          max_new_tokens, " can never fit in kv_capacity_tokens=",
@@ -179,13 +181,7 @@ void Scheduler::starvation_start() {
   for (uint32_t idx : starved) {
     Request& r = table_[idx];
     unfile(idx);
-    r.left_out = 0;
-    if (cfg_.policy != Policy::MLFQ) {
-      r.promo_left = cfg_.starvation_period;
-    } else {  // MLFQ: back to the top queue
-      r.level = 0;
-      r.level_used = 0;
-    }
+    promote_starved(cfg_, r);
     file(idx);
   }
 }
@@ -208,9 +204,9 @@ void Scheduler::move_off_device(uint32_t idx, Decision& d) {
   Request& r = table_[idx];
   const int64_t held = held_blocks(r);
   if (cfg_.preempt_mode != PreemptMode::RECOMPUTE &&
-      swap_used_blocks_ + held <= swap_capacity_blocks_) {
+      kv_.swap_fits(held)) {
     r.kv = KvLocation::HOST;
-    swap_used_blocks_ += held;
+    kv_.swap_used += held;
     ++counters_.swap_outs;
     d.swapped_out.push_back(r.rid);
   } else {
@@ -227,7 +223,7 @@ void Scheduler::evict_kept(uint32_t idx, Decision& d) {
   // touched this iteration, so the walk skips it; schedule() re-files it after the walk.
   Request& r = table_[idx];
   kept_erase(idx);
-  kept_blocks_ -= held_blocks(r);
+  kv_.kept -= held_blocks(r);
   move_off_device(idx, d);
   evicted_.push_back(idx);
 }
@@ -235,7 +231,7 @@ void Scheduler::evict_kept(uint32_t idx, Decision& d) {
 void Scheduler::drop_running(uint32_t idx) {
   // The caller changes the request's state, which marks its entry in running_ as a hole.
   ++running_holes_;
-  running_next_blocks_ -= next_blocks(table_[idx]);
+  kv_.running_next -= next_blocks(table_[idx]);
 }
 
 void Scheduler::compact_running() {
@@ -257,7 +253,7 @@ void Scheduler::preempt(uint32_t idx, bool for_rank, Decision& d) {
   r.touched = iteration_;
   if (for_rank && cfg_.preempt_mode == PreemptMode::KEEP) {
     r.kv = KvLocation::DEVICE;
-    kept_blocks_ += held_blocks(r);
+    kv_.kept += held_blocks(r);
   } else {
     move_off_device(idx, d);
   }
@@ -271,9 +267,9 @@ void Scheduler::take(uint32_t idx, Decision& d) {
   } else {
     d.resumed.push_back(r.rid);
     if (r.kv == KvLocation::DEVICE) {
-      kept_blocks_ -= held_blocks(r);
+      kv_.kept -= held_blocks(r);
     } else if (r.kv == KvLocation::HOST) {
-      swap_used_blocks_ -= held_blocks(r);
+      kv_.swap_used -= held_blocks(r);
       ++counters_.swap_ins;
       d.swapped_in.push_back(r.rid);
     } else {
@@ -284,8 +280,8 @@ void Scheduler::take(uint32_t idx, Decision& d) {
   r.state = RequestState::RUNNING;
   r.kv = KvLocation::DEVICE;
   running_.push_back(idx);
-  running_next_blocks_ += next_blocks(r);
-  while (running_next_blocks_ + kept_blocks_ > capacity_blocks_) {
+  kv_.running_next += next_blocks(r);
+  while (kv_.over()) {
     if (kept_.empty()) throw std::logic_error("trail scheduler: fill admitted past capacity");
     evict_kept(worst_kept(), d);
   }
@@ -301,14 +297,14 @@ Decision Scheduler::schedule(double now) {
   const bool starvation = cfg_.starvation_steps > 0 && cfg_.policy != Policy::FCFS;
   if (starvation) starvation_start();
 
-  running_next_blocks_ = 0;
-  for (uint32_t idx : running_) running_next_blocks_ += next_blocks(table_[idx]);
+  kv_.running_next = 0;
+  for (uint32_t idx : running_) kv_.running_next += next_blocks(table_[idx]);
 
   // 1. Memory pressure: kept KV goes first, then the worst-ranked running request (from a
   // heap built once, so preempting many costs O(batch log batch), not O(batch) each).
   std::vector<RankKey>& worst_running = victims_;
   worst_running.clear();
-  while (running_next_blocks_ + kept_blocks_ > capacity_blocks_) {
+  while (kv_.over()) {
     if (!kept_.empty()) {
       evict_kept(worst_kept(), d);
       continue;
@@ -341,9 +337,9 @@ Decision Scheduler::schedule(double now) {
   const bool keep_victims = cfg_.preempt_mode == PreemptMode::KEEP;
   auto projected_fits = [&](const Request& x, bool x_kept, int64_t freed, size_t left) {
     if (!cfg_.kv_aware || left == 0) return true;  // an empty batch always takes one
-    const int64_t total = projected - freed + kept_blocks_ - (x_kept ? held_blocks(x) : 0) +
+    const int64_t total = projected - freed + kv_.kept - (x_kept ? held_blocks(x) : 0) +
                           projected_blocks(x);
-    return total <= capacity_blocks_;
+    return total <= kv_.capacity;
   };
   auto it = candidates_.begin();
   while (it != candidates_.end()) {
@@ -355,8 +351,8 @@ Decision Scheduler::schedule(double now) {
     }
     const bool x_kept = x.kv == KvLocation::DEVICE;
     const int64_t need = next_blocks(x) - (x_kept ? held_blocks(x) : 0);
-    const int64_t free_blocks = capacity_blocks_ - running_next_blocks_ - kept_blocks_;
-    const int64_t evictable = kept_blocks_ - (x_kept ? held_blocks(x) : 0);
+    const int64_t free_blocks = kv_.free();
+    const int64_t evictable = kv_.kept - (x_kept ? held_blocks(x) : 0);
     if (!(batch_size() < max_running && need <= free_blocks + evictable &&
           projected_fits(x, x_kept, 0, batch_size()))) {
       if (!preempts_for_rank(cfg_.policy)) break;
@@ -496,8 +492,8 @@ void Scheduler::abort(int64_t rid) {
     compact_running();
   } else if (r.in_sets) {
     unfile(idx);
-    if (r.kv == KvLocation::DEVICE) kept_blocks_ -= held_blocks(r);
-    if (r.kv == KvLocation::HOST) swap_used_blocks_ -= held_blocks(r);
+    if (r.kv == KvLocation::DEVICE) kv_.kept -= held_blocks(r);
+    if (r.kv == KvLocation::HOST) kv_.swap_used -= held_blocks(r);
   } else {
     pending_.erase({r.arrival, r.rid});
   }
@@ -514,15 +510,20 @@ RequestView Scheduler::get(int64_t rid) const {
                      r.level,       r.promo_left > 0};
 }
 
+int64_t Scheduler::kv_reserved_blocks() const {
+  int64_t reserved = kv_.kept;
+  for (uint32_t idx : running_) reserved += next_blocks(table_[idx]);
+  return reserved;
+}
+
 Stats Scheduler::stats() const {
   Stats s = counters_;
   s.iterations = iteration_;
   s.live = static_cast<int64_t>(table_.size());
-  s.kv_capacity_blocks = capacity_blocks_;
-  s.swap_capacity_blocks = swap_capacity_blocks_;
-  s.swap_used_blocks = swap_used_blocks_;
-  s.kv_reserved_blocks = kept_blocks_;
-  for (uint32_t idx : running_) s.kv_reserved_blocks += next_blocks(table_[idx]);
+  s.kv_capacity_blocks = kv_.capacity;
+  s.swap_capacity_blocks = kv_.swap_capacity;
+  s.swap_used_blocks = kv_.swap_used;
+  s.kv_reserved_blocks = kv_reserved_blocks();
   table_.for_each([&](uint32_t idx) {
     const Request& r = table_[idx];
     switch (r.state) {

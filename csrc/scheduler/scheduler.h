@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "scheduler/policy.h"
+#include "scheduler/kv_budget.h"
 #include "scheduler/request.h"
 #include "scheduler/types.h"
 
@@ -44,12 +45,16 @@ class Scheduler {
 
   RequestView get(int64_t rid) const;
   Stats stats() const;
+  // Device blocks reserved now: kept KV plus every running request through its next token,
+  // what an engine's pool holds once it has allocated the batch (O(batch), for a check
+  // every step).
+  int64_t kv_reserved_blocks() const;
   size_t size() const { return table_.size(); }
   bool contains(int64_t rid) const { return table_.find(rid) >= 0; }
   const SchedulerConfig& config() const { return cfg_; }
 
  private:
-  int64_t blocks(int64_t tokens) const { return (tokens + cfg_.block_size - 1) / cfg_.block_size; }
+  int64_t blocks(int64_t tokens) const { return kv_.blocks(tokens); }
   int64_t next_blocks(const Request& r) const { return blocks(r.tokens() + 1); }
   int64_t held_blocks(const Request& r) const { return blocks(r.tokens()); }
   // KV a request is predicted to reach: its tokens plus predicted remaining (kv_aware).
@@ -84,7 +89,7 @@ class Scheduler {
   void remove(uint32_t idx);
 
   SchedulerConfig cfg_;
-  int64_t capacity_blocks_ = 0, swap_capacity_blocks_ = 0;
+  KvBudget kv_;
   RequestTable table_;
   std::set<RankKey> candidates_;  // present, not running (waiting or preempted)
   // Preempted requests whose KV stays on the device, in rank order (the worst goes first
@@ -95,7 +100,6 @@ class Scheduler {
   // Entries of running_ preempted during this schedule(): removed in one stable pass, so
   // many preemptions in one call cost O(batch), not O(batch) each.
   size_t running_holes_ = 0;
-  int64_t kept_blocks_ = 0, swap_used_blocks_ = 0, running_next_blocks_ = 0;
   std::vector<RankKey> victims_;  // heap (worst on top) of the running, built once per walk
   std::vector<uint32_t> evicted_;  // kept requests moved off the device, to re-file
   int64_t iteration_ = 0, stamp_ = 0;

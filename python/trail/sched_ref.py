@@ -749,6 +749,10 @@ class Scheduler:
             level=r.level if self._cfg.policy is Policy.MLFQ else 0,
             promoted=r.promoted_left > 0)
 
+    def kv_reserved_blocks(self) -> int:
+        """Device blocks reserved now (kept KV + running requests through their next token)."""
+        return self._reserved()
+
     def stats(self) -> dict[str, int]:
         """Counters since construction and current occupancy."""
         reqs = list(self._reqs.values())

@@ -9,7 +9,7 @@ persist across its refreshes) go back to the scheduler. So the verdicts are abou
 scheduler code the engine runs, not about a re-implementation.
 
 Records per request: arrival, first-token and finish times, preemptions; aggregates as the
-engine reports them (trail.engine.metrics), plus KV use over time.
+engine reports them (trail.engine.report), plus KV use over time.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def simulate(arrival: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.n
         if iterations >= next_kv_sample:  # KV use as decided, every 64 iterations or so
             next_kv_sample = iterations + 64
             kv_t.append(now)
-            kv_u.append(s.stats()["kv_reserved_blocks"])
+            kv_u.append(s.kv_reserved_blocks())
         running = d.running
         if len(running) == 0:  # nothing can run before the next arrival
             now = float(arrival[order[nxt]])
@@ -261,7 +261,7 @@ def _quiet_steps(running: np.ndarray, prompt: np.ndarray, generated: np.ndarray,
     if m < 2:
         return None
     tokens = prompt[running] + generated[running]
-    kept = s.stats()["kv_reserved_blocks"] - int(((tokens + block_size) // block_size).sum())
+    kept = s.kv_reserved_blocks() - int(((tokens + block_size) // block_size).sum())
 
     def fits(k: int) -> bool:  # the reservation the scheduler checks before step k (1-based)
         return kept + int(((tokens + k + block_size - 1) // block_size).sum()) <= capacity_blocks
