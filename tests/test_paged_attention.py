@@ -1,39 +1,24 @@
-"""The C++ paged decode-attention kernel vs scaled_dot_product_attention on gathered context."""
+"""The C++ paged decode-attention kernel vs its reference (trail.kernels.paged_attention_ref)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from error_bounds import attention_tolerance
+from trail.kernels.paged_attention_ref import gather_context, paged_attention_decode_ref
 from trail_ext import _C
-
-
-def gather(cache: torch.Tensor, tables: torch.Tensor, lens: torch.Tensor, heads: int
-           ) -> list[torch.Tensor]:
-    """Each request's context from its blocks, one copy per query head: [Hq, n, D] each."""
-    group = heads // cache.shape[1]
-    return [cache[tables[i].long()].permute(1, 0, 2, 3).flatten(1, 2)[:, :int(lens[i])]
-            .repeat_interleave(group, dim=0) for i in range(len(lens))]
-
-
-def exact(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor], scale: float
-          ) -> torch.Tensor:
-    """Plain SDPA over the gathered context, in float64 (the spec)."""
-    return torch.stack([F.scaled_dot_product_attention(q[i][:, None].double(), kc.double(),
-                                                       vc.double(), scale=scale)[:, 0]
-                        for i, (kc, vc) in enumerate(zip(keys, values))])
 
 
 def assert_matches_spec(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         tables: torch.Tensor, lens: torch.Tensor, scale: float) -> None:
     """Every element within the fp32 error bound of the exact result (tests/error_bounds.py)."""
-    keys, values = gather(k, tables, lens, q.shape[1]), gather(v, tables, lens, q.shape[1])
-    want = exact(q, keys, values, scale)
+    keys = gather_context(k, tables, lens, q.shape[1])
+    values = gather_context(v, tables, lens, q.shape[1])
+    want = paged_attention_decode_ref(q, k, v, tables, lens, scale)
     excess = (out.double() - want).abs() - attention_tolerance(q, keys, values, scale, want)
     assert (excess <= 0).all(), f"beyond the fp32 error bound by up to {float(excess.max()):.3g}"
 
