@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trail import Bins, Probe
 from trail.engine import Engine, EngineConfig, SamplingParams
 
@@ -115,8 +117,7 @@ def tight_config(policy: str, mode: str) -> te.SchedulerConfig:
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
 def test_outputs_equal_generate_under_preemption(kind: str, policy: str, mode: str) -> None:
-    engine = Engine(model_for(kind), EngineConfig(scheduler=tight_config(policy, mode),
-                                                  check_invariants=True))
+    engine = Engine(model_for(kind), EngineConfig(scheduler=tight_config(policy, mode)))
     jobs = workload(seed=len(kind) * 7 + POLICIES.index(policy))
     out = drive(engine, jobs, lambda n: SamplingParams(max_new_tokens=n),
                 adversary=np.random.default_rng(1))
@@ -134,10 +135,10 @@ def test_outputs_equal_generate_under_preemption(kind: str, policy: str, mode: s
 @pytest.mark.parametrize("policy", ["SJF", "TRAIL"])
 def test_kv_aware_filling_serves_the_same_tokens(policy: str, mode: str) -> None:
     """kv_aware holds memory back for predicted growth: the engine's KV accounting stays
-    exact (check_invariants) and every request still gets generate()'s tokens."""
+    exact (the engine checks it every step) and every request still gets generate()'s tokens."""
     cfg = tight_config(policy, mode)
     cfg.kv_aware = True
-    engine = Engine(model_for("llama"), EngineConfig(scheduler=cfg, check_invariants=True))
+    engine = Engine(model_for("llama"), EngineConfig(scheduler=cfg))
     jobs = workload(seed=11 + POLICIES.index(policy))
     out = drive(engine, jobs, lambda n: SamplingParams(max_new_tokens=n),
                 adversary=np.random.default_rng(2))
@@ -151,7 +152,7 @@ def test_seeded_sampling_is_unchanged_by_preemption(mode: str) -> None:
     jobs = workload(seed=5)
 
     def sampled(cfg: te.SchedulerConfig, adversary: np.random.Generator | None) -> list[list[int]]:
-        eng = Engine(model_for("llama"), EngineConfig(scheduler=cfg, check_invariants=True))
+        eng = Engine(model_for("llama"), EngineConfig(scheduler=cfg))
         out = drive(eng, jobs, lambda n: SamplingParams(max_new_tokens=n, temperature=1.0,
                                                         top_p=0.9, seed=1234 + n),
                     adversary=adversary)
@@ -354,8 +355,7 @@ def test_paged_kernel_and_gather_reference_agree(kind: str) -> None:
     jobs = workload(seed=11)
     outs = []
     for use_kernel in (True, False):
-        eng = Engine(model_for(kind), EngineConfig(scheduler=tight_config("TRAIL", "SWAP"),
-                                                   check_invariants=True))
+        eng = Engine(model_for(kind), EngineConfig(scheduler=tight_config("TRAIL", "SWAP")))
         eng.runner.use_kernel = use_kernel
         out = drive(eng, jobs, lambda n: SamplingParams(max_new_tokens=n),
                     adversary=np.random.default_rng(2))
@@ -393,7 +393,7 @@ def test_a_failing_sampler_changes_nothing_and_the_step_can_be_retried() -> None
     that never failed."""
     def serve(fail_at: int | None) -> dict[int, list[int]]:
         eng = Engine(model_for("llama"), EngineConfig(
-            scheduler=tight_config("TRAIL", "KEEP"), check_invariants=True))
+            scheduler=tight_config("TRAIL", "KEEP")))
         rids = [eng.add_request([i + 1, i + 2, i + 3], SamplingParams(
             max_new_tokens=6, temperature=1.0, seed=i)) for i in range(3)]
         outs, step = {}, 0
@@ -491,3 +491,19 @@ def test_the_engine_lends_itself_to_the_model(attn: str) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         other.add_request(prompt, SamplingParams(max_new_tokens=2))
         other.step()
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from([0.0, 0.7, 1.0]), st.sampled_from([1.0, 0.9]),
+                               st.integers(0, 2**16)), min_size=1, max_size=6),
+       vocab=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_batched_sampling_draws_what_each_row_draws_alone(rows: list[tuple[float, float, int]],
+                                                          vocab: int, seed: int) -> None:
+    """sample_batch (one argmax, one host copy) against Sampler.sample row by row."""
+    from trail.engine.sampling import Sampler, sample_batch
+
+    logits = torch.randn(len(rows), vocab, generator=torch.Generator().manual_seed(seed))
+    logits[0, :] = 0.0  # ties: the first index, batched or not
+    params = [SamplingParams(temperature=t, top_p=p, seed=s) for t, p, s in rows]
+    alone = [Sampler(p).sample(logits[i]) for i, p in enumerate(params)]
+    assert sample_batch([Sampler(p) for p in params], logits) == alone

@@ -134,7 +134,7 @@ def engine_for(rng: np.random.Generator, policy: str, mode: str) -> Engine:
                   num_slots=1)
     cost = StepCost(1e-3, 1e-5, 1e-4, 1e-6, 1e-5, 1e-6)
     engine = Engine(model(), EngineConfig(
-        scheduler=sc, probe=probe, predict_every=int(rng.integers(1, 3)), check_invariants=True,
+        scheduler=sc, probe=probe, predict_every=int(rng.integers(1, 3)),
         step_cost=cost, prefill_weight="auto"))
     engine._beta = PrefillWeightEstimator(known=cost, every=3, min_each=1)  # β moves often
     return engine
@@ -183,7 +183,7 @@ def serve(seed: int, policy: str, mode: str, phases: set[str], rate: float,
     assert engine.kv.used_blocks == 0 and not engine.kv.tables and not engine.kv.host
     assert not engine._kv_moves and len(engine.scheduler._real) == 0
     assert engine.scheduler.stats()["kv_reserved_blocks"] == 0
-    assert sorted(engine._free_slots) == list(range(engine._slots_used))
+    assert sorted(engine.probe._free_slots) == list(range(engine.probe._slots_used))
     for rid, (tokens, reason) in ended.items():
         prompt, n, temp = params[rid]
         if reason != "aborted":
@@ -231,7 +231,7 @@ def test_a_request_admitted_by_a_failed_step_is_prefilled_again() -> None:
     eng = Engine(model(), EngineConfig(
         scheduler=te.SchedulerConfig(policy=te.Policy.TRAIL, max_running=2,
                                      kv_capacity_tokens=64, block_size=4),
-        probe=Probe(32, Bins.uniform(6, 32.0), hidden_dim=8, layer=1), check_invariants=True))
+        probe=Probe(32, Bins.uniform(6, 32.0), hidden_dim=8, layer=1)))
     faults = Faults(np.random.default_rng(0), {"forward_after"}, 1.0)
     wrap(eng.runner, "forward", "forward_after", faults, after=True)
     rid = eng.add_request([5, 6, 7], SamplingParams(max_new_tokens=4))
@@ -242,6 +242,6 @@ def test_a_request_admitted_by_a_failed_step_is_prefilled_again() -> None:
     out: list[Any] = []
     while eng.has_unfinished():
         out += eng.step()
-    assert out[0].output_ids == greedy([5, 6, 7], 4) and eng._slots_used == 1
+    assert out[0].output_ids == greedy([5, 6, 7], 4) and eng.probe._slots_used == 1
     assert len(out[0].predictions) == 3  # one per step that left it running
 

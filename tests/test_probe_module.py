@@ -231,3 +231,24 @@ def test_load_refuses_mismatches(tmp_path: pathlib.Path) -> None:
 def test_trail_exports() -> None:
     assert trail.Probe is Probe and trail.Bins is Bins
     assert hasattr(torch.ops.trail, "probe_step")
+
+
+# ---------------------------------------------------------------- the slot pool
+
+def test_slot_pool_reuses_given_back_slots_and_grows_keeping_distributions() -> None:
+    p = Probe(hidden_size=4, bins=Bins.uniform(4, 8.0), hidden_dim=3, num_slots=2)
+    a, b = p.acquire_slot(), p.acquire_slot()
+    assert (a, b) == (0, 1) and p.num_slots == 2
+    p.state[b] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    c = p.acquire_slot()  # every slot taken: the state doubles, b's distribution stays
+    assert c == 2 and p.num_slots == 4 and p.state[b].tolist() == [1.0, 0.0, 0.0, 0.0]
+    p.release_slot(a)
+    assert p.acquire_slot() == a
+    for bad in (a + 0.0, -1, 3, True):
+        with pytest.raises(ValueError, match="not in use"):
+            p.release_slot(bad)  # type: ignore[arg-type]
+    p.release_slot(c)
+    with pytest.raises(ValueError, match="slot 2 is not in use"):
+        p.release_slot(c)  # twice
+    p.resize_slots(3)
+    assert p.acquire_slot() == 0  # a fresh pool

@@ -9,7 +9,7 @@ request.py and metrics.py hold the rest.
 
 from trail.engine.clock import StepCost, StepShape, VirtualClock, WallClock, fit_step_cost
 from trail.engine.engine import Engine, EngineConfig, StepRecord
-from trail.engine.metrics import Report, aggregate_outputs
+from trail.engine.report import Report, aggregate_outputs
 from trail.engine.request import RequestOutput
 from trail.engine.sampling import SamplingParams
 

@@ -1,13 +1,17 @@
 """The engine: a continuous-batching decoding loop over a Hugging Face causal LM.
 
-Each `step()` is schedule → run → postprocess:
-1. `trail_ext.Scheduler.schedule(now)` decides the batch (admissions, preemptions, resumes);
-2. the engine carries the decision out on its paged KV cache (free dropped requests' blocks,
-   copy swapped ones out and in, allocate what the batch needs) and runs one forward over
-   the batch: prompts of admitted requests, prompt + generated tokens of recomputed ones, the
-   last token of every other running request;
-3. it samples one token per request, lets the probe (if any) refine predicted remaining
-   lengths, and reports tokens, finished requests and predictions back to the scheduler.
+Each `step()` runs its phases in order, each a method:
+1. `_schedule`: `trail_ext.Scheduler.schedule(now)` decides the batch (admissions,
+   preemptions, resumes, KV moves);
+2. `_apply`: the engine carries the decision out on its paged KV cache (free dropped
+   requests' blocks, copy swapped ones out and in, allocate what the batch needs) and lays
+   out the rows: prompts of admitted requests, prompt + generated tokens of recomputed ones,
+   the last token of every other;
+3. the forward (`ModelRunner.forward`, with the probe layer's hidden states when due);
+4. `_sample`: one token per request (`sample_batch`), reported to the scheduler;
+5. `_commit`: the tokens join their requests;
+6. postprocess: the probe (if any) refines predicted remaining lengths for the scheduler,
+   the observer sees the step, and finished requests retire.
 The engine never decides policy; the scheduler never touches tensors.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -25,11 +29,11 @@ from torch import nn
 import trail_ext as te
 from trail.checks import is_finite_real, is_integer
 from trail.engine.clock import StepCost, StepShape, VirtualClock, WallClock
-from trail.engine.metrics import Report, aggregate_outputs
+from trail.engine.report import Report, aggregate_outputs
 from trail.engine.prefill_weight import PrefillWeightEstimator
 from trail.engine.request import Request, RequestOutput
 from trail.engine.runner import ModelRunner, SeqInput
-from trail.engine.sampling import Sampler, SamplingParams
+from trail.engine.sampling import Sampler, SamplingParams, sample_batch
 from trail.probe.probe import Probe
 from trail.progress import progress_bar
 
@@ -59,7 +63,6 @@ class EngineConfig:
     # request's recorded predictions are the mean.
     probe_rank: str = "mean"
     max_model_len: int | None = None  # None: the model's max_position_embeddings
-    check_invariants: bool = False  # assert KV accounting == pool usage every step (tests)
     capture_layers: tuple[int, ...] = ()  # hidden states handed to Engine.observer
     # None: timings on the wall clock. A StepCost: a virtual clock that advances by that
     # cost per step (trail.engine.clock), so timings do not depend on the machine's load.
@@ -70,6 +73,18 @@ class EngineConfig:
     # (trail.engine.prefill_weight; from the StepCost on a virtual clock). See
     # Engine.prefill_weight_log.
     prefill_weight: float | str | None = None
+
+
+@dataclass
+class _Batch:
+    """One step's rows as `_apply` lays them out for the forward."""
+
+    running: list[int]                 # rids, in the scheduler's order
+    reqs: list[Request]
+    seqs: list[SeqInput] = field(default_factory=list)
+    first: list[bool] = field(default_factory=list)  # prefilled from the prompt this step
+    prefill_tokens: int = 0
+    context_tokens: int = 0
 
 
 @dataclass
@@ -140,9 +155,7 @@ class Engine:
         self.kv = self.runner.kv
         self._reqs: dict[int, Request] = {}
         self._next_rid = 0
-        self._free_slots: list[int] = []
         self._kv_moves: deque[tuple[str, int]] = deque()  # decided, not yet carried out
-        self._slots_used = 0
         self.clock = WallClock() if config.step_cost is None else VirtualClock(config.step_cost)
         self._beta: PrefillWeightEstimator | None = None
         self.prefill_weight_log: list[tuple[int, float]] = []  # (step, β) when β changed
@@ -236,7 +249,8 @@ class Engine:
     # ------------------------------------------------------------------ the loop
 
     def step(self) -> list[RequestOutput]:
-        """One iteration: schedule, run one forward, sample; returns requests that finished.
+        """One iteration: schedule → apply → forward → sample → commit → postprocess;
+        returns the requests that finished.
 
         A step that raises before its tokens are committed (KV moves, forward, sampling, the
         scheduler's update) leaves every request's tokens, random streams and the scheduler's
@@ -246,97 +260,33 @@ class Engine:
         probe, observer or β update is recorded in `Engine.faults` and the step completes.
         """
         t0 = time.perf_counter()
-        self._apply_kv_moves()  # what a failed step left undone comes first
-        d = self.scheduler.schedule(self.now())
+        running = self._schedule()
         t1 = time.perf_counter()
-        # The decision is committed: record it, then carry out its KV moves (retried by the
-        # next step if one fails here).
-        for rid in d.preempted.tolist():
-            self._reqs[rid].preemptions += 1
-        for rid in d.dropped.tolist():
-            self._reqs[rid].computed = 0
-        self._kv_moves.extend([("free", rid) for rid in d.dropped.tolist()]
-                              + [("out", rid) for rid in d.swapped_out.tolist()]
-                              + [("in", rid) for rid in d.swapped_in.tolist()])
-        self._apply_kv_moves()
-        running = d.running.tolist()
         if not running:
+            self._apply_kv_moves()  # a batch may be empty when its KV moves are not
             self._phase["schedule"] += t1 - t0
             return []
-        seqs, first = [], []
-        prefill_tokens = context_tokens = 0
-        for rid in running:
-            r = self._reqs[rid]
-            length = len(r.prompt_ids) + len(r.output_ids)
-            self.kv.ensure(rid, length + 1)
-            # What the forward feeds follows what this engine's KV holds (r.computed), not
-            # the decision's labels: a request admitted or resumed by a step whose forward
-            # failed is simply prefilled again.
-            if r.computed == 0:  # prefill: the prompt (admitted) or the whole prefix (recompute)
-                first.append(not r.output_ids)
-                seqs.append(SeqInput(rid, r.prompt_ids + r.output_ids, 0, prefill=True,
-                                     mean_hidden=first[-1]))
-                prefill_tokens += length
-                if self.probe is not None and r.probe_slot is None:
-                    r.probe_slot = self._take_slot()
-            elif r.computed == length - 1:  # decode: the last token
-                first.append(False)
-                seqs.append(SeqInput(rid, r.output_ids[-1:], length - 1, prefill=False,
-                                     mean_hidden=False))
-                context_tokens += length
-            else:
-                raise AssertionError(f"request {rid}: {r.computed} of {length} tokens in KV")
-        if self.config.check_invariants:
-            reserved = self.scheduler.stats()["kv_reserved_blocks"]
-            if reserved != self.kv.used_blocks:
-                raise AssertionError(f"KV accounting {reserved} blocks != pool usage "
-                                     f"{self.kv.used_blocks}")
-
+        batch = self._apply(running)
         t2 = time.perf_counter()
         predict = self.probe is not None and self._step_no % self.config.predict_every == 0
-        logits, hidden = self.runner.forward(seqs, want_hidden=predict
+        logits, hidden = self.runner.forward(batch.seqs, want_hidden=predict
                                              or self.observer is not None)
         t3 = time.perf_counter()
-        reqs = [self._reqs[rid] for rid in running]
-        streams = self._save_streams(reqs)
-        try:
-            tokens = [r.sampler.sample(logits[i]) for i, r in enumerate(reqs)]
-            t4 = time.perf_counter()
-            reasons = [("stop" if token in r.params.stop_token_ids
-                        else "length" if len(r.output_ids) + 1 >= r.max_new_tokens else None)
-                       for r, token in zip(reqs, tokens)]
-            finished_flags = [reason is not None for reason in reasons]
-            # The whole step's cost (the probe call included) is charged before its tokens
-            # appear, so a virtual clock's token times do not depend on when the probe runs.
-            shape = StepShape(len(seqs), prefill_tokens, context_tokens,
-                              len(seqs) if predict else 0)
-            now = self.clock.peek(shape)
-            self.scheduler.on_step(now, running, [1] * len(running), finished_flags)
-        except BaseException:
-            # Nothing is committed yet: a retried step draws exactly what this one would have.
-            for generator, state in streams:
-                generator.set_state(state)
-            raise
+        shape = StepShape(len(batch.seqs), batch.prefill_tokens, batch.context_tokens,
+                          len(batch.seqs) if predict else 0)
+        tokens, reasons, now, t4 = self._sample(batch, logits, shape)
         t5 = time.perf_counter()
-        # Commit: plain bookkeeping that cannot fail.
-        self.clock.advance(shape)
-        done = []
-        for r, token, reason in zip(reqs, tokens, reasons):
-            r.computed = len(r.prompt_ids) + len(r.output_ids)
-            r.output_ids.append(token)
-            if r.first_token_time is None:
-                r.first_token_time = now
-            if reason is not None:
-                done.append((r, reason))
+        done = self._commit(batch, tokens, reasons, shape, now)
+        finished = [reason is not None for reason in reasons]
         # From here on a failure degrades the step (no new predictions, no observation;
         # recorded in Engine.faults) but never loses a request.
         if predict:
             self._guarded("probe", lambda: self._predict(running, hidden[self.probe.layer],
-                                                         finished_flags))
+                                                         finished))
         t6 = time.perf_counter()
         if self.observer is not None:
-            record = StepRecord(running, [len(r.output_ids) for r in reqs], first,
-                                finished_flags, hidden)
+            record = StepRecord(running, [len(r.output_ids) for r in batch.reqs], batch.first,
+                                finished, hidden)
             self._guarded("observer", lambda: self.observer(record))
         for phase, dt in (("schedule", t1 - t0), ("kv", t2 - t1), ("forward", t3 - t2),
                           ("sample", t4 - t3), ("scheduler_update", t5 - t4), ("probe", t6 - t5)):
@@ -348,6 +298,90 @@ class Engine:
         self._steps += 1
         self._step_no += 1
         return [self._retire(r, now, reason) for r, reason in done]
+
+    def _schedule(self) -> list[int]:
+        """Ask the scheduler for this step's batch and record its decision: preemptions, and
+        the KV moves `_apply` carries out. Returns the running rids."""
+        self._apply_kv_moves()  # what a failed step left undone comes first
+        d = self.scheduler.schedule(self.now())
+        for rid in d.preempted.tolist():
+            self._reqs[rid].preemptions += 1
+        for rid in d.dropped.tolist():
+            self._reqs[rid].computed = 0
+        self._kv_moves.extend([("free", rid) for rid in d.dropped.tolist()]
+                              + [("out", rid) for rid in d.swapped_out.tolist()]
+                              + [("in", rid) for rid in d.swapped_in.tolist()])
+        return d.running.tolist()
+
+    def _apply(self, running: list[int]) -> _Batch:
+        """Carry the decision out on the KV pool (its moves, retried first thing next step
+        if one fails here; blocks for every row) and lay out the forward's rows."""
+        self._apply_kv_moves()
+        batch = _Batch(running, [self._reqs[rid] for rid in running])
+        for r in batch.reqs:
+            length = len(r.prompt_ids) + len(r.output_ids)
+            self.kv.ensure(r.rid, length + 1)
+            # What the forward feeds follows what this engine's KV holds (r.computed), not
+            # the decision's labels: a request admitted or resumed by a step whose forward
+            # failed is simply prefilled again.
+            if r.computed == 0:  # prefill: the prompt (admitted) or the whole prefix (recompute)
+                batch.first.append(not r.output_ids)
+                batch.seqs.append(SeqInput(r.rid, r.prompt_ids + r.output_ids, 0, prefill=True,
+                                           mean_hidden=batch.first[-1]))
+                batch.prefill_tokens += length
+                if self.probe is not None and r.probe_slot is None:
+                    r.probe_slot = self.probe.acquire_slot()
+            elif r.computed == length - 1:  # decode: the last token
+                batch.first.append(False)
+                batch.seqs.append(SeqInput(r.rid, r.output_ids[-1:], length - 1, prefill=False,
+                                           mean_hidden=False))
+                batch.context_tokens += length
+            else:
+                raise AssertionError(f"request {r.rid}: {r.computed} of {length} tokens in KV")
+        # One KV truth: the pool only follows the scheduler's decisions; that they agree is
+        # checked every step (O(batch)), so a divergence stops the step before the forward.
+        reserved = self.scheduler.kv_reserved_blocks()
+        if reserved != self.kv.used_blocks:
+            raise RuntimeError(f"KV accounting: the scheduler reserves {reserved} blocks, the "
+                               f"pool holds {self.kv.used_blocks}")
+        return batch
+
+    def _sample(self, batch: _Batch, logits: torch.Tensor, shape: StepShape
+                ) -> tuple[list[int], list[str | None], float, float]:
+        """One token per row and why a row finished (or None), reported to the scheduler;
+        also the step's time and when sampling ended. Nothing is committed: on a failure
+        the random streams are put back, so a retried step draws exactly the same."""
+        streams = self._save_streams(batch.reqs)
+        try:
+            tokens = sample_batch([r.sampler for r in batch.reqs], logits)
+            t_sampled = time.perf_counter()
+            reasons = [("stop" if token in r.params.stop_token_ids
+                        else "length" if len(r.output_ids) + 1 >= r.max_new_tokens else None)
+                       for r, token in zip(batch.reqs, tokens)]
+            # The whole step's cost (the probe call included) is charged before its tokens
+            # appear, so a virtual clock's token times do not depend on when the probe runs.
+            now = self.clock.peek(shape)
+            self.scheduler.on_step(now, batch.running, [1] * len(batch.running),
+                                   [reason is not None for reason in reasons])
+        except BaseException:
+            for generator, state in streams:
+                generator.set_state(state)
+            raise
+        return tokens, reasons, now, t_sampled
+
+    def _commit(self, batch: _Batch, tokens: list[int], reasons: list[str | None],
+                shape: StepShape, now: float) -> list[tuple[Request, str]]:
+        """Append the step's tokens (plain bookkeeping that cannot fail); the finished rows."""
+        self.clock.advance(shape)
+        done = []
+        for r, token, reason in zip(batch.reqs, tokens, reasons):
+            r.computed = len(r.prompt_ids) + len(r.output_ids)
+            r.output_ids.append(token)
+            if r.first_token_time is None:
+                r.first_token_time = now
+            if reason is not None:
+                done.append((r, reason))
+        return done
 
     def _apply_kv_moves(self) -> None:
         """Carry out the scheduler's KV moves in order; a move is forgotten only once done."""
@@ -404,18 +438,9 @@ class Engine:
     def _retire(self, r: Request, now: float, reason: str) -> RequestOutput:
         self.kv.free(r.rid)
         if r.probe_slot is not None:
-            self._free_slots.append(r.probe_slot)
+            self.probe.release_slot(r.probe_slot)
         del self._reqs[r.rid]
         return r.finish(now, reason)
-
-    def _take_slot(self) -> int:
-        """A probe state slot for a newly admitted request (the state grows as needed)."""
-        if self._free_slots:
-            return self._free_slots.pop()
-        if self._slots_used == self.probe.num_slots:
-            self.probe.grow_slots(2 * self.probe.num_slots)
-        self._slots_used += 1
-        return self._slots_used - 1
 
     # ------------------------------------------------------------------ workloads
 

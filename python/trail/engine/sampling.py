@@ -65,3 +65,24 @@ class Sampler:
             keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < p.top_p  # always keeps the top one
             probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
         return int(torch.multinomial(probs.cpu(), 1, generator=self.generator))
+
+
+def sample_batch(samplers: list[Sampler], logits: torch.Tensor) -> list[int]:
+    """Next token of every row of logits [n, vocab], row i drawn by samplers[i].
+
+    Greedy rows take one batched argmax; the others come to the host in one copy and draw
+    from their own streams there, so a step waits on the device twice at most, not per row.
+    """
+    tokens = [0] * len(samplers)
+    greedy = [i for i, s in enumerate(samplers) if s.params.temperature == 0]
+    drawn = [i for i, s in enumerate(samplers) if s.params.temperature != 0]
+    # All rows of a kind (the usual case) read the logits in place: no gathering copy.
+    if greedy:
+        rows = logits if len(greedy) == len(samplers) else logits[greedy]
+        for i, t in zip(greedy, torch.argmax(rows, dim=-1).tolist()):
+            tokens[i] = int(t)
+    if drawn:
+        host = (logits if len(drawn) == len(samplers) else logits[drawn]).cpu()
+        for j, i in enumerate(drawn):
+            tokens[i] = samplers[i].sample(host[j])
+    return tokens

@@ -61,6 +61,8 @@ class Probe(nn.Module):
         self.register_buffer("state", torch.full((num_slots, bins.k), 1.0 / bins.k,
                                                  device=device), persistent=False)
         self._transitions: dict[tuple[int, torch.device], Tensor] = {}
+        self._slots_used = 0              # slots ever handed out: 0 .. _slots_used - 1
+        self._free_slots: list[int] = []  # handed out and given back
 
     # ------------------------------------------------------------------ shape
 
@@ -208,6 +210,7 @@ class Probe(nn.Module):
         _within_memory("num_slots * bins", num_slots * self.num_bins)
         self.state = torch.full((num_slots, self.num_bins), 1.0 / self.num_bins,
                                 device=self.state.device)
+        self._slots_used, self._free_slots = 0, []  # every slot is free again
 
     def grow_slots(self, num_slots: int) -> None:
         """Make room for `num_slots` slots, keeping existing distributions (new ones uniform)."""
@@ -220,6 +223,23 @@ class Probe(nn.Module):
                            device=self.state.device)
         grown[: self.num_slots] = self.state
         self.state = grown
+
+    def acquire_slot(self) -> int:
+        """A serving slot for a new request (its first step starts its distribution afresh);
+        the state doubles when every slot is taken."""
+        if self._free_slots:
+            return self._free_slots.pop()
+        if self._slots_used == self.num_slots:
+            self.grow_slots(2 * self.num_slots)
+        self._slots_used += 1
+        return self._slots_used - 1
+
+    def release_slot(self, slot: int) -> None:
+        """Give back the slot of a finished or aborted request."""
+        if isinstance(slot, bool) or not isinstance(slot, int) \
+                or not 0 <= slot < self._slots_used or slot in self._free_slots:
+            raise ValueError(f"Probe.release_slot: slot {slot!r} is not in use")
+        self._free_slots.append(slot)
 
     # ------------------------------------------------------------------ checkpoints
 

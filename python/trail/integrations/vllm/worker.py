@@ -198,9 +198,7 @@ class _ProbeState:
     def __init__(self, probe: Any, record: bool) -> None:
         self.probe = probe
         self.handle: Any = None
-        self.slots: dict[str, int] = {}
-        self.free: list[int] = []
-        self.used = 0
+        self.slots: dict[str, int] = {}  # request -> its slot of the probe's pool
         self.prompt_sum: dict[str, torch.Tensor] = {}
         self.prompt_rows: dict[str, int] = {}
         self.predicted_at: dict[str, int] = {}
@@ -213,19 +211,13 @@ class _ProbeState:
 
     def slot(self, req_id: str) -> int:
         if req_id not in self.slots:
-            if self.free:
-                self.slots[req_id] = self.free.pop()
-            else:
-                if self.used == self.probe.num_slots:
-                    self.probe.grow_slots(2 * self.probe.num_slots)
-                self.slots[req_id] = self.used
-                self.used += 1
+            self.slots[req_id] = self.probe.acquire_slot()
         return self.slots[req_id]
 
     def forget_except(self, live: dict[str, Any]) -> None:
         """Free the slots of requests the runner no longer holds (finished or aborted)."""
         for req_id in [r for r in self.slots if r not in live]:
-            self.free.append(self.slots.pop(req_id))
+            self.probe.release_slot(self.slots.pop(req_id))
             for d in (self.prompt_sum, self.prompt_rows, self.predicted_at, self.pending):
                 d.pop(req_id, None)
 
