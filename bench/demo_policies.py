@@ -74,8 +74,8 @@ def main() -> None:
                "settings": policy_settings(name, cfg, report),
                "wall_s": round(time.perf_counter() - t, 1)}
         rows.append(row)
-        print(f"{name:11s} {variant:28s} mean {row['mean_latency_s']:.3f}  p99 "
-              f"{row['p99_latency_s']:.3f}  TTFT {row['mean_ttft_s']:.3f}  preempt "
+        print(f"{name:11s} {variant:28s} mean {row['latency_s_mean']:.3f}  p99 "
+              f"{row['latency_s_p99']:.3f}  TTFT {row['ttft_s_mean']:.3f}  preempt "
               f"{row['preemptions']}", flush=True)
 
     for name in POLICIES:  # the demo's own table, DemoConfig's defaults
@@ -113,11 +113,11 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         beta = r["settings"]["prefill_weight_used"]
-        lines.append(f"| {r['policy']} | {r['variant']} | {r['mean_latency_s']:.3f} | "
-                     f"{r['p99_latency_s']:.3f} | {r['mean_ttft_s']:.3f} | "
-                     f"{r['mean_latency_s'] / fcfs['mean_latency_s']:.3f} | "
-                     f"{r['p99_latency_s'] / fcfs['p99_latency_s']:.3f} | "
-                     f"{r['mean_ttft_s'] / fcfs['mean_ttft_s']:.3f} | {r['preemptions']} | "
+        lines.append(f"| {r['policy']} | {r['variant']} | {r['latency_s_mean']:.3f} | "
+                     f"{r['latency_s_p99']:.3f} | {r['ttft_s_mean']:.3f} | "
+                     f"{r['latency_s_mean'] / fcfs['latency_s_mean']:.3f} | "
+                     f"{r['latency_s_p99'] / fcfs['latency_s_p99']:.3f} | "
+                     f"{r['ttft_s_mean'] / fcfs['ttft_s_mean']:.3f} | {r['preemptions']} | "
                      f"{'' if beta is None else f'{beta:.3f}'} |")
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     plot(rows, args.out / f"{stem}_frontier.png", ranks)
@@ -131,7 +131,7 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path, ranks: list[str]) -> No
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     for k, (name, rank) in enumerate((n, r) for n in SWEPT for r in ranks):
-        pts = [(r["p99_latency_s"], r["mean_latency_s"], r["settings"]["aging_rate"])
+        pts = [(r["latency_s_p99"], r["latency_s_mean"], r["settings"]["aging_rate"])
                for r in rows if r["policy"] == name and r["variant"] != "default"
                and r["settings"]["rank"] == rank and r["settings"]["preempt_margin"] == 0]
         if not pts:
@@ -143,8 +143,8 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path, ranks: list[str]) -> No
             ax.annotate(f"{a:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for r in rows:
         if r["variant"] == "default" and r["policy"] in ("FCFS", "SJF", "TRAIL-paper", "MLFQ"):
-            ax.plot(r["p99_latency_s"], r["mean_latency_s"], marker="s", color="k")
-            ax.annotate(r["policy"], (r["p99_latency_s"], r["mean_latency_s"]), fontsize=8,
+            ax.plot(r["latency_s_p99"], r["latency_s_mean"], marker="s", color="k")
+            ax.annotate(r["policy"], (r["latency_s_p99"], r["latency_s_mean"]), fontsize=8,
                         xytext=(4, -10), textcoords="offset points")
     ax.set(xlabel="p99 latency (s)", ylabel="mean latency (s)")
     finish(fig, ax, str(path), "demo: mean vs p99 latency as the aging rate α varies",

@@ -126,8 +126,8 @@ def main() -> None:
     for name, r in runs.items():
         lines += [f"{name}:", "", "| policy | mean latency (s) | p99 (s) | mean TTFT (s) |",
                   "|---|---:|---:|---:|"]
-        lines += [f"| {p} | {row['mean_latency_s']:.6f} | {row['p99_latency_s']:.6f} | "
-                  f"{row['mean_ttft_s']:.6f} |" for p, row in r["policies"].items()]
+        lines += [f"| {p} | {row['latency_s_mean']:.6f} | {row['latency_s_p99']:.6f} | "
+                  f"{row['ttft_s_mean']:.6f} |" for p, row in r["policies"].items()]
         lines.append("")
     stem.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))

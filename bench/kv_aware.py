@@ -73,11 +73,11 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     at = {(r["kv_utilization"], r["policy"], r["kv_aware"]): r for r in rows}
     for r in rows:
         off = at.get((r["kv_utilization"], r["policy"], False))
-        ratio = (f"{r['mean_latency_s'] / off['mean_latency_s']:.3f}"
+        ratio = (f"{r['latency_s_mean'] / off['latency_s_mean']:.3f}"
                  if r["kv_aware"] and off else "")
         lines.append(f"| {r['kv_utilization']:g} ({r['kv_tokens']:,} tokens) | {r['policy']} | "
-                     f"{'on' if r['kv_aware'] else 'off'} | {r['mean_latency_s']:.2f} | "
-                     f"{r['p99_latency_s']:.1f} | {r['mean_ttft_s']:.2f} | {r['preemptions']} "
+                     f"{'on' if r['kv_aware'] else 'off'} | {r['latency_s_mean']:.2f} | "
+                     f"{r['latency_s_p99']:.1f} | {r['ttft_s_mean']:.2f} | {r['preemptions']} "
                      f"| {r['drops']} | {ratio} |")
     return "\n".join(lines) + "\n"
 

@@ -62,8 +62,8 @@ def main() -> None:
               "Latencies in seconds, on the wall clock of the engine serving the demo model:"),
              "",
              "```", table(summary), "```", "",
-             f"TRAIL / FCFS: mean latency {r['mean_latency_s']:.3f}, mean TTFT "
-             f"{r['mean_ttft_s']:.3f}, p99 latency {r['p99_latency_s']:.3f}.", "",
+             f"TRAIL / FCFS: mean latency {r['latency_s_mean']:.3f}, mean TTFT "
+             f"{r['ttft_s_mean']:.3f}, p99 latency {r['latency_s_p99']:.3f}.", "",
              f"Plots: `{stem}_latency_cdf.png`, `{stem}_predictions.png`."]
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -57,7 +57,8 @@ from typing import Any
 
 from trail.provenance import provenance
 from trail.progress import progress_bar
-from trail.sim.compare import COMPARE, SimSettings, canonical_name, describe_short, sweep_c
+from trail.policies import COMPARE, canonical_name
+from trail.sim.compare import SimSettings, describe_short, sweep_c
 from trail.sim.compare import describe as policy_settings
 from trail.sim.cost_model import CostModel
 from trail.sim.plots import plot_frontier, plot_latency_cdf, plot_rate_sweep, plot_sweep
@@ -88,16 +89,16 @@ RATIO_TO = ("FCFS", "SJF", "SJF-work", "TRAIL+")
 TARGET_SET = ("azure-conv", "llama3-8b-a100-80gb")
 # The targets: (load, label, metric, reference policy, bound, strict).
 TARGETS = (
-    (0.9, "TRAIL mean ≤ 0.80 × SJF", "mean_latency_s", "SJF", 0.80, False),
-    (0.9, "TRAIL mean ≤ 0.60 × FCFS", "mean_latency_s", "FCFS", 0.60, False),
-    (0.9, "TRAIL mean TTFT ≤ 0.45 × FCFS", "mean_ttft_s", "FCFS", 0.45, False),
-    (0.9, "TRAIL p99 ≤ 1.5 × FCFS", "p99_latency_s", "FCFS", 1.5, False),
-    (0.9, "TRAIL mean ≤ 1.05 × TRAIL+", "mean_latency_s", "TRAIL+", 1.05, False),
-    (0.9, "TRAIL mean < SJF", "mean_latency_s", "SJF", 1.0, True),
-    (0.9, "TRAIL mean < LTR", "mean_latency_s", "LTR", 1.0, True),
-    (0.9, "TRAIL mean < MLFQ", "mean_latency_s", "MLFQ", 1.0, True),
-    (0.8, "TRAIL mean ≤ 0.70 × FCFS", "mean_latency_s", "FCFS", 0.70, False),
-    (0.8, "TRAIL p99 ≤ 1.0 × FCFS", "p99_latency_s", "FCFS", 1.0, False),
+    (0.9, "TRAIL mean ≤ 0.80 × SJF", "latency_s_mean", "SJF", 0.80, False),
+    (0.9, "TRAIL mean ≤ 0.60 × FCFS", "latency_s_mean", "FCFS", 0.60, False),
+    (0.9, "TRAIL mean TTFT ≤ 0.45 × FCFS", "ttft_s_mean", "FCFS", 0.45, False),
+    (0.9, "TRAIL p99 ≤ 1.5 × FCFS", "latency_s_p99", "FCFS", 1.5, False),
+    (0.9, "TRAIL mean ≤ 1.05 × TRAIL+", "latency_s_mean", "TRAIL+", 1.05, False),
+    (0.9, "TRAIL mean < SJF", "latency_s_mean", "SJF", 1.0, True),
+    (0.9, "TRAIL mean < LTR", "latency_s_mean", "LTR", 1.0, True),
+    (0.9, "TRAIL mean < MLFQ", "latency_s_mean", "MLFQ", 1.0, True),
+    (0.8, "TRAIL mean ≤ 0.70 × FCFS", "latency_s_mean", "FCFS", 0.70, False),
+    (0.8, "TRAIL p99 ≤ 1.0 × FCFS", "latency_s_p99", "FCFS", 1.0, False),
 )
 EVERY_CELL = ("every load: TRAIL mean ≤ 1.01 × SJF-work", 1.01)
 
@@ -205,7 +206,7 @@ def record_set(trace: Trace, trace_name: str, preset: str, opts: dict[str, Any],
         for c in cs:
             rows += sweep_c(scaled, settings, [c])["rows"]
             bar.update(1)
-        best = min(rows, key=lambda r: (round(r["mean_latency_s"], 9), r["c"]))
+        best = min(rows, key=lambda r: (round(r["latency_s_mean"], 9), r["c"]))
         theory = min(rows, key=lambda r: (r["theory_mean_response_tokens"], r["c"]))
         csweep = {"rows": rows, "recommended_c": best["c"], "theory_best_c": theory["c"]}
     bar.close()
@@ -240,12 +241,12 @@ def dominance(frontier: list[dict[str, Any]]) -> dict[str, Any]:
     for r in frontier:
         if r["policy"] not in DOMINATED:
             continue
-        by = [t["label"] for t in trail if t["mean_latency_s"] <= r["mean_latency_s"]
-              and t["p99_latency_s"] <= r["p99_latency_s"]]
+        by = [t["label"] for t in trail if t["latency_s_mean"] <= r["latency_s_mean"]
+              and t["latency_s_p99"] <= r["latency_s_p99"]]
         points.append({"policy": r["policy"], "knob": r["knob"], "value": r["value"],
                        "label": r["label"],
-                       "mean_latency_s": r["mean_latency_s"],
-                       "p99_latency_s": r["p99_latency_s"], "dominated_by_trail_alphas": by})
+                       "latency_s_mean": r["latency_s_mean"],
+                       "latency_s_p99": r["latency_s_p99"], "dominated_by_trail_alphas": by})
     verdict = {}
     for name in DOMINATED:
         mine = [p for p in points if p["policy"] == name]
@@ -271,7 +272,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         met = None if not math.isfinite(value) else (value < bound if strict else value <= bound)
         out.append({"target": f"load {load:g}: {label}", "measured": value, "bound": bound,
                     "met": met})
-    cells = [(r["load"], ratio(r, at(rows, r["load"], "SJF-work"), "mean_latency_s"))
+    cells = [(r["load"], ratio(r, at(rows, r["load"], "SJF-work"), "latency_s_mean"))
              for r in rows if r["policy"] == "TRAIL"]
     cells = [(load, v) for load, v in cells if math.isfinite(v)]
     label, bound = EVERY_CELL
@@ -323,10 +324,10 @@ def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
         lines += [f"MLFQ runs only at loads {', '.join(f'{x:g}' for x in res['mlfq_loads'])} "
                   f"(`--mlfq-loads`; it is ~20× slower to simulate).", ""]
     heads = " | ".join(f"TRAIL/{n}" for n in refs)
-    for key, title, spec in (("mean_latency_s", "Mean latency (s)", ".2f"),
-                             ("p50_latency_s", "Median latency (s)", ".2f"),
-                             ("p99_latency_s", "p99 latency (s)", ".1f"),
-                             ("mean_ttft_s", "Mean TTFT (s)", ".2f")):
+    for key, title, spec in (("latency_s_mean", "Mean latency (s)", ".2f"),
+                             ("latency_s_median", "Median latency (s)", ".2f"),
+                             ("latency_s_p99", "p99 latency (s)", ".1f"),
+                             ("ttft_s_mean", "Mean TTFT (s)", ".2f")):
         lines += [f"## {title}", "",
                   "| load | req/s | " + " | ".join(names) + (" | " + heads if refs else "")
                   + " |", "|---|---:|" + "---:|" * (len(names) + len(refs))]
@@ -353,8 +354,8 @@ def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
                   "| c | mean latency | p99 | mean TTFT | preemptions | M/G/1 theory (tokens) |",
                   "|---:|---:|---:|---:|---:|---:|"]
         for r in cs["rows"]:
-            lines.append(f"| {r['c']:g} | {r['mean_latency_s']:.2f} | {r['p99_latency_s']:.1f} "
-                         f"| {r['mean_ttft_s']:.2f} | {r['preemptions']} | "
+            lines.append(f"| {r['c']:g} | {r['latency_s_mean']:.2f} | {r['latency_s_p99']:.1f} "
+                         f"| {r['ttft_s_mean']:.2f} | {r['preemptions']} | "
                          f"{r['theory_mean_response_tokens']:.1f} |")
         lines += ["", f"Lowest simulated mean at c = {cs['recommended_c']:g}; M/G/1 theory "
                   f"prefers c = {cs['theory_best_c']:g}.", ""]
@@ -377,17 +378,17 @@ def frontier_markdown(res: dict[str, Any]) -> list[str]:
     for r in rows:
         knob = ("–" if r["knob"] is None else
                 f"α = {r['label']}" if r["knob"] == "aging_rate" else f"guard {r['label']}")
-        lines.append(f"| {r['policy']} | {knob} | {r['mean_latency_s']:.2f} | "
-                     f"{r['p50_latency_s']:.2f} | {r['p99_latency_s']:.1f} | "
-                     f"{r['mean_ttft_s']:.2f} | {r['preemptions']} |")
+        lines.append(f"| {r['policy']} | {knob} | {r['latency_s_mean']:.2f} | "
+                     f"{r['latency_s_median']:.2f} | {r['latency_s_p99']:.1f} | "
+                     f"{r['ttft_s_mean']:.2f} | {r['preemptions']} |")
     lines += ["", "Does TRAIL's frontier dominate? For each point: the TRAIL α values with "
               "both a lower-or-equal mean and a lower-or-equal p99.", "",
               "| point | mean | p99 | dominated by TRAIL at α = |", "|---|---:|---:|---|"]
     for p in dom["points"]:
         knob = f"α = {p['label']}" if p["knob"] == "aging_rate" else f"guard {p['label']}"
         by = ", ".join(p["dominated_by_trail_alphas"]) or "**none**"
-        lines.append(f"| {p['policy']}, {knob} | {p['mean_latency_s']:.2f} | "
-                     f"{p['p99_latency_s']:.1f} | {by} |")
+        lines.append(f"| {p['policy']}, {knob} | {p['latency_s_mean']:.2f} | "
+                     f"{p['latency_s_p99']:.1f} | {by} |")
     lines.append("")
     for name, v in dom["verdict"].items():
         lines.append(f"- TRAIL's frontier {'dominates' if v['dominates'] else 'does not dominate'}"
@@ -427,7 +428,7 @@ def index_markdown(meta: dict[str, Any], sets: list[dict[str, Any]], stems: list
     for res, stem in zip(sets, stems):
         rows = res["load_sweep"]
         t = at(rows, summary_load, "TRAIL")
-        cells = [fmt(ratio(t, at(rows, summary_load, n), "mean_latency_s"), ".3f")
+        cells = [fmt(ratio(t, at(rows, summary_load, n), "latency_s_mean"), ".3f")
                  for n in ("FCFS", "SJF", "SJF-work", "TRAIL+")]
         verdict = res["dominance"]["verdict"]
         dom = " / ".join(
@@ -448,7 +449,7 @@ def index_markdown(meta: dict[str, Any], sets: list[dict[str, Any]], stems: list
     for res in sets:
         for r in res["load_sweep"]:
             if r["policy"] == "TRAIL":
-                v = ratio(r, at(res["load_sweep"], r["load"], "SJF-work"), "mean_latency_s")
+                v = ratio(r, at(res["load_sweep"], r["load"], "SJF-work"), "latency_s_mean")
                 if math.isfinite(v):
                     worst.append((v, res["trace"], res["preset_short"], r["load"]))
     if worst:

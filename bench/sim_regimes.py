@@ -80,7 +80,8 @@ from typing import Any
 import numpy as np
 from trail.provenance import provenance
 from trail.progress import progress_bar
-from trail.sim.compare import SimSettings, canonical_name, describe_short
+from trail.policies import canonical_name
+from trail.sim.compare import SimSettings, describe_short
 from trail.sim.compare import describe as policy_settings
 from trail.sim.cost_model import CostModel
 from trail.sim.plots import plot_ratio_map, plot_regime_axes
@@ -235,12 +236,12 @@ def cell_ratios(results: dict[tuple[Cell, str], dict[str, Any]], cell: Cell
                 ) -> dict[str, Any]:
     ref = results.get((cell, REFERENCE))
     t = results.get((cell, "TRAIL"))
-    out = {"mean": ratio(t, ref, "mean_latency_s"), "p99": ratio(t, ref, "p99_latency_s"),
-           "ttft": ratio(t, ref, "mean_ttft_s")}
+    out = {"mean": ratio(t, ref, "latency_s_mean"), "p99": ratio(t, ref, "latency_s_p99"),
+           "ttft": ratio(t, ref, "ttft_s_mean")}
     for name in ("TRAIL+", "TRAIL-paper"):
-        out[name] = ratio(results.get((cell, name)), ref, "mean_latency_s")
+        out[name] = ratio(results.get((cell, name)), ref, "latency_s_mean")
     out["class"] = classify(out["mean"])
-    seeds = [ratio(a, b, "mean_latency_s") for a, b in
+    seeds = [ratio(a, b, "latency_s_mean") for a, b in
              zip((t or {}).get("seeds", []), (ref or {}).get("seeds", []))]
     out["mean_by_seed"] = [r for r in seeds if math.isfinite(r)]
     return out
@@ -361,10 +362,10 @@ def markdown(meta: dict[str, Any], results: dict[tuple[Cell, str], dict[str, Any
             drops = " / ".join(f"{x['kv_drops']:.0f}" if x else "–" for x in (ref, t))
             lines.append(
                 f"| {axis_label(axis, c)} | {fmt(cap)} | "
-                f"{fmt(ref['mean_latency_s'] if ref else math.nan)} | "
-                f"{fmt(t['mean_latency_s'] if t else math.nan)} | {fmt(r['mean'], '.3f')} | "
+                f"{fmt(ref['latency_s_mean'] if ref else math.nan)} | "
+                f"{fmt(t['latency_s_mean'] if t else math.nan)} | {fmt(r['mean'], '.3f')} | "
                 f"{spread(r)} | {fmt(r['p99'], '.3f')} | {fmt(r['ttft'], '.3f')} | "
-                + "".join(f"{fmt(ratio(results.get((c, p)), ref, 'mean_latency_s'), '.3f')} | "
+                + "".join(f"{fmt(ratio(results.get((c, p)), ref, 'latency_s_mean'), '.3f')} | "
                           for p in others)
                 + f"{drops} | {r['class']} |")
         lines.append("")
@@ -376,8 +377,8 @@ def markdown(meta: dict[str, Any], results: dict[tuple[Cell, str], dict[str, Any
         ref, t = results.get((c, REFERENCE)), results.get((c, "TRAIL"))
         r = cell_ratios(results, c)
         lines.append(f"| {c.trace} | {c.slots} | {c.load:g} | "
-                     f"{fmt(ref['mean_latency_s'] if ref else math.nan)} | "
-                     f"{fmt(t['mean_latency_s'] if t else math.nan)} | {fmt(r['mean'], '.3f')} | "
+                     f"{fmt(ref['latency_s_mean'] if ref else math.nan)} | "
+                     f"{fmt(t['latency_s_mean'] if t else math.nan)} | {fmt(r['mean'], '.3f')} | "
                      f"{spread(r)} | {fmt(r['p99'], '.3f')} | {r['class']} |")
     lines += ["", "Plots: `*_map.png` (TRAIL / SJF-work mean latency, slots × load per trace), "
               "`*_axes.png` (each policy / SJF-work along each axis)."]
@@ -505,7 +506,7 @@ def main() -> None:
                    f"better)")
     axis_rows = {axis: [{"label": axis_label(axis, c),
                          "ratios": {p: ratio(results.get((c, p)), results.get((c, REFERENCE)),
-                                             "mean_latency_s")
+                                             "latency_s_mean")
                                     for p in opts["policies"] if p != REFERENCE}}
                         for c in cs] for axis, cs in axes.items()}
     plot_regime_axes(axis_rows, f"{stem}_axes.png",

@@ -81,7 +81,7 @@ def simulate_setup(trace: Trace, ps: PolicySetup) -> SimResult:
 def result_row(result: SimResult) -> dict[str, Any]:
     """summary.json's per-policy entry, plus p99 TTFT, KV evictions and the wall time."""
     st = result.stats
-    return {**summary_row(result), "p99_ttft_s": result.aggregates().get("ttft_s_p99", np.nan),
+    return {**summary_row(result), "ttft_s_p99": result.aggregates().get("ttft_s_p99", np.nan),
             "kv_drops": int(st.get("drops", 0)), "kv_swap_outs": int(st.get("swap_outs", 0)),
             "wall_s": result.wall_s}
 

@@ -78,14 +78,14 @@ def compare(demo: pathlib.Path, progress: bool = True) -> dict[str, Any]:
                      predict_every=cfg.predict_every, max_new_tokens=int(w["max_new_tokens"]),
                      seed=cfg.seed, progress=progress, desc=f"simulating {name}")
         a = r.aggregates()
-        sim = {"mean_latency_s": a["latency_s_mean"], "mean_ttft_s": a["ttft_s_mean"]}
+        sim = {"latency_s_mean": a["latency_s_mean"], "ttft_s_mean": a["ttft_s_mean"]}
         rows[name] = {"engine": {k: engine_row[k] for k in sim}, "simulator": sim,
                       "relative_error": {k: sim[k] / engine_row[k] - 1 if engine_row[k]
                                          else float("nan") for k in sim}}
     return {"demo": str(demo), "model": summary.get("model", "demo"),
             "workload": summary["workload"], "step_cost": clock["step_cost"],
             "policies": rows,
-            "within_target": {n: abs(r["relative_error"]["mean_latency_s"]) <= TARGET
+            "within_target": {n: abs(r["relative_error"]["latency_s_mean"]) <= TARGET
                               for n, r in rows.items()}}
 
 
@@ -99,9 +99,9 @@ def markdown(result: dict[str, Any], label: str) -> str:
              "simulator | error |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in result["policies"].items():
         e, s, err = r["engine"], r["simulator"], r["relative_error"]
-        lines.append(f"| {name} | {e['mean_latency_s']:.3f} | {s['mean_latency_s']:.3f} | "
-                     f"{err['mean_latency_s']:+.1%} | {e['mean_ttft_s']:.3f} | "
-                     f"{s['mean_ttft_s']:.3f} | {err['mean_ttft_s']:+.1%} |")
+        lines.append(f"| {name} | {e['latency_s_mean']:.3f} | {s['latency_s_mean']:.3f} | "
+                     f"{err['latency_s_mean']:+.1%} | {e['ttft_s_mean']:.3f} | "
+                     f"{s['ttft_s_mean']:.3f} | {err['ttft_s_mean']:+.1%} |")
     met = [n for n, ok in result["within_target"].items() if ok]
     lines += ["", f"Within {TARGET:.0%}: {len(met)} of {len(result['policies'])} policies "
               f"({', '.join(met) or 'none'})."]

@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from results_io import portable  # noqa: E402
 from trail.provenance import provenance  # noqa: E402
+from trail import metrics  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SMOKE_PROMPTS = ["hello there", "a", "the quick brown fox", "0123456789" * 2, "short",
@@ -169,9 +170,8 @@ def resolve_model(name: str) -> pathlib.Path:
 def summarize(r: dict[str, Any]) -> dict[str, Any]:
     lat, ttft = np.asarray(r["latency"]), np.asarray(r["ttft"])
     sched_s = sum(r["scheduler_s"].values())
-    s = {"policy": r["policy"], "requests": len(lat), "output_tokens": r["output_tokens"],
-         "mean_latency_s": float(lat.mean()), "p99_latency_s": float(np.percentile(lat, 99)),
-         "mean_ttft_s": float(ttft.mean()), "p99_ttft_s": float(np.percentile(ttft, 99)),
+    s = {"policy": r["policy"], "finished": len(lat), "output_tokens": r["output_tokens"],
+         **metrics.stats(lat, "latency_s"), **metrics.stats(ttft, "ttft_s"),
          "wall_s": r["wall_s"], "steps": r["steps"],
          "step_ms": 1e3 * r["wall_s"] / max(1, r["steps"]),
          "scheduler_ms_per_step": 1e3 * sched_s / max(1, r["steps"])}
@@ -246,12 +246,12 @@ def main() -> None:
             subprocess.run(cmd, check=True)
             results.append(json.loads((tmp_p / f"{policy}.json").read_text()))
             s = summarize(results[-1])
-            print(f"    mean latency {s['mean_latency_s']:.2f} s, p99 {s['p99_latency_s']:.2f} s,"
-                  f" mean TTFT {s['mean_ttft_s']:.2f} s, scheduler "
+            print(f"    mean latency {s['latency_s_mean']:.2f} s, p99 {s['latency_s_p99']:.2f} s,"
+                  f" mean TTFT {s['ttft_s_mean']:.2f} s, scheduler "
                   f"{s['scheduler_ms_per_step']:.2f} ms/step of {s['step_ms']:.1f}", flush=True)
     rows = [summarize(r) for r in results]
     if args.smoke:
-        assert all(r["requests"] == len(workload["requests"]) for r in rows), rows
+        assert all(r["finished"] == len(workload["requests"]) for r in rows), rows
         print("smoke run done")
         return
     write_results(args, workload, rows, results)
@@ -280,9 +280,9 @@ def write_results(args: argparse.Namespace, workload: dict[str, Any], rows: list
              "rank preemptions |", "|" + "---|" * 11]
     for r in rows:
         lines.append(
-            f"| {r['policy']} | {r['mean_latency_s']:.2f} | "
-            f"{r['mean_latency_s'] / base['mean_latency_s']:.2f}× | {r['p99_latency_s']:.2f} | "
-            f"{r['mean_ttft_s']:.2f} | {r['p99_ttft_s']:.2f} | "
+            f"| {r['policy']} | {r['latency_s_mean']:.2f} | "
+            f"{r['latency_s_mean'] / base['latency_s_mean']:.2f}× | {r['latency_s_p99']:.2f} | "
+            f"{r['ttft_s_mean']:.2f} | {r['ttft_s_p99']:.2f} | "
             f"{r['scheduler_ms_per_step']:.2f} | {r.get('trail_ms_per_step', float('nan')):.2f} | "
             f"{r.get('probe_ms_per_step', float('nan')):.2f} | {r['step_ms']:.1f} | "
             f"{r.get('rank_preemptions', 0)} |")

@@ -28,8 +28,8 @@ def test_demo_quick_runs_end_to_end(tmp_path: pathlib.Path, monkeypatch: pytest.
     for name, row in summary["policies"].items():
         assert set(row) == set(SUMMARY_KEYS), name
         assert row["submitted"] == row["finished"] == requests, name
-        assert 0 < row["p50_latency_s"] <= row["p99_latency_s"], name
-        assert 0 < row["mean_ttft_s"] <= row["mean_latency_s"], name
+        assert 0 < row["latency_s_median"] <= row["latency_s_p99"], name
+        assert 0 < row["ttft_s_mean"] <= row["latency_s_mean"], name
         assert row["throughput_tok_s"] > 0, name
     assert summary["policies"]["FCFS"]["preemptions"] == 0
     assert summary["policies"]["SJF"]["preemptions"] == 0
@@ -41,7 +41,7 @@ def test_demo_quick_runs_end_to_end(tmp_path: pathlib.Path, monkeypatch: pytest.
     assert settings["TRAIL+"]["lengths"] == "true" and settings["MLFQ"]["lengths"] is None
     assert math.isfinite(summary["probe_mae"]) and math.isfinite(summary["prompt_only_mae"])
     assert summary["seed"] == 0 and summary["machine"]
-    assert summary["ratios_to_fcfs"]["FCFS"]["mean_latency_s"] == 1.0
+    assert summary["ratios_to_fcfs"]["FCFS"]["latency_s_mean"] == 1.0
     # Sampling is seeded per request, so the schedule does not change the answers.
     for name, same in summary["workload"]["same_length_as_first_pass"].items():
         assert same == requests, name

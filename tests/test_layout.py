@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "python" / "trail"
 
 # Lowest first. A unit may import only units of a lower layer (and itself).
 LAYERS: dict[str, int] = {
-    "checks": 0, "metrics": 0, "fileio": 0, "progress": 0, "cpu": 0, "provenance": 0, "kernels": 0,
+    "checks": 0, "metrics": 0, "policies": 0, "fileio": 0, "progress": 0, "cpu": 0, "provenance": 0, "kernels": 0,
     "ops": 1, "sched_ref": 1,
     "probe": 2,          # the runtime predictor
     "engine": 3,         # serves with it

@@ -8,12 +8,13 @@ import pathlib
 import pytest
 
 from trail.cli import main
-from trail.sim.compare import (AGING_FRACTION, COMPARE, TRAIL_DEFAULTS, SimSettings, describe,
+from trail.policies import COMPARE
+from trail.sim.compare import (AGING_FRACTION, TRAIL_DEFAULTS, SimSettings, describe,
                                setup)
 from trail.sim.theory import sjf_mean_response_time, srpt_mean_response_time
 from trail.sim.traces import load_trace
 
-SUMMARY_KEYS = {"mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
+SUMMARY_KEYS = {"latency_s_mean", "latency_s_median", "latency_s_p99", "ttft_s_mean",
                 "throughput_tok_s", "preemptions", "submitted", "finished"}
 
 

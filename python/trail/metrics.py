@@ -2,7 +2,7 @@
 
 `aggregate` turns per-request times into the aggregates every report carries
 (`latency_s_mean`, `ttft_s_p99`, `throughput_tok_s`, ...); `summary_row` is the short
-per-policy row of a comparison table (`mean_latency_s`, `p99_latency_s`, ...), taken from
+per-policy row of a comparison table (`latency_s_mean`, `latency_s_p99`, ...), taken from
 those aggregates. Times are seconds; a request that never finished has finish = NaN, one
 that never produced a token has first_token = NaN.
 """
@@ -52,13 +52,12 @@ def aggregate(arrival: Any, first_token: Any, finish: Any, output_tokens: Any,
     return out
 
 
-SUMMARY_KEYS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
+SUMMARY_KEYS = ("latency_s_mean", "latency_s_median", "latency_s_p99", "ttft_s_mean",
                 "throughput_tok_s", "preemptions", "submitted", "finished")
 
 
 def summary_row(a: dict[str, float]) -> dict[str, Any]:
-    """The per-policy row of a comparison (summary.json, tables) from `aggregate`'s output."""
-    return {"mean_latency_s": a["latency_s_mean"], "p50_latency_s": a["latency_s_median"],
-            "p99_latency_s": a["latency_s_p99"], "mean_ttft_s": a["ttft_s_mean"],
-            "throughput_tok_s": a["throughput_tok_s"], "preemptions": int(a["preemptions"]),
-            "submitted": int(a["submitted"]), "finished": int(a["finished"])}
+    """The per-policy row of a comparison (summary.json, tables): SUMMARY_KEYS of `aggregate`'s
+    output, under the same names, counts as ints."""
+    return {k: int(a[k]) if k in ("preemptions", "submitted", "finished") else a[k]
+            for k in SUMMARY_KEYS}

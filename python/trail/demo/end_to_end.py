@@ -17,13 +17,12 @@
    all at t = 0 under FCFS: it gives every request's true length (for TRAIL+) and the
    engine's saturated throughput; arrivals are then Poisson at `load` × that throughput, so
    requests queue.
-4. **Serving**, the same arrivals through the real engine under
+4. **Serving**, the same arrivals through the real engine under the set-ups of
+   `trail.policies` (its COMPARE table, shared with `trail simulate`):
    - FCFS;
    - SJF on the prompt-only prediction made at arrival (output rank: the paper's baseline);
    - SJF-work: the same predictions with TRAIL's work-aware key and aging (no probe): what
      the key alone buys;
-   - LTR: vllm-ltr's policy on the learned scores of the prompts (starvation promotion as
-     the scheduler's LTR has it);
    - TRAIL-paper: the paper's rule: the prompt-only prediction at arrival ranks waiting
      requests; once running, the probe refines the remaining length every `predict_every`
      engine steps; limited preemption with c = 0.8 (the KV of a preempted request is kept);
@@ -33,6 +32,8 @@
      margin and the rank (`mean` or `gittins`) of DemoConfig;
    - TRAIL+: TRAIL's rule and settings on the true lengths from the first pass (the
      oracle bound);
+   - LTR: vllm-ltr's policy on the learned scores of the prompts (starvation promotion as
+     the scheduler's LTR has it);
    - MLFQ: FastServe's multi-level feedback queue (no predictions).
 5. **Output**: a table (mean / p50 / p99 latency, mean TTFT, throughput, preemptions, ratios
    to FCFS), `summary.json`, `results.csv`, per-policy request records, and plots: latency
@@ -72,9 +73,10 @@ from trail.cpu import threads
 from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
 from trail.engine.engine import PROBE_RANKS
 from trail.metrics import SUMMARY_KEYS, summary_row
+from trail.policies import COMPARE, spec
 from trail.provenance import describe
 
-POLICIES = ("FCFS", "SJF", "SJF-work", "LTR", "TRAIL-paper", "TRAIL", "TRAIL+", "MLFQ")
+POLICIES = COMPARE  # the set-ups of trail.policies a side-by-side comparison serves
 CLOCKS = ("virtual", "wall")
 
 
@@ -380,24 +382,24 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
 
     if name not in POLICIES:
         raise ValueError(f"unknown demo policy {name!r}; choose from {POLICIES}")
-    work = name in ("SJF-work", "TRAIL", "TRAIL+")  # TRAIL's key, aging and rank
-    at_arrival = w.prompt_gittins if work and cfg.rank == "gittins" else w.prompt_pred
-    pred = {"FCFS": None, "MLFQ": None, "LTR": None,
-            "TRAIL+": w.true_len.astype(float)}.get(name, at_arrival)
+    sp = spec(name)
+    at_arrival = w.prompt_gittins if sp.work and cfg.rank == "gittins" else w.prompt_pred
+    pred = (None if sp.lengths is None else w.true_len.astype(float) if sp.lengths == "true"
+            else at_arrival)
     sched = policy_scheduler(name, cfg, w.kv_tokens, w.cost)
     for field, value in scheduler_fields.items():
         setattr(sched, field, value)
-    if name == "LTR":
+    if sp.scores:
         arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i], math.nan,
                      float(w.ltr_score[i])) for i in range(len(w.ids))]
     else:
         arrivals = [(float(w.arrival[i]), w.ids[i], w.params[i]) if pred is None
                     else (float(w.arrival[i]), w.ids[i], w.params[i], float(pred[i]))
                     for i in range(len(w.ids))]
-    probe = Probe.load(w.probe_checkpoint) if name in ("TRAIL-paper", "TRAIL") else None
+    probe = Probe.load(w.probe_checkpoint) if sp.lengths == "probe" else None
     return _serve(w.model, sched, probe, cfg, arrivals, progress, f"serving {name}",
-                  prefill_weight=cfg.prefill_weight if work else None,
-                  probe_rank=cfg.rank if name == "TRAIL" else "mean", cost=w.step_cost)[0]
+                  prefill_weight=cfg.prefill_weight if sp.work else None,
+                  probe_rank=cfg.rank if sp.work else "mean", cost=w.step_cost)[0]
 
 
 def run_demo(cfg: DemoConfig, out: str | pathlib.Path, progress: bool = True,
@@ -472,10 +474,9 @@ def policy_scheduler(name: str, cfg: DemoConfig, kv_tokens: int, cost: StepCost
                      ) -> te.SchedulerConfig:
     """The scheduler configuration a demo policy serves with (`cost`: the model's step cost,
     for α "auto"); β "auto" is learned by the engine while it serves."""
-    policy = {"FCFS": te.Policy.FCFS, "SJF": te.Policy.SJF, "SJF-work": te.Policy.SJF,
-              "LTR": te.Policy.LTR, "MLFQ": te.Policy.MLFQ}.get(name, te.Policy.TRAIL)
-    sched = _scheduler(cfg, policy, kv_tokens)
-    if name in ("SJF-work", "TRAIL", "TRAIL+"):  # TRAIL's key, aging and rank
+    sp = spec(name)
+    sched = _scheduler(cfg, sp.policy, kv_tokens)
+    if sp.work:  # TRAIL's key, aging and rank
         sched.aging_rate = demo_aging_rate(cfg, cost)
         sched.preempt_margin = cfg.preempt_margin
         sched.kv_aware = cfg.kv_aware
@@ -485,13 +486,11 @@ def policy_scheduler(name: str, cfg: DemoConfig, kv_tokens: int, cost: StepCost
 def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None,
                     cost: StepCost | None = None) -> dict[str, Any]:
     """What a demo policy ranks by and with which key (summary.json's `settings`)."""
-    work = name in ("SJF-work", "TRAIL", "TRAIL+")
-    scheduler = {"FCFS": "FCFS", "SJF": "SJF", "SJF-work": "SJF", "LTR": "LTR",
-                 "MLFQ": "MLFQ"}.get(name, "TRAIL")
-    lengths = {"FCFS": None, "MLFQ": None, "LTR": None, "SJF": "prompt-only",
-               "SJF-work": "prompt-only", "TRAIL+": "true"}.get(name, "prompt-only, then probe")
+    sp = spec(name)
+    work, scheduler = sp.work, sp.scheduler
+    lengths = {"probe": "prompt-only, then probe"}.get(sp.lengths, sp.lengths)
     return {"scheduler": scheduler, "lengths": lengths,
-            "scores": "LTR (ListMLE on MiniLM) at arrival" if name == "LTR" else None,
+            "scores": "LTR (ListMLE on MiniLM) at arrival" if sp.scores else None,
             "c": cfg.c if scheduler == "TRAIL" else None,
             "prefill_weight": cfg.prefill_weight if work else 0.0,
             "prefill_weight_used": (report.aggregates.get("prefill_weight")
@@ -507,7 +506,7 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
     policies = {name: summary_row(r.aggregates) for name, r in reports.items()}
     fcfs = policies["FCFS"]
     ratios = {name: {k: (row[k] / fcfs[k] if fcfs[k] else math.nan)
-                     for k in ("mean_latency_s", "p50_latency_s", "p99_latency_s", "mean_ttft_s",
+                     for k in ("latency_s_mean", "latency_s_median", "latency_s_p99", "ttft_s_mean",
                                "throughput_tok_s")}
               for name, row in policies.items()}
     same = {name: int(sum(len(o.output_ids) == n for o, n in zip(r.outputs, true_len)))
@@ -554,7 +553,7 @@ def _write_csv(path: pathlib.Path, summary: dict[str, Any]) -> None:
         w.writerow(["policy", *keys, "latency_ratio_to_fcfs", "ttft_ratio_to_fcfs"])
         for name, row in summary["policies"].items():
             r = summary["ratios_to_fcfs"][name]
-            w.writerow([name, *(row[k] for k in keys), r["mean_latency_s"], r["mean_ttft_s"]])
+            w.writerow([name, *(row[k] for k in keys), r["latency_s_mean"], r["ttft_s_mean"]])
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -564,11 +563,11 @@ def table(summary: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for name, row in summary["policies"].items():
         r = summary["ratios_to_fcfs"][name]
-        lines.append(f"{name:11s} {row['mean_latency_s']:9.3f} {row['p50_latency_s']:7.3f} "
-                     f"{row['p99_latency_s']:7.3f} {row['mean_ttft_s']:10.3f} "
+        lines.append(f"{name:11s} {row['latency_s_mean']:9.3f} {row['latency_s_median']:7.3f} "
+                     f"{row['latency_s_p99']:7.3f} {row['ttft_s_mean']:10.3f} "
                      f"{row['throughput_tok_s']:7.0f} {row['preemptions']:8d} "
-                     f"{r['mean_latency_s']:9.3f} {r['p99_latency_s']:9.3f} "
-                     f"{r['mean_ttft_s']:10.3f}")
+                     f"{r['latency_s_mean']:9.3f} {r['latency_s_p99']:9.3f} "
+                     f"{r['ttft_s_mean']:10.3f}")
     return "\n".join(lines)
 
 

@@ -1,20 +1,9 @@
-"""Named policy setups and side-by-side simulation runs (`trail simulate`).
+"""Side-by-side simulation runs of the named policy set-ups (`trail simulate`).
 
-Each name pairs a scheduler policy and its settings with what it is told about lengths:
-
-- `FCFS`: arrival order (vLLM's default).
-- `SJF`: the paper's baseline: SJF on a prompt-only prediction at arrival, ranked by the
-  output length alone (β = 0, α = 0, margin 0, rank "mean").
-- `SJF-work`: SJF on the same prompt-only predictions, with TRAIL's work-aware key (β, α),
-  margin and rank (no probe; the margin has no effect on the non-preemptive SJF).
-- `TRAIL-paper`: the paper's exact rule: TRAIL on the embedding probe's predictions
-  (refreshed every `predict_every` tokens), rank "mean", c = 0.8, β = 0, α = 0, margin 0,
-  no cap on preemptions and no starvation guard.
-- `TRAIL`: the recommended configuration, `SimSettings`' c, prefill_weight, aging_rate,
-  preempt_margin and rank (by default `TRAIL_DEFAULTS`), on the probe.
-- `TRAIL+`: exactly TRAIL's rule and settings fed true lengths (the oracle bound).
-- `SRPT`: TRAIL's settings and probe, preempting with no c limit (not in COMPARE).
-- `LTR`: learned-to-rank scores; `MLFQ`: FastServe's multi-level feedback queue.
+The set-ups themselves (which scheduler, what it knows of lengths, which key) are the table
+in `trail.policies`; this module gives them the simulator's settings and predictors.
+`SimSettings` holds TRAIL's recommended settings (`TRAIL_DEFAULTS`); the paper's rule
+(`PAPER_RULE`) serves the set-ups that do not use TRAIL's work-aware key.
 
 `setup(name, settings)` returns a policy's effective settings; `describe` turns them into the
 dict that `trail simulate` prints and writes to summary.json.
@@ -39,12 +28,10 @@ from trail.sim.predictors import (
     PromptOnly,
 )
 from trail.engine.prefill_weight import AGING_FRACTION
+from trail.policies import spec
 from trail.sim.simulator import SimResult, capacity, simulate
 from trail.sim.traces import Trace
 
-POLICY_NAMES = ("FCFS", "SJF", "SJF-work", "SRPT", "TRAIL-paper", "TRAIL", "TRAIL+", "LTR",
-                "MLFQ")
-COMPARE = ("FCFS", "SJF", "SJF-work", "TRAIL-paper", "TRAIL", "TRAIL+", "LTR", "MLFQ")
 
 # TRAIL's recommended settings: the one place they live. SimSettings' defaults, hence those of
 # `trail simulate`, `trail tune-c` and bench/sim_compare.py, come from here. They are chosen
@@ -168,39 +155,30 @@ class PolicySetup:
     settings: SimSettings
 
 
-def canonical_name(name: str) -> str:
-    """The POLICY_NAMES spelling of `name` (case-insensitive); ValueError if unknown."""
-    names = {n.upper(): n for n in POLICY_NAMES}
-    if name.upper() not in names:
-        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
-    return names[name.upper()]
-
-
 def setup(name: str, settings: SimSettings) -> PolicySetup:
     """The scheduler policy, predictor and effective settings of a name of POLICY_NAMES."""
-    key = canonical_name(name)
-    paper = replace(settings, **PAPER_RULE)
-    if key == "TRAIL-paper":
-        paper = replace(paper, max_preemptions=-1, starvation_steps=0)
-    # FCFS, LTR and MLFQ are the baselines as their authors run them: TRAIL's margin and
-    # KV-aware filling are TRAIL's (a 256-token margin would stop LTR's and MLFQ's
-    # preemptions altogether: their keys are scores and queue levels, not tokens).
-    baseline = replace(settings, preempt_margin=0.0, kv_aware=False)
-    s = (paper if key in ("SJF", "TRAIL-paper")
-         else baseline if key in ("FCFS", "LTR", "MLFQ") else settings)
-
-    def probe() -> EmbeddingProbe:
-        return EmbeddingProbe(predict_every=s.predict_every, corr_tokens=s.corr_tokens,
-                              rank=s.rank)
-
-    table = {"FCFS": (te.Policy.FCFS, lambda: Oracle()),
-             "SJF": (te.Policy.SJF, lambda: PromptOnly()),
-             "SJF-work": (te.Policy.SJF, lambda: PromptOnly(rank=s.rank)),
-             "SRPT": (te.Policy.SRPT, probe), "TRAIL-paper": (te.Policy.TRAIL, probe),
-             "TRAIL": (te.Policy.TRAIL, probe), "TRAIL+": (te.Policy.TRAIL, lambda: Oracle()),
-             "LTR": (te.Policy.LTR, lambda: LTR()), "MLFQ": (te.Policy.MLFQ, lambda: Oracle())}
-    policy, make = table[key]
-    return PolicySetup(key, policy, make(), s)
+    sp = spec(name)
+    if sp.work:
+        s = settings
+    elif sp.lengths in ("prompt-only", "probe"):  # the paper's rule
+        s = replace(settings, **PAPER_RULE)
+        if not sp.guards:
+            s = replace(s, max_preemptions=-1, starvation_steps=0)
+    else:
+        # FCFS, LTR and MLFQ are the baselines as their authors run them: TRAIL's margin and
+        # KV-aware filling are TRAIL's (a 256-token margin would stop LTR's and MLFQ's
+        # preemptions altogether: their keys are scores and queue levels, not tokens).
+        s = replace(settings, preempt_margin=0.0, kv_aware=False)
+    if sp.scores:
+        predictor: Any = LTR()
+    elif sp.lengths == "prompt-only":
+        predictor = PromptOnly(rank=s.rank)
+    elif sp.lengths == "probe":
+        predictor = EmbeddingProbe(predict_every=s.predict_every, corr_tokens=s.corr_tokens,
+                                   rank=s.rank)
+    else:  # FCFS and MLFQ ignore lengths; TRAIL+ is told the true ones
+        predictor = Oracle()
+    return PolicySetup(sp.name, sp.policy, predictor, s)
 
 
 def describe(ps: PolicySetup) -> dict[str, Any]:
@@ -286,7 +264,7 @@ def sweep_c(trace: Trace, settings: SimSettings, cs: list[float],
         row["theory_mean_response_tokens"] = mean_response_time(
             trace.output_tokens.astype(float), min(settings.load, 0.99), c)
         rows.append(row)
-    best = min(rows, key=lambda r: (round(r["mean_latency_s"], 9), r["c"]))
+    best = min(rows, key=lambda r: (round(r["latency_s_mean"], 9), r["c"]))
     theory_best = min(rows, key=lambda r: (r["theory_mean_response_tokens"], r["c"]))
     return {"rows": rows, "recommended_c": best["c"], "theory_best_c": theory_best["c"]}
 

@@ -163,7 +163,7 @@ def plot_rate_sweep(rows: list[dict[str, Any]], path: str, title: str = "", *,
     fig, axes = plt.subplots(2 if relative else 1, 2, figsize=(11, 7.5 if relative else 4.2),
                              sharex=True, squeeze=False)
     fcfs = {r["rate_req_s"]: r for r in rows if r["policy"] == "FCFS"}
-    keys = (("mean_latency_s", "mean latency (s)"), ("mean_ttft_s", "mean TTFT (s)"))
+    keys = (("latency_s_mean", "mean latency (s)"), ("ttft_s_mean", "mean TTFT (s)"))
     for k, name in enumerate(policies):
         mine = sorted((r for r in rows if r["policy"] == name), key=lambda r: r["rate_req_s"])
         rate = [r["rate_req_s"] for r in mine]
@@ -255,7 +255,7 @@ def plot_guard_tradeoff(rows: list[dict[str, Any]], path: str, title: str = "", 
     plt = pyplot()
     fcfs = [r for r in rows if r["policy"] == "FCFS"]
     near = ([r for r in rows if r["policy"] != "FCFS"
-             and r["p99_latency_s"] <= 1.25 * fcfs[0]["p99_latency_s"]] if fcfs else [])
+             and r["latency_s_p99"] <= 1.25 * fcfs[0]["latency_s_p99"]] if fcfs else [])
     zoom = len(near) >= 2
     fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(12, 4.8) if zoom else (7, 4.8),
                              squeeze=False, gridspec_kw={"width_ratios": [1.4, 1]} if zoom
@@ -268,17 +268,17 @@ def plot_guard_tradeoff(rows: list[dict[str, Any]], path: str, title: str = "", 
         mine.sort(key=lambda r: -(r["starvation_steps"] or float("inf")))
         for a, ax in enumerate(axes):
             if policy == "FCFS":
-                ax.plot([r["mean_latency_s"] for r in mine], [r["p99_latency_s"] for r in mine],
+                ax.plot([r["latency_s_mean"] for r in mine], [r["latency_s_p99"] for r in mine],
                         marker="*", markersize=14, color="black", linestyle="none",
                         label="FCFS", zorder=2.5)  # over the lines, under the labels
                 continue
-            ax.plot([r["mean_latency_s"] for r in mine], [r["p99_latency_s"] for r in mine],
+            ax.plot([r["latency_s_mean"] for r in mine], [r["latency_s_p99"] for r in mine],
                     label=f"{policy}, guard off → shorter thresholds", **style)
             # settings that land on the same point share one label
             points: dict[tuple[float, float], list[str]] = {}
             for r in mine:
                 if not (a == 0 and zoom and any(r is n for n in near)):  # else: zoom labels it
-                    points.setdefault((r["mean_latency_s"], r["p99_latency_s"]), []).append(
+                    points.setdefault((r["latency_s_mean"], r["latency_s_p99"]), []).append(
                         str(r["starvation_steps"] or "off"))
             for j, (xy, names) in enumerate(points.items()):
                 # alternate sides so neighbouring settings' labels do not print over each
@@ -291,8 +291,8 @@ def plot_guard_tradeoff(rows: list[dict[str, Any]], path: str, title: str = "", 
     axes[0].set(xlabel="mean latency (s)", ylabel="p99 latency (s)", yscale="log")
     if zoom:
         box = near + fcfs
-        xs = [r["mean_latency_s"] for r in box]
-        ys = [r["p99_latency_s"] for r in box]
+        xs = [r["latency_s_mean"] for r in box]
+        ys = [r["latency_s_p99"] for r in box]
         # a margin of 15% of the spread, and never less than 1% of the values themselves
         pad_x = 0.15 * (max(xs) - min(xs)) + 0.01 * max(xs)
         pad_y = 0.15 * (max(ys) - min(ys)) + 0.01 * max(ys)
@@ -339,8 +339,8 @@ def plot_sweep(sweep: dict[str, Any], path: str, *, trace: str = "", preset: str
     rows = sweep["rows"]
     cs = [r["c"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.3), sharex=True)
-    panels = (("mean_latency_s", "mean latency (s)", "simulated mean latency"),
-              ("p99_latency_s", "p99 latency (s)", "simulated p99 latency"),
+    panels = (("latency_s_mean", "mean latency (s)", "simulated mean latency"),
+              ("latency_s_p99", "p99 latency (s)", "simulated p99 latency"),
               ("theory_mean_response_tokens", "mean response time (tokens of service)",
                "M/G/1 theory: mean response time"))
     for ax, (key, ylabel, heading) in zip(axes, panels):
@@ -374,7 +374,7 @@ def plot_frontier(rows: list[dict[str, Any]], path: str, title: str = "", *,
                   trace: str = "", preset: str = "", load: float | None = None) -> None:
     """Mean (y) versus p99 (x) latency, one line per policy through its tail knob's values.
 
-    Rows: {policy, knob, value, mean_latency_s, p99_latency_s, label (optional)}; `knob` is
+    Rows: {policy, knob, value, latency_s_mean, latency_s_p99, label (optional)}; `knob` is
     "aging_rate" (α, tokens per second of waiting) or "starvation_steps" (the aging guard,
     0 = off), or None for a reference point (FCFS: a black star). Points are labelled with
     `label`, else the knob's value; lower-left is better on both counts.
@@ -385,7 +385,7 @@ def plot_frontier(rows: list[dict[str, Any]], path: str, title: str = "", *,
     for k, policy in enumerate(policies):
         mine = [r for r in rows if r["policy"] == policy]
         if all(r.get("knob") is None for r in mine):
-            ax.plot([r["p99_latency_s"] for r in mine], [r["mean_latency_s"] for r in mine],
+            ax.plot([r["latency_s_p99"] for r in mine], [r["latency_s_mean"] for r in mine],
                     marker="*", markersize=14, color="black", linestyle="none", label=policy,
                     zorder=2.5)
             continue
@@ -397,11 +397,11 @@ def plot_frontier(rows: list[dict[str, Any]], path: str, title: str = "", *,
             mine.sort(key=lambda r: r["value"])
             what, label = "α", (lambda v: f"{v:g}")
         style = series_style(policy, k)
-        ax.plot([r["p99_latency_s"] for r in mine], [r["mean_latency_s"] for r in mine],
+        ax.plot([r["latency_s_p99"] for r in mine], [r["latency_s_mean"] for r in mine],
                 label=f"{policy} ({what})", **style)
         points: dict[tuple[float, float], list[str]] = {}
         for r in mine:
-            points.setdefault((r["p99_latency_s"], r["mean_latency_s"]), []).append(
+            points.setdefault((r["latency_s_p99"], r["latency_s_mean"]), []).append(
                 r.get("label") or label(r["value"]))
         for j, (xy, names) in enumerate(points.items()):
             right = (j + k) % 2 == 0  # alternate sides so neighbours' labels stay apart
