@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import trail.cli as cli
+import trail.cli.args as cli_args
 from trail.cli import RULES, build_parser, main
 
 HANG_GUARD_S = 60  # not a timing assertion: a case that starts working would take minutes
@@ -95,7 +96,7 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     (d / "preset-missing.json").write_text('{"name": "x"}')
     (d / "preset-trunc.json").write_text('{"name": "x", "model": {"params": 8e9')
     (d / "preset-list.json").write_text("[1, 2]")
-    good = json.loads((pathlib.Path(cli.__file__).parent / "sim" / "presets"
+    good = json.loads((pathlib.Path(cli.__file__).parent.parent / "sim" / "presets"
                        / "llama3-8b-a100-80gb.json").read_text())
     (d / "preset-type.json").write_text(json.dumps(
         {**good, "gpu": {**good["gpu"], "peak_flops": "fast"}}))
@@ -312,9 +313,10 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def work(args: argparse.Namespace) -> int:
         raise AssertionError(f"trail {args.command} started working on bad input")
 
-    for name in dir(cli):
-        if name.startswith("cmd_"):
-            monkeypatch.setattr(cli, name, work)
+    for module in cli.COMMAND_MODULES:
+        for name in dir(module):
+            if name.startswith("cmd_"):
+                monkeypatch.setattr(module, name, work)
     # --model demo must not be trained by a check (nor found in the user's cache)
     monkeypatch.setenv("TRAIL_CACHE", "/nonexistent/trail-cache")
 
@@ -399,7 +401,7 @@ def test_every_numeric_flag_has_a_rule() -> None:
         dests = {a.dest for a in parser._actions}
         assert set(RULES[name]) <= dests, name
         for a in parser._actions:
-            numeric = a.type in (int, float, cli._ints, cli._floats) or a.dest in (
+            numeric = a.type in (int, float, cli_args.ints, cli_args.floats) or a.dest in (
                 "prefill_weight", "aging_rate")
             if a.option_strings and numeric:
                 assert a.dest in RULES[name], f"trail {name} {a.option_strings[0]} has no rule"
@@ -624,7 +626,7 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch: pytest.MonkeyPatch,
     def interrupted(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_theory", interrupted)
+    monkeypatch.setattr(cli.sim, "cmd_theory", interrupted)
     monkeypatch.setattr(cli, "_check_args", lambda args: None)
     rc, err = run_main(["theory"], capsys)
     assert rc == 130 and err == "trail theory: interrupted\n"
