@@ -245,3 +245,29 @@ def test_a_request_admitted_by_a_failed_step_is_prefilled_again() -> None:
     assert out[0].output_ids == greedy([5, 6, 7], 4) and eng.probe._slots_used == 1
     assert len(out[0].predictions) == 3  # one per step that left it running
 
+
+
+def test_a_kept_preemption_after_a_failed_step_frees_the_block_reserved_ahead() -> None:
+    """A failed step has allocated a request's next block; the next step preempts it for
+    rank with its KV kept. The scheduler then counts only the blocks of its tokens, and so
+    must the pool (the engine checks the two agree every step)."""
+    model()
+    eng = Engine(model(), EngineConfig(scheduler=te.SchedulerConfig(
+        policy=te.Policy.SRPT, max_running=1, kv_capacity_tokens=64, block_size=4)))
+    a = eng.add_request([5, 6, 7], SamplingParams(max_new_tokens=6), predicted_len=100.0)
+    eng.step()  # a: 3 prompt tokens + 1 generated = 4, one full block
+    faults = Faults(np.random.default_rng(0), {"forward"}, 1.0)
+    wrap(eng.runner, "forward", "forward", faults)
+    with pytest.raises(InjectedFault):
+        eng.step()  # allocated a's second block (for token 5), then failed
+    assert len(eng.kv.tables[a]) == 2
+    faults.rate = 0.0
+    b = eng.add_request([1, 2], SamplingParams(max_new_tokens=3), predicted_len=1.0)
+    eng.step()  # b outranks a: a is preempted, its KV kept
+    assert eng.scheduler.get(a).state == te.RequestState.PREEMPTED
+    assert len(eng.kv.tables[a]) == 1 and eng.kv.used_blocks == eng.scheduler.kv_reserved_blocks()
+    out = {}
+    while eng.has_unfinished():
+        out.update({o.rid: o.output_ids for o in eng.step()})
+    assert out[a] == greedy([5, 6, 7], 6) and out[b] == greedy([1, 2], 3)
+    assert eng.kv.used_blocks == 0

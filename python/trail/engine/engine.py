@@ -308,6 +308,13 @@ class Engine:
             self._reqs[rid].preemptions += 1
         for rid in d.dropped.tolist():
             self._reqs[rid].computed = 0
+        # A request preempted with its KV kept holds, to the scheduler, the blocks of its
+        # tokens; a step that failed after allocating its next token's block left one more.
+        moved = set(d.dropped.tolist()) | set(d.swapped_out.tolist())
+        for rid in d.preempted.tolist():
+            if rid not in moved:
+                r = self._reqs[rid]
+                self.kv.trim(rid, len(r.prompt_ids) + len(r.output_ids))
         self._kv_moves.extend([("free", rid) for rid in d.dropped.tolist()]
                               + [("out", rid) for rid in d.swapped_out.tolist()]
                               + [("in", rid) for rid in d.swapped_in.tolist()])

@@ -58,6 +58,15 @@ class PagedKVCache:
         for _ in range(max(need, 0)):
             table.append(self._free.pop())
 
+    def trim(self, rid: int, tokens: int) -> None:
+        """Keep only the blocks `rid`'s first `tokens` tokens fill; free the rest (blocks a
+        failed step allocated ahead for a token that was never committed)."""
+        table = self.tables.get(rid)
+        keep = -(-tokens // self.block_size)
+        if table is not None and len(table) > keep:
+            self._free.extend(reversed(table[keep:]))
+            del table[keep:]
+
     def free(self, rid: int) -> None:
         """Release the device blocks of `rid` (and any host copy)."""
         self._free.extend(reversed(self.tables.pop(rid, [])))
