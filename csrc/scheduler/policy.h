@@ -136,6 +136,15 @@ inline void apply_prediction(Request& r, double remaining) {
   r.remaining = std::min(remaining, static_cast<double>(r.max_new - r.generated));
 }
 
+// The public snapshot of a live request (Scheduler::get, Ranker::get).
+inline RequestView view_of(const Request& r) {
+  return RequestView{r.rid,       r.state,      r.kv,
+                     r.arrival,   r.prompt_len, r.max_new,
+                     r.generated, r.pred_known ? r.predicted_len : std::nan(""),
+                     r.remaining, r.score,      r.preemptions,
+                     r.level,     r.promo_left > 0};
+}
+
 // Sort key of the total order; `idx` rides along so set nodes lead back to the request.
 struct RankKey {
   double primary;

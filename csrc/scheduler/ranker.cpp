@@ -140,13 +140,6 @@ std::vector<int64_t> Ranker::order(const int64_t* rids, size_t n) const {
   return out;
 }
 
-RequestView Ranker::get(int64_t rid) const {
-  const Request& r = table_[lookup(rid)];
-  return RequestView{r.rid,       r.state,      r.kv,
-                     r.arrival,   r.prompt_len, r.max_new,
-                     r.generated, r.pred_known ? r.predicted_len : std::nan(""),
-                     r.remaining, r.score,      r.preemptions,
-                     r.level,     r.promo_left > 0};
-}
+RequestView Ranker::get(int64_t rid) const { return view_of(table_[lookup(rid)]); }
 
 }  // namespace trail

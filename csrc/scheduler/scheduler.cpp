@@ -501,14 +501,7 @@ void Scheduler::abort(int64_t rid) {
   ++counters_.aborted;
 }
 
-RequestView Scheduler::get(int64_t rid) const {
-  const Request& r = table_[lookup(rid)];
-  return RequestView{r.rid,         r.state,      r.kv,
-                     r.arrival,     r.prompt_len, r.max_new,
-                     r.generated,   r.pred_known ? r.predicted_len : std::nan(""),
-                     r.remaining,   r.score,      r.preemptions,
-                     r.level,       r.promo_left > 0};
-}
+RequestView Scheduler::get(int64_t rid) const { return view_of(table_[lookup(rid)]); }
 
 int64_t Scheduler::kv_reserved_blocks() const {
   int64_t reserved = kv_.kept;
