@@ -304,19 +304,20 @@ class Engine:
         the KV moves `_apply` carries out. Returns the running rids."""
         self._apply_kv_moves()  # what a failed step left undone comes first
         d = self.scheduler.schedule(self.now())
-        for rid in d.preempted.tolist():
-            self._reqs[rid].preemptions += 1
-        for rid in d.dropped.tolist():
+        dropped, swapped_out = d.dropped.tolist(), d.swapped_out.tolist()
+        for rid in dropped:
             self._reqs[rid].computed = 0
-        # A request preempted with its KV kept holds, to the scheduler, the blocks of its
-        # tokens; a step that failed after allocating its next token's block left one more.
-        moved = set(d.dropped.tolist()) | set(d.swapped_out.tolist())
-        for rid in d.preempted.tolist():
+        preempted = d.preempted.tolist()
+        moved = set(dropped) | set(swapped_out) if preempted else set()
+        for rid in preempted:
+            r = self._reqs[rid]
+            r.preemptions += 1
             if rid not in moved:
-                r = self._reqs[rid]
+                # Kept on the device, it holds (to the scheduler) the blocks of its tokens; a
+                # step that failed after allocating its next token's block left one more.
                 self.kv.trim(rid, len(r.prompt_ids) + len(r.output_ids))
-        self._kv_moves.extend([("free", rid) for rid in d.dropped.tolist()]
-                              + [("out", rid) for rid in d.swapped_out.tolist()]
+        self._kv_moves.extend([("free", rid) for rid in dropped]
+                              + [("out", rid) for rid in swapped_out]
                               + [("in", rid) for rid in d.swapped_in.tolist()])
         return d.running.tolist()
 

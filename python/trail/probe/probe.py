@@ -62,7 +62,7 @@ class Probe(nn.Module):
                                                  device=device), persistent=False)
         self._transitions: dict[tuple[int, torch.device], Tensor] = {}
         self._slots_used = 0              # slots ever handed out: 0 .. _slots_used - 1
-        self._free_slots: list[int] = []  # handed out and given back
+        self._free_slots: set[int] = set()  # handed out and given back
 
     # ------------------------------------------------------------------ shape
 
@@ -210,7 +210,7 @@ class Probe(nn.Module):
         _within_memory("num_slots * bins", num_slots * self.num_bins)
         self.state = torch.full((num_slots, self.num_bins), 1.0 / self.num_bins,
                                 device=self.state.device)
-        self._slots_used, self._free_slots = 0, []  # every slot is free again
+        self._slots_used, self._free_slots = 0, set()  # every slot is free again
 
     def grow_slots(self, num_slots: int) -> None:
         """Make room for `num_slots` slots, keeping existing distributions (new ones uniform)."""
@@ -239,7 +239,7 @@ class Probe(nn.Module):
         if isinstance(slot, bool) or not isinstance(slot, int) \
                 or not 0 <= slot < self._slots_used or slot in self._free_slots:
             raise ValueError(f"Probe.release_slot: slot {slot!r} is not in use")
-        self._free_slots.append(slot)
+        self._free_slots.add(slot)
 
     # ------------------------------------------------------------------ checkpoints
 
