@@ -88,7 +88,8 @@ def test_native_ranker_matches_reference(data: st.DataObject) -> None:
               mlfq_levels=draw(st.integers(1, 4)), mlfq_base_quantum=draw(st.integers(1, 4)),
               mlfq_prefill_ratio=draw(st.sampled_from([1.0, 8.0])),
               prefill_weight=draw(st.sampled_from([0.0, 0.0, 0.5, 2.0])),
-              aging_rate=draw(st.sampled_from([0.0, 0.0, 1.0])))
+              aging_rate=draw(st.sampled_from([0.0, 0.0, 1.0])),
+              boost_gamma=draw(st.sampled_from([0.0, 0.0, 0.1])))
     t = Twins(policy, **kw)
     rid = st.integers(-1, len(RIDS) - 1)  # -1 is never live: KeyError paths
     some = st.lists(rid, max_size=5)
@@ -151,7 +152,8 @@ def test_best_ranked_is_what_the_scheduler_admits_first(policy: str, seed: int) 
     rng = np.random.default_rng(seed)
     kw = dict(max_running=1, kv_capacity_tokens=1 << 20,
               prefill_weight=float(rng.choice([0.0, 0.5])),
-              aging_rate=float(rng.choice([0.0, 2.0])))
+              aging_rate=float(rng.choice([0.0, 2.0])),
+              boost_gamma=float(rng.choice([0.0, 0.05])))
     sched, ranker = te.Scheduler(config(te, policy, **kw)), te.Ranker(config(te, policy, **kw))
     rids = list(range(20))
     for rid in rids:

@@ -53,6 +53,7 @@ def draw_config(pick: "Picker", ample_memory: bool = False) -> dict[str, Any]:
         aging_rate=pick.choice([0.0, 0.0, 0.5, 4.0]),
         preempt_margin=pick.choice([0.0, 0.0, 1.0, 3.5]),
         kv_aware=pick.choice([False, False, True]),
+        boost_gamma=pick.choice([0.0, 0.0, 0.05, 1.0, 1e-300]),
     )
 
 
@@ -350,7 +351,8 @@ def random_event_of(kind: str, pair: Pair, data: st.DataObject) -> None:
             pair.call("update_predictions", rids, vals)
 
 
-@pytest.mark.parametrize("work", [False, True, "kv"], ids=["plain", "work-aware", "kv-aware"])
+@pytest.mark.parametrize("work", [False, True, "kv", "boost"],
+                         ids=["plain", "work-aware", "kv-aware", "boost"])
 def test_large_population_agrees(work: bool | str) -> None:
     """A longer seeded run with hundreds of requests: same decisions at every iteration."""
     rng = np.random.default_rng(7)
@@ -361,7 +363,8 @@ def test_large_population_agrees(work: bool | str) -> None:
                    starvation_period=20, default_predicted_len=30.0, mlfq_levels=4,
                    mlfq_base_quantum=4, mlfq_prefill_ratio=16.0,
                    prefill_weight=0.3 if work else 0.0, aging_rate=2.0 if work else 0.0,
-                   preempt_margin=1.5 if work else 0.0, kv_aware=work == "kv")
+                   preempt_margin=1.5 if work else 0.0, kv_aware=work == "kv",
+                   boost_gamma=0.02 if work == "boost" else 0.0)
         if work == "kv":
             cfg["preempt_mode"] = "KEEP"
         pair = Pair(cfg)

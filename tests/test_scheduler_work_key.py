@@ -187,3 +187,40 @@ def test_kv_aware_never_stalls_an_empty_batch(impl: types.ModuleType) -> None:
               kv_aware=True)
     s.add(1, 0.0, 16, 100, 500.0)  # predicted far beyond capacity (the cap is 100 tokens)
     assert s.schedule(0.0).admitted.tolist() == [1]
+
+
+def boost_head(gamma: float, work: float) -> float:
+    return -math.log(-math.expm1(-gamma * max(work, 1.0))) / gamma
+
+
+@pytest.mark.parametrize("policy", ["SJF", "SRPT", "TRAIL"])
+def test_boost_key_ranks_by_boosted_arrival(impl: types.ModuleType, policy: str) -> None:
+    """Boost: key = α × arrival − B(work). A short request arriving Δ seconds after a long one
+    runs first exactly when its head start over the long one exceeds α × Δ."""
+    gamma, alpha = 0.01, 100.0  # B(10) ≈ 230 tokens, B(300) ≈ 5 tokens
+    gap = (boost_head(gamma, 10.0) - boost_head(gamma, 300.0)) / alpha
+    for delta, first in ((0.9 * gap, 2), (1.1 * gap, 1)):
+        s = sched(impl, policy=policy, max_running=1, boost_gamma=gamma, aging_rate=alpha)
+        s.add(1, 0.0, 1, 400, 300.0)
+        s.add(2, delta, 1, 400, 10.0)
+        assert s.schedule(delta).admitted.tolist() == [first], (policy, delta)
+
+
+def test_boost_head_start_saturates_and_counts_prefill(impl: types.ModuleType) -> None:
+    """Among long requests Boost is nearly FCFS (head starts vanish); the prefill weight adds
+    the pending prompt to the work a head start is computed on."""
+    s = sched(impl, policy="SRPT", max_running=1, boost_gamma=0.05, aging_rate=1.0)
+    s.add(1, 0.0, 1, 4000, 3000.0)
+    s.add(2, 1.0, 1, 4000, 200.0)   # far shorter, but both heads are ~0: arrival decides
+    assert s.schedule(1.0).admitted.tolist() == [1]
+    s = sched(impl, policy="SRPT", max_running=1, boost_gamma=0.05, aging_rate=1.0,
+              prefill_weight=1.0)
+    s.add(1, 0.0, 200, 400, 5.0)    # work 205: head ~0
+    s.add(2, 10.0, 1, 400, 6.0)     # work 7: head ~21 tokens > 10 s × α
+    assert s.schedule(10.0).admitted.tolist() == [2]
+
+
+def test_boost_gamma_is_checked(impl: types.ModuleType) -> None:
+    for bad in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="boost_gamma"):
+            sched(impl, boost_gamma=bad)

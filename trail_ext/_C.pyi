@@ -53,6 +53,7 @@ class SchedulerConfig:
     aging_rate: float
     preempt_margin: float
     kv_aware: bool
+    boost_gamma: float
     # Defaults: csrc/scheduler/types.h (the one place they are spelled).
     def __init__(self, *, policy: Policy = ..., max_running: int = ...,
                  kv_capacity_tokens: int = ..., block_size: int = ..., c: float = ...,
@@ -62,7 +63,7 @@ class SchedulerConfig:
                  mlfq_levels: int = ..., mlfq_base_quantum: int = ...,
                  mlfq_prefill_ratio: float = ..., prefill_weight: float = ...,
                  aging_rate: float = ..., preempt_margin: float = ...,
-                 kv_aware: bool = ...) -> None: ...
+                 kv_aware: bool = ..., boost_gamma: float = ...) -> None: ...
 
 class Decision:
     @property

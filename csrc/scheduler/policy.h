@@ -26,9 +26,23 @@ inline double pending_prefill(const Request& r) {
   return 0.0;
 }
 
+// Boost's head start B(w) = -log(1 - exp(-gamma * w)) / gamma for work w (floor 1 token, so
+// a request about to finish still has a finite key); decreasing in w, B -> 0 as w grows.
+inline double boost_head_start(double gamma, double work) {
+  const double w = std::max(work, 1.0);
+  return -std::log(-std::expm1(-gamma * w)) / gamma;
+}
+
 // size + prefill_weight * pending prefill + aging_rate * arrival, evaluated left to right
-// (the Python twin does the same, so both round alike); a NaN from inf - inf ranks last.
+// (the Python twin does the same, so both round alike); with boost_gamma > 0 the Boost key
+// aging_rate * arrival - B(size + prefill_weight * pending prefill). A NaN (inf - inf) ranks
+// last.
 inline double work_key(const SchedulerConfig& cfg, const Request& r, double size) {
+  if (cfg.boost_gamma > 0.0) {
+    const double work = size + cfg.prefill_weight * pending_prefill(r);
+    const double k = cfg.aging_rate * r.arrival - boost_head_start(cfg.boost_gamma, work);
+    return std::isnan(k) ? std::numeric_limits<double>::infinity() : k;
+  }
   if (cfg.prefill_weight == 0.0 && cfg.aging_rate == 0.0) return size;
   const double k = size + cfg.prefill_weight * pending_prefill(r) + cfg.aging_rate * r.arrival;
   return std::isnan(k) ? std::numeric_limits<double>::infinity() : k;

@@ -41,6 +41,8 @@ void validate_config(const SchedulerConfig& cfg) {
           cfg.prefill_weight, "finite and >= 0");
   require(std::isfinite(cfg.aging_rate) && cfg.aging_rate >= 0.0, "aging_rate", cfg.aging_rate,
           "finite and >= 0");
+  require(std::isfinite(cfg.boost_gamma) && cfg.boost_gamma >= 0.0, "boost_gamma",
+          cfg.boost_gamma, "finite and >= 0");
   require(std::isfinite(cfg.preempt_margin) && cfg.preempt_margin >= 0.0, "preempt_margin",
           cfg.preempt_margin, "finite and >= 0");
 }

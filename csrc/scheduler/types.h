@@ -44,6 +44,12 @@ struct SchedulerConfig {
   // + aging_rate * arrival (tokens; aging_rate in tokens per second). 0: the plain size.
   double prefill_weight = 0.0;
   double aging_rate = 0.0;
+  // Boost key (Yu & Scully, SIGMETRICS 2024) of SJF, SRPT and TRAIL when > 0 (per token of
+  // work): aging_rate * arrival - B(work), B(w) = -log(1 - exp(-boost_gamma * w)) / boost_gamma,
+  // work = size + prefill_weight * pending prefill, at least 1 token. A saturating head start:
+  // short requests jump far ahead, long ones hardly at all; aging_rate is then the server's
+  // work rate (tokens per second), so the key compares arrival times.
+  double boost_gamma = 0.0;
   // Preemption for rank needs victim key > candidate key + preempt_margin.
   double preempt_margin = 0.0;
   // KV-aware fill: admit or resume a request only if the KV every running request is

@@ -99,6 +99,7 @@ class SchedulerConfig:
     aging_rate: float = 0.0       # ... + aging_rate * arrival (tokens per second)
     preempt_margin: float = 0.0   # preempt only if victim key > candidate key + margin
     kv_aware: bool = False        # fill only while the predicted KV of the batch fits
+    boost_gamma: float = 0.0      # > 0: Boost key aging_rate * arrival - B(work)
 
 
 @dataclass
@@ -165,6 +166,12 @@ class _Request:
 # ----------------------------------------------------------------------------------------
 # Argument conversion.  These mimic what the pybind11 binding accepts so that both
 # implementations raise the same exception types.
+
+
+def boost_head_start(gamma: float, work: float) -> float:
+    """Boost's head start -log(1 - exp(-gamma * w)) / gamma, w = max(work, 1) tokens."""
+    w = max(work, 1.0)
+    return -math.log(-math.expm1(-gamma * w)) / gamma
 
 
 def _int_arg(value: Any, name: str) -> int:
@@ -253,7 +260,7 @@ class Scheduler:
                      "starvation_period", "mlfq_levels", "mlfq_base_quantum"):
             setattr(cfg, name, _int_arg(getattr(cfg, name), name))
         for name in ("c", "default_predicted_len", "mlfq_prefill_ratio", "prefill_weight",
-                     "aging_rate", "preempt_margin"):
+                     "aging_rate", "preempt_margin", "boost_gamma"):
             setattr(cfg, name, _float_arg(getattr(cfg, name), name))
         if not isinstance(cfg.kv_aware, (bool, np.bool_)):
             raise TypeError(f"kv_aware must be a bool, got {cfg.kv_aware!r}")
@@ -279,7 +286,7 @@ class Scheduler:
         require(1 <= cfg.mlfq_base_quantum <= MAX_TOKENS, "mlfq_base_quantum", "in [1, 2**40]")
         require(math.isfinite(cfg.mlfq_prefill_ratio) and cfg.mlfq_prefill_ratio > 0,
                 "mlfq_prefill_ratio", "finite and > 0")
-        for name in ("prefill_weight", "aging_rate", "preempt_margin"):
+        for name in ("prefill_weight", "aging_rate", "preempt_margin", "boost_gamma"):
             require(math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0, name,
                     "finite and >= 0")
 
@@ -371,9 +378,11 @@ class Scheduler:
         return r.level  # MLFQ
 
     def _work(self, r: _Request, size: float) -> float:
-        """size + prefill_weight * pending prefill + aging_rate * arrival (NaN ranks last)."""
+        """size + prefill_weight * pending prefill + aging_rate * arrival, or with boost_gamma
+        > 0 the Boost key aging_rate * arrival - B(size + prefill_weight * pending prefill)
+        (NaN ranks last)."""
         cfg = self._cfg
-        if cfg.prefill_weight == 0 and cfg.aging_rate == 0:
+        if cfg.boost_gamma == 0 and cfg.prefill_weight == 0 and cfg.aging_rate == 0:
             return size
         if r.state is RequestState.WAITING:
             pending = float(r.prompt_len)  # never prefilled
@@ -381,7 +390,11 @@ class Scheduler:
             pending = float(r.prompt_len + r.generated)  # recomputes prompt + generated
         else:
             pending = 0.0  # its KV exists: running, kept, or swapped (a copy, no compute)
-        key = size + cfg.prefill_weight * pending + cfg.aging_rate * r.arrival
+        if cfg.boost_gamma > 0:
+            key = cfg.aging_rate * r.arrival - boost_head_start(
+                cfg.boost_gamma, size + cfg.prefill_weight * pending)
+        else:
+            key = size + cfg.prefill_weight * pending + cfg.aging_rate * r.arrival
         return math.inf if math.isnan(key) else key
 
     def _order(self, r: _Request) -> tuple:
