@@ -21,6 +21,7 @@ import pathlib
 from dataclasses import replace
 from typing import Any
 
+from trail.policies import copy_config
 from trail.provenance import provenance
 from trail.progress import progress_bar
 from trail.sim.compare import SimSettings, at_load, setup, summary_row
@@ -47,8 +48,7 @@ def run_grid(trace: Any, preset: str, load: float, utilizations: list[float],
             scaled_at[u] = at_load(trace, base)
         scaled, cap = scaled_at[u]
         ps = setup(name, replace(base, kv_aware=kv))
-        cfg = ps.settings.scheduler(ps.policy)
-        cfg.kv_aware = kv  # FCFS's setup clears it; the grid states it explicitly
+        cfg = copy_config(ps.config, kv_aware=kv)  # FCFS's set-up has it off; stated here
         r = simulate(scaled.arrival_s, scaled.prompt_tokens, scaled.output_tokens, cfg,
                      base.cost, ps.predictor, predict_every=base.predict_every, seed=base.seed)
         rows.append({"kv_utilization": u, "kv_tokens": base.cost.kv_capacity_tokens(u),

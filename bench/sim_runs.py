@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from trail.policies import copy_config
 from trail.sim.compare import PolicySetup, SimSettings, at_load, setup, summary_row
 from trail.sim.predictors import EmbeddingProbe
 from trail.sim.simulator import SimResult, simulate
@@ -61,7 +62,9 @@ def policy_setup(name: str, settings: SimSettings, *, paper_guard: int | None = 
     """`setup(name, settings)` with the overrides of the module docstring."""
     ps = setup(name, settings)
     if paper_guard is not None and ps.name == "TRAIL-paper":
-        ps = replace(ps, settings=replace(ps.settings, starvation_steps=int(paper_guard)))
+        ps = replace(ps, settings=replace(ps.settings, starvation_steps=int(paper_guard)),
+                     config=copy_config(ps.config, starvation_steps=int(paper_guard),
+                                        starvation_period=ps.settings.starvation_period))
     if probe_mae_scale != 1.0 and isinstance(ps.predictor, EmbeddingProbe):
         if not (math.isfinite(probe_mae_scale) and probe_mae_scale > 0):
             raise ValueError(f"probe_mae_scale={probe_mae_scale!r} must be finite and > 0")
@@ -74,7 +77,7 @@ def simulate_setup(trace: Trace, ps: PolicySetup) -> SimResult:
     """Simulate `trace` (already at the wanted rate) under a built policy setup."""
     s = ps.settings
     return simulate(trace.arrival_s, trace.prompt_tokens, trace.output_tokens,
-                    s.scheduler(ps.policy), s.cost, ps.predictor,
+                    ps.config, s.cost, ps.predictor,
                     predict_every=s.predict_every, seed=s.seed)
 
 

@@ -31,7 +31,7 @@ TARGET = 0.15
 
 def compare(demo: pathlib.Path, progress: bool = True) -> dict[str, Any]:
     """Engine vs simulator per policy for the demo run in `demo`."""
-    from trail.demo.end_to_end import DemoConfig, policy_scheduler
+    from trail.demo.end_to_end import DemoConfig, demo_server, policy_scheduler
     from trail.engine import StepCost
     from trail.sim.cost_model import EngineStepCost
     from trail.sim.predictors import EmbeddingProbe, Given
@@ -55,9 +55,10 @@ def compare(demo: pathlib.Path, progress: bool = True) -> dict[str, Any]:
     prompt = np.asarray(w["prompt_tokens"], np.int64)
     output = np.asarray(w["output_tokens"], np.int64)
     rows = {}
+    server = demo_server(cfg, model_cost, arrival, prompt, output)
     for name, engine_row in summary["policies"].items():
         settings = summary["settings"][name]
-        sched = policy_scheduler(name, cfg, int(w["kv_tokens"]), model_cost)
+        sched = policy_scheduler(name, cfg, int(w["kv_tokens"]), server)
         if settings.get("prefill_weight_used") is not None:
             sched.prefill_weight = float(settings["prefill_weight_used"])
         gittins = settings.get("rank") == "gittins"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import pathlib
 
 import pytest
@@ -39,18 +40,26 @@ def test_policy_settings_trail_defaults_and_overrides(tmp_path: pathlib.Path) ->
     the paper's rule whatever the flags say; summary.json records each one's settings."""
     from trail.sim.cost_model import CostModel
 
+    from trail.policies import TRAIL_SETTINGS, resolve
+
     beta = CostModel.preset("llama3-8b-a100-80gb").prefill_weight(batch=48)
     assert TRAIL_DEFAULTS["prefill_weight"] == "auto"
     settings = SimSettings(cost=CostModel.preset("llama3-8b-a100-80gb"))
-    trail = describe(setup("trail", settings))
-    assert TRAIL_DEFAULTS["aging_rate"] == "auto"
-    alpha = AGING_FRACTION * CostModel.preset("llama3-8b-a100-80gb").decode_tokens_per_s(48)
-    assert trail["prefill_weight"] == beta and trail["aging_rate"] == alpha > 0
+    trace = load_trace("azure-conv").head(300)
+    trail = describe(setup("trail", settings, trace))
+    want = resolve(TRAIL_SETTINGS, settings.server(trace))
+    assert trail["prefill_weight"] == beta == want["prefill_weight"]
+    assert (trail["aging_rate"], trail["boost_gamma"], trail["tail"]) == (
+        want["aging_rate"], want["boost_gamma"], TRAIL_SETTINGS.tail)
     assert trail["rank"] == TRAIL_DEFAULTS["rank"] and trail["c"] == TRAIL_DEFAULTS["c"]
     assert trail["kv_aware"] is TRAIL_DEFAULTS["kv_aware"] is True
+    alpha = AGING_FRACTION * CostModel.preset("llama3-8b-a100-80gb").decode_tokens_per_s(48)
+    aging = describe(setup("trail", replace(settings, tail="aging"), trace))
+    assert aging["aging_rate"] == alpha > 0 and aging["boost_gamma"] == 0.0
 
     assert main(["simulate", "--trace", "azure-conv", "--compare", "--limit", "60", "--quiet",
-                 "--prefill-weight", "2", "--aging-rate", "1", "--preempt-margin", "7",
+                 "--prefill-weight", "2", "--tail", "aging", "--aging-rate", "1",
+                 "--preempt-margin", "7",
                  "--rank", "gittins", "--corr-tokens", "0", "--c", "0.5", "--max-preemptions",
                  "3", "--no-kv-aware", "--out", str(tmp_path)]) == 0
     ps = json.loads((tmp_path / "summary.json").read_text())["policy_settings"]
@@ -62,10 +71,12 @@ def test_policy_settings_trail_defaults_and_overrides(tmp_path: pathlib.Path) ->
     assert ps["TRAIL"]["rank"] == "gittins" and ps["TRAIL"]["corr_tokens"] == 0
     assert ps["TRAIL+"]["predictor"] == "oracle" and ps["TRAIL"]["predictor"] == "probe"
     assert ps["SJF-work"] == {"scheduler": "SJF", "predictor": "prompt-only",
-                              "prefill_weight": 2.0, "aging_rate": 1.0, "kv_aware": False,
+                              "prefill_weight": 2.0, "tail": "aging", "aging_rate": 1.0,
+                              "boost_gamma": 0.0, "kv_aware": False,
                               "starvation_steps": 0, "rank": "gittins", "prediction_mae": 46.1}
     assert ps["SJF"] == {"scheduler": "SJF", "predictor": "prompt-only", "prefill_weight": 0.0,
-                         "aging_rate": 0.0, "kv_aware": False, "starvation_steps": 0,
+                         "tail": "none", "aging_rate": 0.0, "boost_gamma": 0.0,
+                         "kv_aware": False, "starvation_steps": 0,
                          "rank": "mean", "prediction_mae": 46.1}
     assert ps["TRAIL"]["kv_aware"] is False  # --no-kv-aware
     for name in ("LTR", "MLFQ"):  # TRAIL's margin is not the baselines'

@@ -41,6 +41,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
                                 ("workload", args.requests), ("c", args.c),
                                 ("max_running", args.max_running), ("clock", args.clock),
                                 ("threads", args.threads), ("aging_rate", args.aging_rate),
+                                ("tail", args.tail), ("boost_gamma", args.boost_gamma),
                                 ("preempt_margin", args.preempt_margin), ("rank", args.rank),
                                 ("prefill_weight", args.prefill_weight)) if v is not None}
     return DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
@@ -133,9 +134,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--prefill-weight", default=None, metavar="BETA",
                    help="TRAIL's β: a number, or 'auto' (default: learned by the engine from "
                         "its step costs)")
+    p.add_argument("--tail", choices=("none", "aging", "boost"), default=None,
+                   help="what bounds a long request's wait in TRAIL's key: nothing, linear "
+                        "aging or Boost (default: trail.policies.TRAIL_SETTINGS)")
     p.add_argument("--aging-rate", default=None, metavar="ALPHA",
-                   help="TRAIL's aging, tokens per second, or 'auto': 2%% of one request's "
-                        "decode speed (default: auto)")
+                   help="tokens per second: aging's slope ('auto': 2%% of one request's "
+                        "decode speed) or Boost's work rate ('auto': the server's) "
+                        "(default: auto)")
+    p.add_argument("--boost-gamma", default=None, metavar="GAMMA",
+                   help="Boost's γ per token of work, or 'auto': from the workload's load "
+                        "(default: auto)")
     p.add_argument("--preempt-margin", type=float, default=None,
                    help="TRAIL's preemption margin in tokens (default: DemoConfig's)")
     p.add_argument("--rank", choices=("mean", "gittins"), default=None,
@@ -151,7 +159,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "demo": {"seed": SEED, "load": LOAD, "requests": POSITIVE, "c": UNIT_C,
              "profile_prompts": (lambda v: v >= 20, "an integer >= 20"),
              "max_running": POSITIVE, "threads": POSITIVE, "prefill_weight": AUTO,
-             "aging_rate": AUTO, "preempt_margin": FINITE_NONNEG},
+             "aging_rate": AUTO, "boost_gamma": AUTO, "preempt_margin": FINITE_NONNEG},
 }
 CHECKS = {"demo-model": lambda args: {}, "demo": _check_demo}
 CONDITIONAL: tuple[Conditional, ...] = (

@@ -35,11 +35,12 @@ def _sim_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _sim_settings(args: argparse.Namespace, cost: Any) -> Any:
-    """SimSettings from the flags; TRAIL's settings not given stay at TRAIL_DEFAULTS."""
+    """SimSettings from the flags; TRAIL's settings not given stay at TRAIL_SETTINGS."""
     from trail.sim.compare import SimSettings
 
     trail = {k: v for k, v in (("c", args.c), ("prefill_weight", args.prefill_weight),
-                               ("aging_rate", args.aging_rate),
+                               ("tail", args.tail), ("aging_rate", args.aging_rate),
+                               ("boost_gamma", args.boost_gamma),
                                ("preempt_margin", args.preempt_margin), ("rank", args.rank),
                                ("kv_aware", args.kv_aware),
                                ("corr_tokens", args.corr_tokens)) if v is not None}
@@ -64,9 +65,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     cost, trace, settings = (args.checked[k] for k in ("cost", "trace", "settings"))
     names = list(COMPARE) if args.compare else [canonical_name(args.policy)]
-    effective = {name: describe(setup(name, settings)) for name in names}
     scaled, cap = at_load(trace, settings)
-    beta = settings.beta
+    effective = {name: describe(setup(name, settings, scaled)) for name in names}
+    tc = setup("TRAIL", settings, scaled).config  # TRAIL's settings, "auto" resolved
     summary: dict[str, Any] = {"policies": {}, "load": args.load, "seed": args.seed,
                                "trace": args.trace, "requests": len(trace), "preset": cost.name,
                                "capacity_req_s": cap, "rate_req_s": scaled.rate,
@@ -76,16 +77,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                "predict_every": settings.predict_every,
                                "corr_tokens": settings.corr_tokens,
                                # TRAIL's settings; every policy's are under policy_settings
-                               "c": settings.c, "prefill_weight": beta,
-                               "aging_rate": settings.alpha,
-                               "preempt_margin": settings.preempt_margin,
-                               "rank": settings.rank, "kv_aware": settings.kv_aware,
+                               "c": tc.c, "prefill_weight": tc.prefill_weight,
+                               "tail": settings.tail, "aging_rate": tc.aging_rate,
+                               "boost_gamma": tc.boost_gamma,
+                               "preempt_margin": tc.preempt_margin,
+                               "rank": settings.rank, "kv_aware": tc.kv_aware,
                                "policy_settings": effective}
     print(f"{args.trace}: {len(trace)} requests at load {args.load} "
           f"({scaled.rate:.2f} req/s of a {cap:.2f} req/s capacity), {cost.name}")
-    print(f"TRAIL's key: size + {beta:.4g} x pending prefill + {settings.alpha:.4g} x "
-          f"arrival; preemption margin {settings.preempt_margin:.4g}; rank {settings.rank}; "
-          f"c {settings.c:.4g}; probe error correlation {settings.corr_tokens:.4g} tokens")
+    tail = {"aging": f" + {tc.aging_rate:.4g} x arrival",
+            "boost": f", Boost γ {tc.boost_gamma:.4g} at {tc.aging_rate:.4g} tokens/s"
+            }.get(settings.tail, "")
+    print(f"TRAIL's key: size + {tc.prefill_weight:.4g} x pending prefill{tail}; preemption "
+          f"margin {tc.preempt_margin:.4g}; rank {settings.rank}; c {tc.c:.4g}; probe error "
+          f"correlation {settings.corr_tokens:.4g} tokens")
     print(f"{'policy':12s} {'mean lat':>9s} {'p50':>8s} {'p99':>9s} {'mean TTFT':>10s} "
           f"{'tok/s':>8s} {'preempt':>8s}  settings")
     latencies = {}
@@ -258,34 +263,42 @@ def add_commands(sub: Any) -> None:
                         "side by side")
     p.add_argument("--c", type=float, default=None,
                    help="TRAIL's limited-preemption factor, in [0, 1] (default: TRAIL's "
-                        "recommended setting, trail.sim.compare.TRAIL_DEFAULTS)")
+                        "recommended setting, trail.policies.TRAIL_SETTINGS)")
     p.add_argument("--block-size", type=int, default=16,
                    help="KV-cache block size in tokens (default 16)")
-    p.add_argument("--max-preemptions", type=int, default=-1,
-                   help="preemptions a request may suffer (-1: unbounded; TRAIL-paper: "
-                        "always unbounded)")
-    p.add_argument("--starvation-steps", type=int, default=0,
+    p.add_argument("--max-preemptions", type=int, default=None,
+                   help="preemptions a request may suffer (-1: unbounded; default: each "
+                        "set-up's own, unbounded; TRAIL-paper: always unbounded)")
+    p.add_argument("--starvation-steps", type=int, default=None,
                    help="aging guard: run a request first once it has waited this many "
-                        "iterations (size-based policies but TRAIL-paper; 0: off)")
+                        "iterations (every set-up but TRAIL-paper; 0: off; default: each "
+                        "set-up's own: off, MLFQ's FastServe's 3 s)")
     p.add_argument("--prefill-weight", default=None, metavar="BETA",
                    help="TRAIL's work-aware key (also SJF-work's, SRPT's): add BETA x prompt "
                         "tokens still to prefill; 'auto' derives it from the cost model "
-                        "(default: TRAIL_DEFAULTS, auto)")
+                        "(default: TRAIL_SETTINGS, auto)")
+    p.add_argument("--tail", choices=("none", "aging", "boost"), default=None,
+                   help="what bounds a long request's wait in those keys: nothing, linear "
+                        "aging (+ ALPHA x arrival) or Boost (ALPHA x arrival - B(work), "
+                        "Yu & Scully 2024) (default: TRAIL_SETTINGS)")
     p.add_argument("--aging-rate", default=None, metavar="ALPHA",
-                   help="add ALPHA x arrival (tokens per second) to those keys; 'auto': 2%% "
-                        "of one request's decode speed at a full batch (default: "
-                        "TRAIL_DEFAULTS, auto)")
-    p.add_argument("--preempt-margin", type=float, default=None,
-                   help="preempt for rank only past this key gap, in tokens (default: "
-                        "TRAIL_DEFAULTS)")
+                   help="tokens per second: aging's slope ('auto': 2%% of one request's "
+                        "decode speed at a full batch) or Boost's work rate ('auto': the "
+                        "server's, at a full batch) (default: TRAIL_SETTINGS, auto)")
+    p.add_argument("--boost-gamma", default=None, metavar="GAMMA",
+                   help="Boost's γ per token of work; 'auto': the decay rate of FCFS's "
+                        "tail at the trace's load (default: TRAIL_SETTINGS, auto)")
+    p.add_argument("--preempt-margin", default=None,
+                   help="preempt for rank only past this key gap, in tokens; 'auto': the "
+                        "winner's curse of the predictions' errors (default: TRAIL_SETTINGS)")
     p.add_argument("--kv-aware", action=argparse.BooleanOptionalAction, default=None,
                    help="fill only while the batch's predicted KV (tokens + predicted "
                         "remaining) fits, so growth never forces an eviction (default: "
-                        "TRAIL_DEFAULTS, on)")
+                        "TRAIL_SETTINGS, on)")
     p.add_argument("--rank", choices=("mean", "gittins"), default=None,
                    help="what TRAIL (and SJF-work, SRPT) feed the scheduler: the predicted "
                         "length (mean) or the Gittins rank of the predictor's belief "
-                        "(default: TRAIL_DEFAULTS)")
+                        "(default: TRAIL_SETTINGS)")
     p.add_argument("--corr-tokens", type=float, default=None, metavar="L",
                    help="correlation length in tokens of a request's simulated probe error "
                         "(AR(1) across refreshes; 0: independent; default "
@@ -321,7 +334,7 @@ RULES: dict[str, dict[str, Rule]] = {
                  "predict_every": POSITIVE, "limit": POSITIVE, "seed": SEED,
                  "max_preemptions": (lambda v: v >= -1, "an integer >= -1 (-1: unbounded)"),
                  "starvation_steps": NATURAL, "prefill_weight": AUTO, "aging_rate": AUTO,
-                 "preempt_margin": FINITE_NONNEG, "corr_tokens": FINITE_NONNEG,
+                 "boost_gamma": AUTO, "preempt_margin": AUTO, "corr_tokens": FINITE_NONNEG,
                  "loads": LOAD},
     "tune-c": {"load": LOAD, "c": UNIT_C, "max_running": POSITIVE, "predict_every": POSITIVE,
                "limit": POSITIVE, "seed": SEED},

@@ -71,9 +71,10 @@ import torch
 import trail_ext as te
 from trail.cpu import threads
 from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
-from trail.engine.engine import PROBE_RANKS
 from trail.metrics import SUMMARY_KEYS, summary_row
-from trail.policies import COMPARE, spec
+from trail.engine.setups import step_cost_server
+from trail.policies import (COMPARE, TRAIL_SETTINGS, Server, Settings, boost_gamma,
+                            describe_auto, scheduler_config, spec)
 from trail.provenance import describe
 
 POLICIES = COMPARE  # the set-ups of trail.policies a side-by-side comparison serves
@@ -99,16 +100,17 @@ class DemoConfig:
     max_running: int = 8
     max_new_tokens: int = 400
     temperature: float = 1.0
-    c: float = 0.8                      # TRAIL's limited-preemption factor
-    # TRAIL's (and SJF-work's) work-aware key: β ("auto": learned by the engine from its
-    # step costs), aging in tokens per second, the preemption margin in tokens, and what
-    # ranks a request: the "mean" predicted remaining length or the "gittins" rank of the
-    # predicted distribution (prompt-only at arrival, the probe's once running).
-    prefill_weight: float | str = "auto"
-    aging_rate: float | str = "auto"    # "auto": AGING_FRACTION of the decode speed
-    preempt_margin: float = 0.0
-    rank: str = "mean"
-    kv_aware: bool = True               # fill only while predicted KV fits (docs/scheduler.md)
+    # TRAIL's settings (also SJF-work's and TRAIL+'s; the baselines run as their authors
+    # describe them): trail.policies.TRAIL_SETTINGS unless changed here; β "auto" is learned
+    # by the engine from its step costs, the tail's "auto" from the step cost and workload.
+    c: float = TRAIL_SETTINGS.c
+    prefill_weight: float | str = TRAIL_SETTINGS.prefill_weight
+    tail: str = TRAIL_SETTINGS.tail
+    aging_rate: float | str = TRAIL_SETTINGS.aging_rate
+    boost_gamma: float | str = TRAIL_SETTINGS.boost_gamma
+    preempt_margin: float = TRAIL_SETTINGS.preempt_margin
+    rank: str = TRAIL_SETTINGS.rank
+    kv_aware: bool = TRAIL_SETTINGS.kv_aware
     # Every 8 engine steps (and the requests prefilled then): on this tiny CPU model one
     # probe call costs ~10% of a step, every 8th step ~2%; the prompt-only prediction
     # ranks a request until its first probe prediction.
@@ -127,25 +129,12 @@ class DemoConfig:
                              "(the probe needs held-out requests)")
         if not 0 < self.load < 1.5:
             raise ValueError(f"DemoConfig.load={self.load!r} must be in (0, 1.5)")
-        if not (math.isfinite(self.c) and self.c >= 0):
-            raise ValueError(f"DemoConfig.c={self.c!r} must be finite and >= 0")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"DemoConfig.temperature={self.temperature!r} must be >= 0")
-        if not (self.prefill_weight == "auto" or (
-                isinstance(self.prefill_weight, (int, float))
-                and not isinstance(self.prefill_weight, bool)
-                and math.isfinite(self.prefill_weight) and self.prefill_weight >= 0)):
-            raise ValueError(f"DemoConfig.prefill_weight={self.prefill_weight!r} must be "
-                             f"'auto' or a number >= 0")
-        for name in ("aging_rate", "preempt_margin"):
-            value = getattr(self, name)
-            if name == "aging_rate" and value == "auto":
-                continue
-            if isinstance(value, (bool, str)) or not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"DemoConfig.{name}={value!r} must be finite and >= 0"
-                                 + (" or 'auto'" if name == "aging_rate" else ""))
-        if self.rank not in PROBE_RANKS:
-            raise ValueError(f"DemoConfig.rank={self.rank!r} must be one of {PROBE_RANKS}")
+        try:
+            self.trail_settings()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"DemoConfig.{exc}") from None
         if self.clock not in CLOCKS:
             raise ValueError(f"DemoConfig.clock={self.clock!r} must be one of {CLOCKS}")
         if not isinstance(self.model, str) or not self.model:
@@ -154,6 +143,18 @@ class DemoConfig:
             raise ValueError("DemoConfig: the demo model serves its own language (no prompts "
                              "file); any other model needs prompts, a JSONL file "
                              f"(model={self.model!r}, prompts={self.prompts!r})")
+
+    def trail_settings(self) -> Settings:
+        """TRAIL's settings as this config holds them ("auto" kept)."""
+        return TRAIL_SETTINGS.with_(c=self.c, prefill_weight=self.prefill_weight,
+                                    tail=self.tail, aging_rate=self.aging_rate,
+                                    boost_gamma=self.boost_gamma,
+                                    preempt_margin=self.preempt_margin, rank=self.rank,
+                                    kv_aware=self.kv_aware)
+
+    def settings(self, name: str) -> Settings:
+        """The settings the named set-up serves with (TRAIL's for TRAIL, SJF-work, TRAIL+)."""
+        return self.trail_settings() if spec(name).work else spec(name).settings
 
     @classmethod
     def quick(cls, **overrides: Any) -> "DemoConfig":
@@ -168,16 +169,21 @@ def demo_step_cost() -> StepCost:
         resources.files("trail.demo").joinpath("step_cost.json").read_text(), "step_cost.json")
 
 
-def demo_aging_rate(cfg: DemoConfig, cost: StepCost | None = None) -> float:
-    """TRAIL's α in tokens per second: the number, or for "auto" AGING_FRACTION of one
-    request's decode speed at a full batch, from `cost` (default: the demo model's frozen
-    step cost), with a context of half the generation cap."""
-    from trail.engine.prefill_weight import AGING_FRACTION
-
-    if cfg.aging_rate != "auto":
-        return float(cfg.aging_rate)
-    return AGING_FRACTION * (cost or demo_step_cost()).decode_tokens_per_s(
-        cfg.max_running, max(1, cfg.max_new_tokens // 2))
+def demo_server(cfg: DemoConfig, cost: StepCost | None = None,
+                arrival: np.ndarray | None = None, prompt_tokens: np.ndarray | None = None,
+                output_tokens: np.ndarray | None = None) -> Server:
+    """What the demo knows of its server for the "auto" settings: the step cost (`cost`,
+    default the demo model's frozen one) at a full batch with a context of half the
+    generation cap; with the workload (arrivals, prompt and true output lengths), the work
+    rate it sustains saturated (its work arrival rate / `cfg.load`) and Boost's γ."""
+    cost = cost or demo_step_cost()
+    srv = step_cost_server(cost, cfg.max_running, max(1, cfg.max_new_tokens // 2))
+    if arrival is None or len(arrival) < 2 or float(np.ptp(arrival)) <= 0:
+        return srv
+    works = np.asarray(output_tokens, float) + srv.prefill_weight * np.asarray(prompt_tokens)
+    rate = (len(arrival) - 1) / float(np.ptp(arrival))
+    work_rate = rate * float(works.mean()) / cfg.load  # load is relative to saturation
+    return replace(srv, work_rate=work_rate, boost_gamma=boost_gamma(rate, works, work_rate))
 
 
 def _progress(progress: bool, text: str) -> None:
@@ -262,7 +268,7 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
     # the policies' passes, and what α "auto" is a fraction of).
     fitted = cfg.model != "demo"
     first_pass = [(0.0, ids[i], params[i]) for i in range(cfg.workload)]
-    first, steps = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
+    first, steps = _serve(model, policy_scheduler("FCFS", cfg, kv_tokens, Server()), None, cfg,
                           first_pass, progress, "first pass (FCFS, all at t = 0)",
                           cost=None if fitted else _frozen_cost(cfg), record=fitted)
     cost, clock = demo_step_cost(), _frozen_cost(cfg)
@@ -274,9 +280,9 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
         timings["step_cost_r2"] = fit["r2"]
         if cfg.clock == "virtual":  # the first pass again on that clock: one clock for all
             clock = cost
-            first, _ = _serve(model, _scheduler(cfg, te.Policy.FCFS, kv_tokens), None, cfg,
-                              first_pass, progress, "first pass again, on the fitted clock",
-                              cost=clock)
+            fcfs = policy_scheduler("FCFS", cfg, kv_tokens, Server())
+            first, _ = _serve(model, fcfs, None, cfg, first_pass, progress,
+                              "first pass again, on the fitted clock", cost=clock)
     true_len = np.array([len(o.output_ids) for o in first.outputs])
     capacity = saturated_throughput(first)
     rate = cfg.load * capacity
@@ -383,10 +389,11 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
     if name not in POLICIES:
         raise ValueError(f"unknown demo policy {name!r}; choose from {POLICIES}")
     sp = spec(name)
-    at_arrival = w.prompt_gittins if sp.work and cfg.rank == "gittins" else w.prompt_pred
+    settings = cfg.settings(name)
+    at_arrival = w.prompt_gittins if settings.rank == "gittins" else w.prompt_pred
     pred = (None if sp.lengths is None else w.true_len.astype(float) if sp.lengths == "true"
             else at_arrival)
-    sched = policy_scheduler(name, cfg, w.kv_tokens, w.cost)
+    sched = policy_scheduler(name, cfg, w.kv_tokens, workload_server(cfg, w))
     for field, value in scheduler_fields.items():
         setattr(sched, field, value)
     if sp.scores:
@@ -398,8 +405,8 @@ def serve_policy(w: Workload, name: str, cfg: DemoConfig, progress: bool = True,
                     for i in range(len(w.ids))]
     probe = Probe.load(w.probe_checkpoint) if sp.lengths == "probe" else None
     return _serve(w.model, sched, probe, cfg, arrivals, progress, f"serving {name}",
-                  prefill_weight=cfg.prefill_weight if sp.work else None,
-                  probe_rank=cfg.rank if sp.work else "mean", cost=w.step_cost)[0]
+                  prefill_weight="auto" if settings.prefill_weight == "auto" else None,
+                  probe_rank=settings.rank, cost=w.step_cost)[0]
 
 
 def run_demo(cfg: DemoConfig, out: str | pathlib.Path, progress: bool = True,
@@ -445,11 +452,6 @@ def saturated_throughput(report: Report) -> float:
     return done / (last_admit - start)
 
 
-def _scheduler(cfg: DemoConfig, policy: te.Policy, kv_tokens: int) -> te.SchedulerConfig:
-    return te.SchedulerConfig(policy=policy, max_running=cfg.max_running, block_size=16,
-                              kv_capacity_tokens=16 * (kv_tokens // 16 + 1), c=cfg.c)
-
-
 def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
            arrivals: list[tuple], progress: bool, desc: str,
            prefill_weight: float | str | None = None, probe_rank: str = "mean",
@@ -470,35 +472,41 @@ def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
     return report, engine.step_log
 
 
-def policy_scheduler(name: str, cfg: DemoConfig, kv_tokens: int, cost: StepCost
+def workload_server(cfg: DemoConfig, w: Workload) -> Server:
+    """`demo_server` for a prepared workload (the model's step cost, its arrivals and the
+    first pass's true lengths), with its predictors' measured MAEs (prompt-only, probe)."""
+    srv = demo_server(cfg, w.cost, w.arrival, np.asarray([len(i) for i in w.ids]), w.true_len)
+    return replace(srv, arrival_mae=float(w.probe_report["mae"]["prompt_only"]),
+                   probe_mae=float(probe_mae(w.probe_report)))
+
+
+def policy_scheduler(name: str, cfg: DemoConfig, kv_tokens: int, server: Server
                      ) -> te.SchedulerConfig:
-    """The scheduler configuration a demo policy serves with (`cost`: the model's step cost,
-    for α "auto"); β "auto" is learned by the engine while it serves."""
-    sp = spec(name)
-    sched = _scheduler(cfg, sp.policy, kv_tokens)
-    if sp.work:  # TRAIL's key, aging and rank
-        sched.aging_rate = demo_aging_rate(cfg, cost)
-        sched.preempt_margin = cfg.preempt_margin
-        sched.kv_aware = cfg.kv_aware
-    return sched
+    """The scheduler configuration a demo policy serves with: `trail.policies`' set-up with
+    the demo's settings, "auto" resolved against `server` (β "auto" is then learned by the
+    engine while it serves)."""
+    return scheduler_config(name, server, cfg.settings(name), max_running=cfg.max_running,
+                            block_size=16, kv_capacity_tokens=16 * (kv_tokens // 16 + 1))
 
 
 def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None,
-                    cost: StepCost | None = None) -> dict[str, Any]:
+                    server: Server | None = None) -> dict[str, Any]:
     """What a demo policy ranks by and with which key (summary.json's `settings`)."""
     sp = spec(name)
-    work, scheduler = sp.work, sp.scheduler
+    settings = cfg.settings(name)
+    srv = server if server is not None else demo_server(cfg)
+    sched = policy_scheduler(name, cfg, 1 << 20, srv)
     lengths = {"probe": "prompt-only, then probe"}.get(sp.lengths, sp.lengths)
-    return {"scheduler": scheduler, "lengths": lengths,
+    return {"scheduler": sp.scheduler, "lengths": lengths,
             "scores": "LTR (ListMLE on MiniLM) at arrival" if sp.scores else None,
-            "c": cfg.c if scheduler == "TRAIL" else None,
-            "prefill_weight": cfg.prefill_weight if work else 0.0,
+            "c": sched.c if sp.scheduler == "TRAIL" else None,
+            "prefill_weight": settings.prefill_weight,
             "prefill_weight_used": (report.aggregates.get("prefill_weight")
                                     if report is not None else None),
-            "aging_rate": demo_aging_rate(cfg, cost) if work else 0.0,
-            "preempt_margin": cfg.preempt_margin if work else 0.0,
-            "kv_aware": cfg.kv_aware if work else False,
-            "rank": cfg.rank if work else ("mean" if lengths else None)}
+            "tail": settings.tail, "aging_rate": sched.aging_rate,
+            "boost_gamma": sched.boost_gamma, "preempt_margin": sched.preempt_margin,
+            "kv_aware": sched.kv_aware, "auto": describe_auto(settings, srv),
+            "rank": settings.rank if lengths else None}
 
 
 def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[str, Any]:
@@ -512,7 +520,7 @@ def _summary(cfg: DemoConfig, reports: dict[str, Report], w: Workload) -> dict[s
     same = {name: int(sum(len(o.output_ids) == n for o, n in zip(r.outputs, true_len)))
             for name, r in reports.items()}
     return {"policies": policies, "ratios_to_fcfs": ratios,
-            "settings": {name: policy_settings(name, cfg, r, w.cost)
+            "settings": {name: policy_settings(name, cfg, r, workload_server(cfg, w))
                          for name, r in reports.items()},
             "probe_mae": probe_mae(report),
             "prompt_only_mae": report["mae"]["prompt_only"], "seed": cfg.seed,

@@ -18,13 +18,6 @@ import numpy as np
 
 from trail.engine.clock import StepCost, StepShape, fit_step_cost
 
-# aging_rate "auto" (trail simulate, trail demo): α = AGING_FRACTION × the decode speed of one
-# request at a full batch, so one setting means the same on a slow or a fast server. 2% (α 1.1
-# tokens/s on the A100 preset) is about the most aging that keeps TRAIL's mean within 0.80× SJF
-# on azure-conv at load 0.9: α 1 gave 23.18 s (p99 314 s), α 2 gave 24.41 s (p99 257 s), 0.82×
-# SJF's 29.74 s (frontier table in bench/results/sim_compare_azure-conv_a100_2026-11-30.md).
-AGING_FRACTION = 0.02
-
 
 class PrefillWeightEstimator:
     """Online β from (StepShape, seconds) samples; `update()` returns a new β or None."""

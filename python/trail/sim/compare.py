@@ -1,16 +1,20 @@
 """Side-by-side simulation runs of the named policy set-ups (`trail simulate`).
 
-The set-ups themselves (which scheduler, what it knows of lengths, which key) are the table
-in `trail.policies`; this module gives them the simulator's settings and predictors.
-`SimSettings` holds TRAIL's recommended settings (`TRAIL_DEFAULTS`); the paper's rule
-(`PAPER_RULE`) serves the set-ups that do not use TRAIL's work-aware key.
+The set-ups themselves (which scheduler, what it knows of lengths, every setting) are the
+table in `trail.policies`; this module measures the simulated server for their "auto"
+settings (`server`: β and the decode speed from the cost model, the Boost key's γ and work
+rate from the trace's arrival rate and work sizes) and gives them the simulator's
+predictors. `SimSettings` holds the run's sizes and TRAIL's settings, by default
+`trail.policies.TRAIL_SETTINGS`; a surface's overrides of them apply to the set-ups that take
+TRAIL's settings, the baselines run as their authors describe them.
 
-`setup(name, settings)` returns a policy's effective settings; `describe` turns them into the
-dict that `trail simulate` prints and writes to summary.json.
+`setup(name, settings, trace)` returns a policy's effective settings; `describe` turns them
+into the dict that `trail simulate` prints and writes to summary.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,41 +22,27 @@ from typing import Any
 
 import trail_ext as te
 from trail import metrics
+from trail import policies
+from trail.policies import (AGING_FRACTION, TRAIL_SETTINGS, Server, Settings, boost_gamma,
+                            spec)
 from trail.sim.cost_model import CostModel
 from trail.sim.predictors import (
     DEFAULT_CORR_TOKENS,
+    DEFAULT_PROBE_MAE,
+    DEFAULT_PROMPT_MAE,
     LTR,
     RANKS,
     EmbeddingProbe,
     Oracle,
     PromptOnly,
 )
-from trail.engine.prefill_weight import AGING_FRACTION
-from trail.policies import spec
 from trail.sim.simulator import SimResult, capacity, simulate
 from trail.sim.traces import Trace
 
+__all__ = ["AGING_FRACTION", "TRAIL_DEFAULTS", "SimSettings", "setup", "describe", "run"]
 
-# TRAIL's recommended settings: the one place they live. SimSettings' defaults, hence those of
-# `trail simulate`, `trail tune-c` and bench/sim_compare.py, come from here. They are chosen
-# by bench/sim_compare.py measurements (the engineer who runs them updates these values).
-# prefill_weight "auto": β from the cost model, CostModel.prefill_weight(batch=max_running).
-# aging_rate "auto": AGING_FRACTION of one request's decode speed at a full batch
-# (CostModel.decode_tokens_per_s(batch=max_running)): aging in the units of the server's
-# own speed, so one setting means the same on a slow or a fast GPU.
-# preempt_margin 256 tokens: with the simulated probe's errors a preemption for rank pays
-# only when the victim's key is far above the newcomer's: on azure-conv at load 0.9 margin 0
-# gives 24.40 s against 23.27 s at 256 (A100; H100: 7.05 against 6.65 s), where SJF-work,
-# which never preempts, gives 23.41 s (`trail simulate --policy TRAIL --preempt-margin 0`).
-# rank "mean": the Gittins rank measured no better (23.37 s) and costs more.
-# kv_aware: fill only while the batch's predicted KV fits (docs/scheduler.md); with binding
-# KV it cut TRAIL's mean latency 24% (no evictions); with ample KV it changes nothing.
-TRAIL_DEFAULTS: dict[str, Any] = {"prefill_weight": "auto", "aging_rate": "auto",
-                                  "preempt_margin": 256.0, "rank": "mean", "c": 0.8,
-                                  "kv_aware": True}
-# The paper's rule (SJF's and TRAIL-paper's keys): output tokens only, no margin.
-PAPER_RULE: dict[str, Any] = {"prefill_weight": 0.0, "aging_rate": 0.0, "preempt_margin": 0.0,
-                              "rank": "mean", "c": 0.8, "kv_aware": False}
+# TRAIL's recommended settings as a dict (trail.policies.TRAIL_SETTINGS is the definition).
+TRAIL_DEFAULTS: dict[str, Any] = policies.as_dict(TRAIL_SETTINGS)
 
 
 def _auto_or_number(value: float | str, name: str, auto: Any) -> float:
@@ -71,8 +61,8 @@ def _auto_or_number(value: float | str, name: str, auto: Any) -> float:
 
 
 def resolve_aging_rate(value: float | str, cost: Any, batch: int) -> float:
-    """α in tokens per second: `value` itself, or for "auto" AGING_FRACTION × the decode
-    speed of one request at a batch of `batch` (0 for a cost model without one)."""
+    """α of linear aging in tokens per second: `value` itself, or for "auto" AGING_FRACTION ×
+    the decode speed of one request at a batch of `batch` (0 for a cost model without one)."""
     method = getattr(cost, "decode_tokens_per_s", None)
     return _auto_or_number(value, "aging_rate", lambda: AGING_FRACTION * method(batch=batch)
                            if method is not None else 0.0)
@@ -87,38 +77,98 @@ def resolve_prefill_weight(value: float | str, cost: Any, batch: int) -> float:
                            lambda: method(batch=batch) if method is not None else 0.0)
 
 
+def server(cost: Any, max_running: int, prefill_weight: float | str = "auto",
+           trace: Trace | None = None, load: float | None = None) -> Server:
+    """What the simulated server measures for the "auto" settings: β (`prefill_weight`, or
+    the cost model's at a full batch) and one request's decode speed at a full batch from the
+    cost model; the work rate R (tokens of work per second, work in decode tokens as β counts
+    it) = `max_running` × that speed, or with `trace` (at its served rate) and the `load` it
+    was rescaled to, its work arrival rate / load (what the server sustains when saturated,
+    which load is relative to); with `trace`, Boost's γ from its arrival rate and works
+    (output + β × prompt); the MAEs of the simulated predictors (prompt-only at arrival, the
+    probe once running)."""
+    beta = resolve_prefill_weight(prefill_weight, cost, max_running)
+    method = getattr(cost, "decode_tokens_per_s", None)
+    speed = None if method is None else float(method(batch=max_running))
+    rate = None if speed is None else max_running * speed
+    gamma = None
+    if trace is not None and len(trace) > 1 and trace.duration_s > 0:
+        works = trace.output_tokens + beta * trace.prompt_tokens
+        if load is not None:
+            rate = trace.rate * float(works.mean()) / load
+        if rate is not None:
+            gamma = boost_gamma(trace.rate, works, rate)
+    return Server(prefill_weight=beta, decode_tokens_per_s=speed, work_rate=rate,
+                  boost_gamma=gamma, batch=max_running, arrival_mae=DEFAULT_PROMPT_MAE,
+                  probe_mae=DEFAULT_PROBE_MAE)
+
+
 @dataclass
 class SimSettings:
-    """Everything a run needs besides the trace and the policy; TRAIL's rule by default is
-    TRAIL_DEFAULTS."""
+    """Everything a run needs besides the trace and the policy; TRAIL's settings by default
+    are trail.policies.TRAIL_SETTINGS."""
 
     cost: CostModel
     load: float = 0.8
-    c: float = TRAIL_DEFAULTS["c"]
+    c: float = TRAIL_SETTINGS.c
     max_running: int = 48
     block_size: int = 16
     kv_utilization: float = 0.9
+    # Host memory for swapped-out KV, GiB (an eviction swaps while it fits, then drops and
+    # recomputes): vLLM's swap_space; vllm-ltr's benchmarks give 16-40, FastServe's 56.
+    swap_gib: float = 16.0
     predict_every: int = 8
     seed: int = 0
-    max_preemptions: int = -1     # per request, for preemptive policies (-1: unbounded)
-    starvation_steps: int = 0     # aging guard for size-based policies (0: off)
+    # The run's guards, overriding every set-up's but TRAIL-paper's (None: the set-up's own):
+    # preemptions per request (-1: unbounded), the aging guard (0: off) and its period.
+    max_preemptions: int | None = None
+    starvation_steps: int | None = None
     starvation_period: int = 10**9
-    # TRAIL's work-aware key (also SJF-work's and SRPT's): size + β × pending prefill
-    # + α × arrival (α in tokens per second); β a number or "auto" (from the cost model)
-    prefill_weight: float | str = TRAIL_DEFAULTS["prefill_weight"]
-    aging_rate: float | str = TRAIL_DEFAULTS["aging_rate"]  # tokens/s, or "auto"
-    preempt_margin: float = TRAIL_DEFAULTS["preempt_margin"]  # key gap preemption needs
-    rank: str = TRAIL_DEFAULTS["rank"]  # "mean" or "gittins" (trail.sim.predictors)
-    kv_aware: bool = TRAIL_DEFAULTS["kv_aware"]  # fill only while predicted KV fits
+    # TRAIL's key (also SJF-work's, SRPT's and TRAIL+'s): size + β × pending prefill, and a
+    # tail term: none, linear aging (+ α × arrival, α tokens/s) or Boost (α × arrival −
+    # B(work), γ per token); numbers or "auto" (trail.policies.resolve)
+    prefill_weight: float | str = TRAIL_SETTINGS.prefill_weight
+    tail: str = TRAIL_SETTINGS.tail
+    aging_rate: float | str = TRAIL_SETTINGS.aging_rate
+    boost_gamma: float | str = TRAIL_SETTINGS.boost_gamma
+    preempt_margin: float | str = TRAIL_SETTINGS.preempt_margin  # key gap preemption needs
+    rank: str = TRAIL_SETTINGS.rank  # "mean" or "gittins" (trail.sim.predictors)
+    kv_aware: bool = TRAIL_SETTINGS.kv_aware  # fill only while predicted KV fits
     corr_tokens: float = DEFAULT_CORR_TOKENS  # the simulated probe error's correlation length
 
     def __post_init__(self) -> None:
         if self.rank not in RANKS:
             raise ValueError(f"rank={self.rank!r} must be one of {', '.join(RANKS)}")
-        if not (isinstance(self.corr_tokens, (int, float)) and math.isfinite(self.corr_tokens)
-                and self.corr_tokens >= 0):
-            raise ValueError(f"corr_tokens={self.corr_tokens!r} must be finite and >= 0")
+        for name in ("corr_tokens", "swap_gib"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}={v!r} must be finite and >= 0")
         _ = self.beta, self.alpha  # a bad β or α fails here, naming itself
+        self.trail_settings()      # so do the other settings
+
+    def trail_settings(self) -> Settings:
+        """TRAIL's settings as these SimSettings hold them ("auto" kept)."""
+        pw = self.prefill_weight
+        pw = pw if pw == "auto" else _auto_or_number(pw, "prefill_weight", lambda: 0.0)
+        return TRAIL_SETTINGS.with_(
+            c=self.c, prefill_weight=pw, tail=self.tail, aging_rate=self.aging_rate,
+            boost_gamma=self.boost_gamma, preempt_margin=self.preempt_margin,
+            kv_aware=self.kv_aware, rank=self.rank, **self.guards())
+
+    def guards(self) -> dict[str, int]:
+        """The run's overrides of the preemption cap and the starvation guard (its period
+        with it, when it is on)."""
+        out: dict[str, int] = {}
+        if self.max_preemptions is not None:
+            out["max_preemptions"] = self.max_preemptions
+        if self.starvation_steps is not None:
+            out["starvation_steps"] = self.starvation_steps
+            out["starvation_period"] = self.starvation_period if self.starvation_steps else 0
+        return out
+
+    def server(self, trace: Trace | None = None) -> Server:
+        """`trail.sim.compare.server` for these settings (see there)."""
+        return server(self.cost, self.max_running, self.prefill_weight, trace, self.load)
 
     @property
     def beta(self) -> float:
@@ -127,48 +177,58 @@ class SimSettings:
 
     @property
     def alpha(self) -> float:
-        """aging_rate in tokens per second ("auto" resolved from the cost model)."""
+        """aging_rate in tokens per second as the tail uses it ("auto" resolved without a
+        trace: Boost's work rate, or linear aging's AGING_FRACTION of the decode speed)."""
+        if self.tail == "boost" and self.aging_rate == "auto":
+            return _auto_or_number(self.aging_rate, "aging_rate",
+                                   lambda: self.server().work_rate or 0.0)
         return resolve_aging_rate(self.aging_rate, self.cost, self.max_running)
 
+    def memory(self) -> dict[str, Any]:
+        """The SchedulerConfig fields that size the batch, the KV cache and the swap space."""
+        per_token = getattr(self.cost, "kv_bytes_per_token", None)
+        swap = 0 if not per_token else int(self.swap_gib * 2**30 // per_token)
+        return {"max_running": self.max_running, "block_size": self.block_size,
+                "kv_capacity_tokens": self.cost.kv_capacity_tokens(self.kv_utilization),
+                "swap_capacity_tokens": swap}
+
     def scheduler(self, policy: te.Policy) -> te.SchedulerConfig:
-        """The scheduler config for `policy` under these settings."""
-        return te.SchedulerConfig(policy=policy, max_running=self.max_running,
-                                  block_size=self.block_size, c=self.c,
-                                  kv_capacity_tokens=self.cost.kv_capacity_tokens(
-                                      self.kv_utilization),
-                                  max_preemptions=self.max_preemptions,
-                                  starvation_steps=self.starvation_steps,
-                                  starvation_period=self.starvation_period,
-                                  prefill_weight=self.beta,
-                                  aging_rate=self.alpha,
-                                  preempt_margin=self.preempt_margin,
-                                  kv_aware=self.kv_aware)
+        """The scheduler config for `policy` with these settings (Boost's "auto" γ needs the
+        trace: `setup` resolves it first)."""
+        return te.SchedulerConfig(policy=policy,
+                                  **policies.resolve(self.trail_settings(), self.server()),
+                                  **self.memory())
 
 
 @dataclass(frozen=True)
 class PolicySetup:
-    """A named policy: its scheduler policy, predictor and effective settings."""
+    """A named policy: its scheduler policy, predictor, effective settings (every "auto"
+    resolved to a number) and the scheduler configuration they make."""
 
     name: str
     policy: te.Policy
     predictor: Any
     settings: SimSettings
+    config: te.SchedulerConfig
 
 
-def setup(name: str, settings: SimSettings) -> PolicySetup:
-    """The scheduler policy, predictor and effective settings of a name of POLICY_NAMES."""
+def setup(name: str, settings: SimSettings, trace: Trace | None = None) -> PolicySetup:
+    """The scheduler policy, predictor and effective settings of a name of POLICY_NAMES, its
+    "auto" settings resolved against the simulated server serving `trace` (at its rate;
+    without one, Boost's γ is not measured and resolves to 0)."""
     sp = spec(name)
     if sp.work:
-        s = settings
-    elif sp.lengths in ("prompt-only", "probe"):  # the paper's rule
-        s = replace(settings, **PAPER_RULE)
-        if not sp.guards:
-            s = replace(s, max_preemptions=-1, starvation_steps=0)
+        chosen = settings.trail_settings()
+    elif sp.guards:  # the run's guards (cap, aging guard) apply; the rest is the set-up's
+        chosen = sp.settings.with_(**settings.guards())
     else:
-        # FCFS, LTR and MLFQ are the baselines as their authors run them: TRAIL's margin and
-        # KV-aware filling are TRAIL's (a 256-token margin would stop LTR's and MLFQ's
-        # preemptions altogether: their keys are scores and queue levels, not tokens).
-        s = replace(settings, preempt_margin=0.0, kv_aware=False)
+        chosen = sp.settings
+    srv = settings.server(trace)
+    resolved = policies.resolve(chosen, policies.server_for(sp.name, srv))
+    own = {f.name for f in dataclasses.fields(SimSettings)}
+    s = replace(settings, **{k: v for k, v in resolved.items() if k in own}, tail=chosen.tail,
+                rank=chosen.rank)
+    config = policies.scheduler_config(sp.name, srv, chosen, **settings.memory())
     if sp.scores:
         predictor: Any = LTR()
     elif sp.lengths == "prompt-only":
@@ -178,21 +238,22 @@ def setup(name: str, settings: SimSettings) -> PolicySetup:
                                    rank=s.rank)
     else:  # FCFS and MLFQ ignore lengths; TRAIL+ is told the true ones
         predictor = Oracle()
-    return PolicySetup(sp.name, sp.policy, predictor, s)
+    return PolicySetup(sp.name, sp.policy, predictor, s, config)
 
 
 def describe(ps: PolicySetup) -> dict[str, Any]:
     """The settings that act on a policy (summary.json's `policy_settings` entry)."""
-    s, p = ps.settings, ps.policy
+    s, p, cfg = ps.settings, ps.policy, ps.config
     out: dict[str, Any] = {"scheduler": p.name, "predictor": ps.predictor.name}
     if p in (te.Policy.SJF, te.Policy.SRPT, te.Policy.TRAIL):
-        out.update(prefill_weight=s.beta, aging_rate=s.alpha, kv_aware=s.kv_aware)
+        out.update(prefill_weight=cfg.prefill_weight, tail=s.tail, aging_rate=cfg.aging_rate,
+                   boost_gamma=cfg.boost_gamma, kv_aware=cfg.kv_aware)
     if p in (te.Policy.SRPT, te.Policy.TRAIL, te.Policy.LTR, te.Policy.MLFQ):
-        out.update(preempt_margin=s.preempt_margin, max_preemptions=s.max_preemptions)
+        out.update(preempt_margin=cfg.preempt_margin, max_preemptions=cfg.max_preemptions)
     if p == te.Policy.TRAIL:
-        out["c"] = s.c
+        out["c"] = cfg.c
     if p != te.Policy.FCFS:
-        out["starvation_steps"] = s.starvation_steps
+        out["starvation_steps"] = cfg.starvation_steps
     if isinstance(ps.predictor, (PromptOnly, EmbeddingProbe)):
         out.update(rank=ps.predictor.rank, prediction_mae=ps.predictor.mae)
     if isinstance(ps.predictor, EmbeddingProbe):
@@ -207,7 +268,9 @@ def describe_short(d: dict[str, Any]) -> str:
     """One line of `describe`'s dict, for tables: predictor/rank, β, α, margin, c."""
     parts = [d["predictor"] + (f"/{d['rank']}" if "rank" in d else "")]
     if "prefill_weight" in d:
-        parts.append(f"β {d['prefill_weight']:.3g} α {d['aging_rate']:.3g}")
+        tail = {"aging": f" α {d['aging_rate']:.3g}",
+                "boost": f" boost γ {d['boost_gamma']:.3g} α {d['aging_rate']:.3g}"}
+        parts.append(f"β {d['prefill_weight']:.3g}" + tail.get(d.get("tail", "none"), ""))
     if "preempt_margin" in d and d["scheduler"] in ("SRPT", "TRAIL"):
         parts.append(f"margin {d['preempt_margin']:.3g}")
     if "c" in d:
@@ -229,10 +292,10 @@ def run(trace: Trace, name: str, settings: SimSettings, progress: bool = False,
         desc: str | None = None) -> SimResult:
     """Simulate `trace` (already at the wanted rate) under one named policy; `desc` labels
     the progress bar (default: the policy's name)."""
-    ps = setup(name, settings)
+    ps = setup(name, settings, trace)
     s = ps.settings
     return simulate(trace.arrival_s, trace.prompt_tokens, trace.output_tokens,
-                    s.scheduler(ps.policy), s.cost, ps.predictor,
+                    ps.config, s.cost, ps.predictor,
                     predict_every=s.predict_every, seed=s.seed, progress=progress,
                     desc=desc or f"simulating {ps.name}")
 

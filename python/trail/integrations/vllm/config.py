@@ -12,25 +12,40 @@ from dataclasses import dataclass
 from typing import Any
 
 import trail_ext as te
+from trail import policies
 
-# Policies the adapter offers: MLFQ needs the engine's quantum accounting per token, which
-# it has, but vLLM's own FCFS is the natural baseline, so every policy is offered.
-POLICIES = ("FCFS", "SJF", "SRPT", "TRAIL", "LTR", "MLFQ")
+# Every named set-up of trail.policies (TRAIL+ needs the true lengths as client hints,
+# extra_args["trail_predicted_len"]).
+POLICIES = policies.POLICY_NAMES
+# The settings a user may override, for the set-ups that take TRAIL's settings.
+TRAIL_FIELDS = ("c", "prefill_weight", "tail", "aging_rate", "boost_gamma", "preempt_margin")
+GUARD_FIELDS = ("max_preemptions", "starvation_steps", "starvation_period")
 
 
 @dataclass
 class TrailVllmConfig:
-    """The adapter's options (see README, "TRAIL inside vLLM")."""
+    """The adapter's options (see README, "TRAIL inside vLLM"): a named set-up of
+    `trail.policies`, built exactly as the simulator, the demo and the engine build it."""
 
     policy: str = "TRAIL"
-    c: float = 0.8
-    preempt_margin: float = 0.0
-    prefill_weight: float = 0.0
-    aging_rate: float = 0.0
-    max_preemptions: int = -1
-    starvation_steps: int = 0
-    starvation_period: int = 0
+    # Overrides of TRAIL's settings (None: the set-up's own); refused for the baselines,
+    # which run as their authors describe them.
+    c: float | None = None
+    prefill_weight: float | str | None = None
+    tail: str | None = None
+    aging_rate: float | str | None = None
+    boost_gamma: float | str | None = None
+    preempt_margin: float | None = None
+    # The guards (every set-up but TRAIL-paper); None: the set-up's own.
+    max_preemptions: int | None = None
+    starvation_steps: int | None = None
+    starvation_period: int | None = None
     default_predicted_len: float = 128.0
+    # What was measured of this server for the "auto" settings (trail.policies.Server's
+    # fields: prefill_weight, decode_tokens_per_s, work_rate, boost_gamma). The adapter does
+    # not yet measure them itself: an "auto" setting not given here resolves to 0 (the rule
+    # without that term) and `resolved_auto()` says so.
+    server: dict[str, float] | None = None
     # Plan rank preemptions (a better request displaces a worse running one). Off: only the
     # queue order changes and vLLM preempts for memory only.
     rank_preemption: bool = True
@@ -59,30 +74,60 @@ class TrailVllmConfig:
 
     def validate(self) -> None:
         """ValueError naming the first bad option (ranges as trail_ext.SchedulerConfig's)."""
-        if self.policy not in POLICIES:
-            raise ValueError(f"trail policy {self.policy!r} is not one of {POLICIES}")
+        try:
+            self.policy = policies.canonical_name(self.policy)
+        except ValueError as exc:
+            raise ValueError(f"trail policy: {exc}") from None
         if not isinstance(self.rank_preemption, bool):
             raise ValueError(f"trail rank_preemption must be a bool, got {self.rank_preemption!r}")
         for name in ("prompt_predictor", "stats_path"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"trail {name} must be a path, got {v!r}")
-        for name in ("c", "preempt_margin", "prefill_weight", "aging_rate",
-                     "default_predicted_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"trail {name} must be a finite number, got {v!r}")
-        self.scheduler_config()  # the ranker's own checks (TypeError/ValueError naming a field)
+        v = self.default_predicted_len
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"trail default_predicted_len must be a finite number, got {v!r}")
+        if self.server is not None and not isinstance(self.server, dict):
+            raise ValueError(f"trail server must be a dict, got {self.server!r}")
+        self.scheduler_config()  # the set-up's and the ranker's checks (naming the field)
+
+    def settings(self) -> policies.Settings:
+        """The set-up's settings with this config's overrides."""
+        sp = policies.spec(self.policy)
+        given = {k: getattr(self, k) for k in TRAIL_FIELDS if getattr(self, k) is not None}
+        if given and not sp.work:
+            raise ValueError(f"trail {sorted(given)}: {sp.name} runs as its authors describe "
+                             f"it; only set-ups that take TRAIL's settings "
+                             f"({', '.join(n for n, x in policies.SPECS.items() if x.work)}) "
+                             f"accept them")
+        s = policies.settings_of(sp.name, **given)
+        guards = {k: getattr(self, k) for k in GUARD_FIELDS if getattr(self, k) is not None}
+        if guards and not sp.guards:
+            raise ValueError(f"trail {sorted(guards)}: {sp.name} has no guards")
+        return s.with_(**guards)
+
+    def server_measured(self) -> policies.Server:
+        """`server` as trail.policies.Server (ValueError naming an unknown or bad field)."""
+        known = {f.name for f in dataclasses.fields(policies.Server)}
+        raw = self.server or {}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"trail server: unknown field(s) {unknown}; known: {sorted(known)}")
+        for k, v in raw.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    math.isfinite(v) and v >= 0):
+                raise ValueError(f"trail server.{k} must be a finite number >= 0, got {v!r}")
+        return policies.Server(**{k: float(v) for k, v in raw.items()})
+
+    def resolved_auto(self) -> dict[str, Any]:
+        """Each "auto" setting, the value it resolved to, and whether it was measured."""
+        return policies.describe_auto(self.settings(), self.server_measured())
 
     def scheduler_config(self) -> te.SchedulerConfig:
         """The ranker's configuration (memory fields are unused: vLLM keeps the memory)."""
         try:
-            cfg = te.SchedulerConfig(
-                policy=getattr(te.Policy, self.policy), c=float(self.c),
-                preempt_margin=float(self.preempt_margin),
-                prefill_weight=float(self.prefill_weight), aging_rate=float(self.aging_rate),
-                max_preemptions=self.max_preemptions, starvation_steps=self.starvation_steps,
-                starvation_period=self.starvation_period,
+            cfg = policies.scheduler_config(
+                self.policy, self.server_measured(), self.settings(),
                 default_predicted_len=float(self.default_predicted_len))
             te.Ranker(cfg)  # validates
         except TypeError as exc:

@@ -44,7 +44,8 @@ class TrailScheduler(Scheduler):
         if self.scheduler_config.async_scheduling:
             raise ValueError("TrailScheduler needs synchronous scheduling: pass "
                              "async_scheduling=False (--no-async-scheduling)")
-        self.ranker = te.Ranker(self.trail_config.scheduler_config())
+        self.ranker_config = self.trail_config.scheduler_config()
+        self.ranker = te.Ranker(self.ranker_config)
         self._rid: dict[str, int] = {}
         self._generated: dict[str, int] = {}
         self._next_rid = 0
@@ -229,7 +230,7 @@ class TrailScheduler(Scheduler):
             self._rid, free_slots, free_blocks,
             {r.request_id: -(-(r.num_tokens + 1) // bs) for r in waiting},
             {r.request_id: -(-r.num_computed_tokens // bs) for r in running},
-            self.trail_config.preempt_margin)
+            self.ranker_config.preempt_margin)
         now = time.monotonic()
         for req_id in plan.preempt:
             req = by_id[req_id]
