@@ -196,3 +196,38 @@ def test_head_and_stats_edge_cases(code):
 def test_parse_trace_csv_source_name():
     with pytest.raises(TraceFormatError, match=r"^mem:2: "):
         parse_trace_csv("arrival_s,prompt_tokens,output_tokens\nx,1,1\n", source="mem")
+
+
+@pytest.mark.parametrize("kind", ["alpaca-shaped", "heavy-tail"])
+def test_synthetic_traces_are_seeded_and_shaped(kind: str) -> None:
+    """Same seed, same trace; Poisson arrivals (inter-arrival CV near 1); the shapes their
+    docstring states: Alpaca-shaped short prompts and a median answer near 42 tokens, the
+    heavy tail's mean far above its median."""
+    from trail.sim.traces import load_trace, synthetic_trace
+
+    t = synthetic_trace(kind, n=20_000, rate=2.0, seed=3)
+    again = synthetic_trace(kind, n=20_000, rate=2.0, seed=3)
+    assert np.array_equal(t.output_tokens, again.output_tokens)
+    assert np.array_equal(t.arrival_s, again.arrival_s)
+    assert len(t) == 20_000 and t.rate == pytest.approx(2.0, rel=0.03)
+    gaps = np.diff(t.arrival_s)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.05)
+    assert t.output_tokens.min() >= 1 and t.prompt_tokens.min() >= 1
+    if kind == "alpaca-shaped":
+        assert np.median(t.output_tokens) == pytest.approx(42, abs=3)
+        assert np.median(t.prompt_tokens) < 60 and t.output_tokens.max() <= 1024
+    else:
+        assert t.output_tokens.mean() > 2 * np.median(t.output_tokens)
+        assert t.output_tokens.max() <= 4096
+    assert len(load_trace(kind)) == 10_000  # by name, with the defaults
+
+
+def test_synthetic_trace_rejects_bad_arguments() -> None:
+    from trail.sim.traces import synthetic_trace
+
+    with pytest.raises(ValueError, match="unknown synthetic trace"):
+        synthetic_trace("bursty")
+    with pytest.raises(ValueError, match="n="):
+        synthetic_trace("heavy-tail", n=1)
+    with pytest.raises(ValueError, match="rate="):
+        synthetic_trace("heavy-tail", rate=0.0)
