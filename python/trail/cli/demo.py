@@ -130,7 +130,8 @@ def add_commands(sub: Any) -> None:
                         "cost, so the table does not depend on the machine's load; wall: "
                         "real time")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for collection, probe training and serving (default 1)")
+                   help="torch threads for collection and serving; probes train with one "
+                        "(default 1)")
     p.add_argument("--prefill-weight", default=None, metavar="BETA",
                    help="TRAIL's β: a number, or 'auto' (default: learned by the engine from "
                         "its step costs)")

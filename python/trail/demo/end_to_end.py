@@ -50,8 +50,9 @@ machine. Another model has no frozen cost: its first pass runs on the wall clock
 every step, and the step cost fitted to those steps (`fit_step_cost`) is the virtual clock of
 the policies' passes (in summary.json). `clock="wall"` measures every pass on the wall clock
 instead (the machine's load shows).
-Collection, probe training and serving run with `threads` torch threads (the demo model
-trains with its own fixed one), so results do not depend on the environment's thread count.
+Collection and serving run with `threads` torch threads; the probes and the demo model train
+with one (on some CPUs two threads sum small matmuls in another order), so results do not
+depend on the thread count.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class DemoConfig:
     # probe call costs ~10% of a step, every 8th step ~2%; the prompt-only prediction
     # ranks a request until its first probe prediction.
     predict_every: int = 8
-    threads: int = 1                    # torch threads: collection, probe training, serving
+    threads: int = 1                    # torch threads: collection and serving (probes: one)
     clock: str = "virtual"              # "virtual" (frozen step cost) or "wall"
 
     def __post_init__(self) -> None:
@@ -245,6 +246,10 @@ def prepare(cfg: DemoConfig, out: pathlib.Path, progress: bool = True,
                                   temperature=cfg.temperature, seed=cfg.seed, max_running=32),
                     model_id=f"demo-seed{cfg.seed}" if cfg.model == "demo" else cfg.model,
                     progress=progress)
+        # One thread for training whatever `threads` says: on some CPUs (measured on an AMD
+        # EPYC) two threads sum the probes' small matmuls in another order, and the table
+        # must not depend on the thread count. The probes train in seconds either way.
+        with threads(1):
             report = evaluate(data, out / "probe_eval",
                               cfg=TrainConfig(epochs=cfg.probe_epochs, seed=cfg.seed),
                               baseline=True, progress=progress)
