@@ -77,3 +77,25 @@ def portable(obj: Any) -> Any:
     if isinstance(obj, list):
         return [portable(v) for v in obj]
     return obj
+
+
+def results_dir(out: str | None, smoke: bool) -> pathlib.Path:
+    """--out, else bench/results, else (a smoke run) a temporary folder; created."""
+    import tempfile
+
+    root = pathlib.Path(__file__).resolve().parent / "results"
+    path = pathlib.Path(out) if out else (pathlib.Path(tempfile.mkdtemp()) if smoke else root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_header(script: str, argv: list[str] | None, **facts: Any) -> dict[str, Any]:
+    """A results file's header: provenance, the command that made it (`script` with `argv`,
+    or this process's arguments), then `facts`."""
+    import sys
+
+    from trail.provenance import provenance
+
+    args = argv if argv is not None else sys.argv[1:]
+    return {"provenance": provenance(), "command": " ".join(["python", f"bench/{script}",
+                                                             *args]), **facts}

@@ -31,6 +31,9 @@ def test_gpu_probe_script_smoke_runs_on_cpu() -> None:
     ("sim_compare.py", "TRAIL/FCFS"),
     ("sim_regimes.py", "TRAIL/SJF-work"),
     ("kv_aware.py", "KV drops"),
+    ("sim_grid.py", "cells meeting the targets"),
+    ("tail_frontier.py", "wrote"),
+    ("baselines.py", "wrote"),
     ("scheduler_scaling.py", "us per moved request"),
     ("real_probe_study.py", "transfer to AlpacaEval"),  # the real model, a few prompts
     ("gpu_calibrate.py", "fitted:"),   # a tiny model on the CPU: checks the script only
