@@ -229,8 +229,7 @@ def record_set(trace: Trace, trace_name: str, preset: str, opts: dict[str, Any],
 
 def alpha_of(name: str, settings: SimSettings) -> float:
     """The aging rate α (tokens/s) `name` runs with under `settings` ("auto" resolved)."""
-    s = policy_setup(name, settings).settings
-    return float(getattr(s, "alpha", s.aging_rate))
+    return float(policy_setup(name, settings).config.aging_rate)
 
 
 def dominance(frontier: list[dict[str, Any]]) -> dict[str, Any]:

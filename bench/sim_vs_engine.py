@@ -55,7 +55,8 @@ def compare(demo: pathlib.Path, progress: bool = True) -> dict[str, Any]:
     prompt = np.asarray(w["prompt_tokens"], np.int64)
     output = np.asarray(w["output_tokens"], np.int64)
     rows = {}
-    server = demo_server(cfg, model_cost, arrival, prompt, output)
+    server = demo_server(cfg, model_cost, arrival, prompt, output, summary["prompt_only_mae"],
+                         summary["probe_mae"])  # as the demo's run resolved its settings
     for name, engine_row in summary["policies"].items():
         settings = summary["settings"][name]
         sched = policy_scheduler(name, cfg, int(w["kv_tokens"]), server)

@@ -163,6 +163,8 @@ def test_engine_config_learns_beta_and_needs_a_probe_where_the_setup_ranks_by_it
 def test_copy_config_copies_every_field() -> None:
     cfg = policies.scheduler_config("TRAIL", Server(prefill_weight=0.3), max_running=7,
                                     kv_capacity_tokens=4096, swap_capacity_tokens=512)
+    fields = {a for a in dir(te.SchedulerConfig) if not a.startswith("_")}
+    assert set(policies.CONFIG_FIELDS) == fields  # a new field must be copied too
     twin = policies.copy_config(cfg, kv_aware=False)
     assert twin.kv_aware is False and cfg.kv_aware is True
     assert {f: getattr(twin, f) for f in policies.CONFIG_FIELDS if f != "kv_aware"} == {

@@ -30,7 +30,7 @@ The reasoning and measurements behind each default are in docs/decisions.md.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -163,21 +163,6 @@ SPECS: dict[str, PolicySpec] = {s.name: s for s in (
 POLICY_NAMES = tuple(SPECS)
 # What a side-by-side comparison serves (SRPT is TRAIL with c = 1: a knob, not a rival).
 COMPARE = tuple(n for n in POLICY_NAMES if n != "SRPT")
-# The fields of trail_ext.SchedulerConfig a set-up fixes (the rest size memory and batch).
-SCHEDULER_FIELDS = ("c", "prefill_weight", "aging_rate", "boost_gamma", "preempt_margin",
-                    "kv_aware", "max_preemptions", "starvation_steps", "starvation_period")
-
-
-# Every field of trail_ext.SchedulerConfig (to copy one).
-CONFIG_FIELDS = ("policy", "max_running", "kv_capacity_tokens", "block_size", "preempt_mode",
-                 "swap_capacity_tokens", "default_predicted_len", "mlfq_levels",
-                 "mlfq_base_quantum", "mlfq_prefill_ratio", *SCHEDULER_FIELDS)
-
-
-def copy_config(cfg: te.SchedulerConfig, **changes: Any) -> te.SchedulerConfig:
-    """A new SchedulerConfig equal to `cfg` but for `changes`."""
-    return te.SchedulerConfig(**{f: getattr(cfg, f) for f in CONFIG_FIELDS} | changes)
-
 
 def canonical_name(name: str) -> str:
     """The POLICY_NAMES spelling of `name` (case-insensitive); ValueError if unknown."""
@@ -232,8 +217,8 @@ def scheduler_config(name: str, server: Server = Server(), settings: Settings | 
                      **memory: Any) -> te.SchedulerConfig:
     """The scheduler configuration of a named set-up: its policy, `settings` (default: the
     set-up's own) resolved against `server` (as `server_for` the set-up), and `memory`
-    (max_running, kv_capacity_tokens,
-    block_size, preempt_mode, swap_capacity_tokens, default_predicted_len)."""
+    (max_running, kv_capacity_tokens, block_size, preempt_mode, swap_capacity_tokens,
+    default_predicted_len)."""
     sp = spec(name)
     s = sp.settings if settings is None else settings
     bad = sorted(set(memory) & set(SCHEDULER_FIELDS) | ({"policy"} & set(memory)))
@@ -308,6 +293,15 @@ def boost_gamma(arrival_rate: float, works: Any, work_rate: float) -> float:
     return lo / mean
 
 
-def as_dict(s: Settings) -> dict[str, Any]:
-    """The settings as a plain dict (JSON-ready)."""
-    return asdict(s)
+# The fields of trail_ext.SchedulerConfig a set-up fixes (the rest size memory and batch):
+# those `resolve` gives.
+SCHEDULER_FIELDS = tuple(resolve(PAPER_SETTINGS))
+# Every field of trail_ext.SchedulerConfig (to copy one).
+CONFIG_FIELDS = ("policy", "max_running", "kv_capacity_tokens", "block_size", "preempt_mode",
+                 "swap_capacity_tokens", "default_predicted_len", "mlfq_levels",
+                 "mlfq_base_quantum", "mlfq_prefill_ratio", *SCHEDULER_FIELDS)
+
+
+def copy_config(cfg: te.SchedulerConfig, **changes: Any) -> te.SchedulerConfig:
+    """A new SchedulerConfig equal to `cfg` but for `changes`."""
+    return te.SchedulerConfig(**{f: getattr(cfg, f) for f in CONFIG_FIELDS} | changes)

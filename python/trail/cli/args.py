@@ -56,6 +56,25 @@ AUTO: Rule = (lambda v: True, "'auto' or a finite number >= 0")  # parsed by aut
 Conditional = tuple[str, str, Any, Callable[[argparse.Namespace], bool], str]
 
 
+def add_trail_key_flags(p: argparse.ArgumentParser) -> None:
+    """--tail, --aging-rate, --boost-gamma and --preempt-margin: TRAIL's settings of those
+    names (trail.policies.Settings; None: TRAIL_SETTINGS'), shared by simulate and demo."""
+    p.add_argument("--tail", choices=("none", "aging", "boost"), default=None,
+                   help="what bounds a long request's wait in TRAIL's key: nothing, linear "
+                        "aging (+ ALPHA x arrival) or Boost (ALPHA x arrival - B(work), "
+                        "Yu & Scully 2024) (default: trail.policies.TRAIL_SETTINGS)")
+    p.add_argument("--aging-rate", default=None, metavar="ALPHA",
+                   help="tokens per second: aging's slope ('auto': 2%% of one request's "
+                        "decode speed at a full batch) or Boost's work rate ('auto': the "
+                        "server's) (default: auto)")
+    p.add_argument("--boost-gamma", default=None, metavar="GAMMA",
+                   help="Boost's γ per token of work; 'auto': the decay rate of FCFS's tail "
+                        "at the workload's load (default: auto)")
+    p.add_argument("--preempt-margin", default=None, metavar="TOKENS",
+                   help="preempt for rank only past this key gap; 'auto': the winner's curse "
+                        "of the predictions' errors (default: auto)")
+
+
 def flag_name(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 

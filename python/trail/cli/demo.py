@@ -7,8 +7,8 @@ import json
 import pathlib
 from typing import Any
 
-from trail.cli.args import (AUTO, FINITE_NONNEG, LOAD, NATURAL, POSITIVE, SEED, UNIT_C,
-                            Conditional, Rule)
+from trail.cli.args import (AUTO, LOAD, NATURAL, POSITIVE, SEED, UNIT_C, Conditional, Rule,
+                            add_trail_key_flags)
 from trail.cli.models import model_shape, prompt_texts
 
 
@@ -135,18 +135,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--prefill-weight", default=None, metavar="BETA",
                    help="TRAIL's β: a number, or 'auto' (default: learned by the engine from "
                         "its step costs)")
-    p.add_argument("--tail", choices=("none", "aging", "boost"), default=None,
-                   help="what bounds a long request's wait in TRAIL's key: nothing, linear "
-                        "aging or Boost (default: trail.policies.TRAIL_SETTINGS)")
-    p.add_argument("--aging-rate", default=None, metavar="ALPHA",
-                   help="tokens per second: aging's slope ('auto': 2%% of one request's "
-                        "decode speed) or Boost's work rate ('auto': the server's) "
-                        "(default: auto)")
-    p.add_argument("--boost-gamma", default=None, metavar="GAMMA",
-                   help="Boost's γ per token of work, or 'auto': from the workload's load "
-                        "(default: auto)")
-    p.add_argument("--preempt-margin", type=float, default=None,
-                   help="TRAIL's preemption margin in tokens (default: DemoConfig's)")
+    add_trail_key_flags(p)
     p.add_argument("--rank", choices=("mean", "gittins"), default=None,
                    help="TRAIL ranks by the mean predicted remaining length or the Gittins "
                         "rank of the predicted distribution (default: DemoConfig's)")
@@ -160,7 +149,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "demo": {"seed": SEED, "load": LOAD, "requests": POSITIVE, "c": UNIT_C,
              "profile_prompts": (lambda v: v >= 20, "an integer >= 20"),
              "max_running": POSITIVE, "threads": POSITIVE, "prefill_weight": AUTO,
-             "aging_rate": AUTO, "boost_gamma": AUTO, "preempt_margin": FINITE_NONNEG},
+             "aging_rate": AUTO, "boost_gamma": AUTO, "preempt_margin": AUTO},
 }
 CHECKS = {"demo-model": lambda args: {}, "demo": _check_demo}
 CONDITIONAL: tuple[Conditional, ...] = (

@@ -9,7 +9,7 @@ import pathlib
 from typing import Any
 
 from trail.cli.args import (AUTO, FINITE_NONNEG, LOAD, NATURAL, POSITIVE, SEED, UNIT_C,
-                            Conditional, Rule, floats, write_csv)
+                            Conditional, Rule, add_trail_key_flags, floats, write_csv)
 
 
 def _sim_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -191,7 +191,7 @@ def _check_sim(args: argparse.Namespace) -> dict[str, Any]:
     """simulate and tune-c: the cost model, the trace and the settings, as the run uses them."""
     import trail_ext as te
     from trail.policies import canonical_name
-    from trail.sim.compare import SimSettings
+    from trail.sim.compare import SimSettings, setup
 
     cost, trace = _sim_inputs(args)
     where = f"--trace {args.trace}" + (f" --limit {args.limit}" if args.limit else "")
@@ -217,7 +217,7 @@ def _check_sim(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"{where}: the longest prompt plus the longest output ({longest} "
                          f"tokens) do not fit in the KV cache of {cost.name} ({kv} tokens)")
     try:
-        te.Scheduler(settings.scheduler(te.Policy.TRAIL))
+        te.Scheduler(setup("TRAIL", settings).config)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"the scheduler refuses these settings: {exc}") from None
     return {"cost": cost, "trace": trace, "settings": settings}
@@ -277,20 +277,7 @@ def add_commands(sub: Any) -> None:
                    help="TRAIL's work-aware key (also SJF-work's, SRPT's): add BETA x prompt "
                         "tokens still to prefill; 'auto' derives it from the cost model "
                         "(default: TRAIL_SETTINGS, auto)")
-    p.add_argument("--tail", choices=("none", "aging", "boost"), default=None,
-                   help="what bounds a long request's wait in those keys: nothing, linear "
-                        "aging (+ ALPHA x arrival) or Boost (ALPHA x arrival - B(work), "
-                        "Yu & Scully 2024) (default: TRAIL_SETTINGS)")
-    p.add_argument("--aging-rate", default=None, metavar="ALPHA",
-                   help="tokens per second: aging's slope ('auto': 2%% of one request's "
-                        "decode speed at a full batch) or Boost's work rate ('auto': the "
-                        "server's, at a full batch) (default: TRAIL_SETTINGS, auto)")
-    p.add_argument("--boost-gamma", default=None, metavar="GAMMA",
-                   help="Boost's γ per token of work; 'auto': the decay rate of FCFS's "
-                        "tail at the trace's load (default: TRAIL_SETTINGS, auto)")
-    p.add_argument("--preempt-margin", default=None,
-                   help="preempt for rank only past this key gap, in tokens; 'auto': the "
-                        "winner's curse of the predictions' errors (default: TRAIL_SETTINGS)")
+    add_trail_key_flags(p)
     p.add_argument("--kv-aware", action=argparse.BooleanOptionalAction, default=None,
                    help="fill only while the batch's predicted KV (tokens + predicted "
                         "remaining) fits, so growth never forces an eviction (default: "

@@ -75,7 +75,7 @@ from trail.engine import Engine, EngineConfig, Report, SamplingParams, StepCost
 from trail.metrics import SUMMARY_KEYS, summary_row
 from trail.engine.setups import step_cost_server
 from trail.policies import (COMPARE, TRAIL_SETTINGS, Server, Settings, boost_gamma,
-                            describe_auto, scheduler_config, spec)
+                            describe_auto, resolve, scheduler_config, server_for, spec)
 from trail.provenance import describe
 
 POLICIES = COMPARE  # the set-ups of trail.policies a side-by-side comparison serves
@@ -109,7 +109,7 @@ class DemoConfig:
     tail: str = TRAIL_SETTINGS.tail
     aging_rate: float | str = TRAIL_SETTINGS.aging_rate
     boost_gamma: float | str = TRAIL_SETTINGS.boost_gamma
-    preempt_margin: float = TRAIL_SETTINGS.preempt_margin
+    preempt_margin: float | str = TRAIL_SETTINGS.preempt_margin
     rank: str = TRAIL_SETTINGS.rank
     kv_aware: bool = TRAIL_SETTINGS.kv_aware
     # Every 8 engine steps (and the requests prefilled then): on this tiny CPU model one
@@ -172,13 +172,16 @@ def demo_step_cost() -> StepCost:
 
 def demo_server(cfg: DemoConfig, cost: StepCost | None = None,
                 arrival: np.ndarray | None = None, prompt_tokens: np.ndarray | None = None,
-                output_tokens: np.ndarray | None = None) -> Server:
+                output_tokens: np.ndarray | None = None, arrival_mae: float | None = None,
+                probe_mae: float | None = None) -> Server:
     """What the demo knows of its server for the "auto" settings: the step cost (`cost`,
     default the demo model's frozen one) at a full batch with a context of half the
-    generation cap; with the workload (arrivals, prompt and true output lengths), the work
-    rate it sustains saturated (its work arrival rate / `cfg.load`) and Boost's γ."""
+    generation cap; its predictors' measured MAEs (prompt-only, probe); with the workload
+    (arrivals, prompt and true output lengths), the work rate it sustains saturated (its work
+    arrival rate / `cfg.load`) and Boost's γ."""
     cost = cost or demo_step_cost()
-    srv = step_cost_server(cost, cfg.max_running, max(1, cfg.max_new_tokens // 2))
+    srv = replace(step_cost_server(cost, cfg.max_running, max(1, cfg.max_new_tokens // 2)),
+                  arrival_mae=arrival_mae, probe_mae=probe_mae)
     if arrival is None or len(arrival) < 2 or float(np.ptp(arrival)) <= 0:
         return srv
     works = np.asarray(output_tokens, float) + srv.prefill_weight * np.asarray(prompt_tokens)
@@ -478,11 +481,11 @@ def _serve(model: Any, sched: te.SchedulerConfig, probe: Any, cfg: DemoConfig,
 
 
 def workload_server(cfg: DemoConfig, w: Workload) -> Server:
-    """`demo_server` for a prepared workload (the model's step cost, its arrivals and the
-    first pass's true lengths), with its predictors' measured MAEs (prompt-only, probe)."""
-    srv = demo_server(cfg, w.cost, w.arrival, np.asarray([len(i) for i in w.ids]), w.true_len)
-    return replace(srv, arrival_mae=float(w.probe_report["mae"]["prompt_only"]),
-                   probe_mae=float(probe_mae(w.probe_report)))
+    """`demo_server` for a prepared workload: the model's step cost, its arrivals, the first
+    pass's true lengths and its predictors' measured MAEs."""
+    return demo_server(cfg, w.cost, w.arrival, np.asarray([len(i) for i in w.ids]), w.true_len,
+                       float(w.probe_report["mae"]["prompt_only"]),
+                       float(probe_mae(w.probe_report)))
 
 
 def policy_scheduler(name: str, cfg: DemoConfig, kv_tokens: int, server: Server
@@ -499,18 +502,18 @@ def policy_settings(name: str, cfg: DemoConfig, report: Report | None = None,
     """What a demo policy ranks by and with which key (summary.json's `settings`)."""
     sp = spec(name)
     settings = cfg.settings(name)
-    srv = server if server is not None else demo_server(cfg)
-    sched = policy_scheduler(name, cfg, 1 << 20, srv)
+    srv = server_for(sp.name, server if server is not None else demo_server(cfg))
+    sched = resolve(settings, srv)
     lengths = {"probe": "prompt-only, then probe"}.get(sp.lengths, sp.lengths)
     return {"scheduler": sp.scheduler, "lengths": lengths,
             "scores": "LTR (ListMLE on MiniLM) at arrival" if sp.scores else None,
-            "c": sched.c if sp.scheduler == "TRAIL" else None,
+            "c": sched["c"] if sp.scheduler == "TRAIL" else None,
             "prefill_weight": settings.prefill_weight,
             "prefill_weight_used": (report.aggregates.get("prefill_weight")
                                     if report is not None else None),
-            "tail": settings.tail, "aging_rate": sched.aging_rate,
-            "boost_gamma": sched.boost_gamma, "preempt_margin": sched.preempt_margin,
-            "kv_aware": sched.kv_aware, "auto": describe_auto(settings, srv),
+            "tail": settings.tail, "aging_rate": sched["aging_rate"],
+            "boost_gamma": sched["boost_gamma"], "preempt_margin": sched["preempt_margin"],
+            "kv_aware": sched["kv_aware"], "auto": describe_auto(settings, srv),
             "rank": settings.rank if lengths else None}
 
 

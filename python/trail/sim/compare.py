@@ -42,7 +42,7 @@ from trail.sim.traces import Trace
 __all__ = ["AGING_FRACTION", "TRAIL_DEFAULTS", "SimSettings", "setup", "describe", "run"]
 
 # TRAIL's recommended settings as a dict (trail.policies.TRAIL_SETTINGS is the definition).
-TRAIL_DEFAULTS: dict[str, Any] = policies.as_dict(TRAIL_SETTINGS)
+TRAIL_DEFAULTS: dict[str, Any] = dataclasses.asdict(TRAIL_SETTINGS)
 
 
 def _auto_or_number(value: float | str, name: str, auto: Any) -> float:
@@ -58,14 +58,6 @@ def _auto_or_number(value: float | str, name: str, auto: Any) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}={value!r} must be finite and >= 0")
     return value
-
-
-def resolve_aging_rate(value: float | str, cost: Any, batch: int) -> float:
-    """α of linear aging in tokens per second: `value` itself, or for "auto" AGING_FRACTION ×
-    the decode speed of one request at a batch of `batch` (0 for a cost model without one)."""
-    method = getattr(cost, "decode_tokens_per_s", None)
-    return _auto_or_number(value, "aging_rate", lambda: AGING_FRACTION * method(batch=batch)
-                           if method is not None else 0.0)
 
 
 def resolve_prefill_weight(value: float | str, cost: Any, batch: int) -> float:
@@ -143,8 +135,8 @@ class SimSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}={v!r} must be finite and >= 0")
-        _ = self.beta, self.alpha  # a bad β or α fails here, naming itself
-        self.trail_settings()      # so do the other settings
+        _ = self.beta            # a bad β fails here, naming itself
+        self.trail_settings()    # so do the other settings
 
     def trail_settings(self) -> Settings:
         """TRAIL's settings as these SimSettings hold them ("auto" kept)."""
@@ -175,15 +167,6 @@ class SimSettings:
         """prefill_weight as a number ("auto" resolved from the cost model)."""
         return resolve_prefill_weight(self.prefill_weight, self.cost, self.max_running)
 
-    @property
-    def alpha(self) -> float:
-        """aging_rate in tokens per second as the tail uses it ("auto" resolved without a
-        trace: Boost's work rate, or linear aging's AGING_FRACTION of the decode speed)."""
-        if self.tail == "boost" and self.aging_rate == "auto":
-            return _auto_or_number(self.aging_rate, "aging_rate",
-                                   lambda: self.server().work_rate or 0.0)
-        return resolve_aging_rate(self.aging_rate, self.cost, self.max_running)
-
     def memory(self) -> dict[str, Any]:
         """The SchedulerConfig fields that size the batch, the KV cache and the swap space."""
         per_token = getattr(self.cost, "kv_bytes_per_token", None)
@@ -191,13 +174,6 @@ class SimSettings:
         return {"max_running": self.max_running, "block_size": self.block_size,
                 "kv_capacity_tokens": self.cost.kv_capacity_tokens(self.kv_utilization),
                 "swap_capacity_tokens": swap}
-
-    def scheduler(self, policy: te.Policy) -> te.SchedulerConfig:
-        """The scheduler config for `policy` with these settings (Boost's "auto" γ needs the
-        trace: `setup` resolves it first)."""
-        return te.SchedulerConfig(policy=policy,
-                                  **policies.resolve(self.trail_settings(), self.server()),
-                                  **self.memory())
 
 
 @dataclass(frozen=True)
@@ -283,7 +259,7 @@ def at_load(trace: Trace, settings: SimSettings) -> tuple[Trace, float]:
     if not 0 < settings.load < 1.5:
         raise ValueError(f"load={settings.load!r} must be in (0, 1.5)")
     cap = capacity(trace.prompt_tokens, trace.output_tokens,
-                   settings.scheduler(te.Policy.FCFS), settings.cost,
+                   policies.scheduler_config("FCFS", **settings.memory()), settings.cost,
                    n=min(2000, max(200, len(trace))), seed=settings.seed)
     return trace.scaled_to_rate(settings.load * cap), cap
 

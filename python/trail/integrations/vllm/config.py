@@ -121,7 +121,8 @@ class TrailVllmConfig:
 
     def resolved_auto(self) -> dict[str, Any]:
         """Each "auto" setting, the value it resolved to, and whether it was measured."""
-        return policies.describe_auto(self.settings(), self.server_measured())
+        return policies.describe_auto(self.settings(),
+                                      policies.server_for(self.policy, self.server_measured()))
 
     def scheduler_config(self) -> te.SchedulerConfig:
         """The ranker's configuration (memory fields are unused: vLLM keeps the memory)."""
