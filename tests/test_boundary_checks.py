@@ -245,6 +245,7 @@ INT_FIELDS = {  # field -> (lowest, highest) accepted; extra config to make the 
 REAL_FIELDS = {  # field -> smallest accepted value (None: it must be > 0)
     "c": 0.0, "default_predicted_len": None, "mlfq_prefill_ratio": None,
     "prefill_weight": 0.0, "aging_rate": 0.0, "preempt_margin": 0.0, "boost_gamma": 0.0,
+    "rebuild_cost": 0.0,
 }
 
 

@@ -61,7 +61,8 @@ def test_trail_means_the_recommended_settings_and_the_paper_its_rule() -> None:
                                                          decode_tokens_per_s=50.0,
                                                          work_rate=2400.0, boost_gamma=1e-3))
     assert paper == {"c": 0.8, "prefill_weight": 0.0, "aging_rate": 0.0, "boost_gamma": 0.0,
-                     "preempt_margin": 0.0, "kv_aware": False, "max_preemptions": -1,
+                     "preempt_margin": 0.0, "rebuild_cost": 0.0, "kv_aware": False,
+                     "max_preemptions": -1,
                      "starvation_steps": 0, "starvation_period": 0}
 
 

@@ -89,7 +89,8 @@ def test_native_ranker_matches_reference(data: st.DataObject) -> None:
               mlfq_prefill_ratio=draw(st.sampled_from([1.0, 8.0])),
               prefill_weight=draw(st.sampled_from([0.0, 0.0, 0.5, 2.0])),
               aging_rate=draw(st.sampled_from([0.0, 0.0, 1.0])),
-              boost_gamma=draw(st.sampled_from([0.0, 0.0, 0.1])))
+              boost_gamma=draw(st.sampled_from([0.0, 0.0, 0.1])),
+              rebuild_cost=draw(st.sampled_from([0.0, 0.0, 0.05, 1.0])))
     t = Twins(policy, **kw)
     rid = st.integers(-1, len(RIDS) - 1)  # -1 is never live: KeyError paths
     some = st.lists(rid, max_size=5)
@@ -127,6 +128,7 @@ def test_native_ranker_matches_reference(data: st.DataObject) -> None:
         live = [r for r in RIDS if r in t.native]
         rows = draw(st.permutations(live))
         t.call("keys", rows)
+        t.call("preempt_keys", rows)
         t.call("preemptible", rows)
         t.call("order", rows)
 
@@ -137,7 +139,8 @@ def test_bad_arguments_are_refused_alike() -> None:
     for name, args in [("add", (1.5, 0.0, 4, 8)), ("add", (2, math.inf, 4, 8)),
                        ("add", (2, 0.0, 2**40, 1)), ("add", (2, 0.0, True, 8)),
                        ("on_tokens", ([1], [1, 2])), ("on_tokens", ([1.0], [1])),
-                       ("set_running", ([[1]],)), ("keys", ([7],)), ("set_preempted", (1,)),
+                       ("set_running", ([[1]],)), ("keys", ([7],)), ("preempt_keys", ([7],)),
+                       ("set_preempted", (1,)),
                        ("update_predictions", ([1], ["x"]))]:
         assert t.call(name, *args) is None
     with pytest.raises(TypeError):

@@ -54,6 +54,7 @@ def draw_config(pick: "Picker", ample_memory: bool = False) -> dict[str, Any]:
         preempt_margin=pick.choice([0.0, 0.0, 1.0, 3.5]),
         kv_aware=pick.choice([False, False, True]),
         boost_gamma=pick.choice([0.0, 0.0, 0.05, 1.0, 1e-300]),
+        rebuild_cost=pick.choice([0.0, 0.0, 0.02, 0.5, 1.0]),
     )
 
 

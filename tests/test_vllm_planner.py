@@ -17,8 +17,10 @@ import trail_ext as te
 
 
 def make(policy: str, **kw: object) -> tuple[te.Ranker, te.Scheduler]:
+    """A ranker and a scheduler alike; the scheduler recomputes a preempted request, as
+    vLLM does, so both charge a preemption's rebuild."""
     cfg = te.SchedulerConfig(policy=getattr(te.Policy, policy), kv_capacity_tokens=1 << 30,
-                             **kw)
+                             preempt_mode=te.PreemptMode.RECOMPUTE, **kw)
     return te.Ranker(cfg), te.Scheduler(cfg)
 
 
@@ -66,7 +68,9 @@ def test_plan_matches_the_scheduler_fill_step(policy: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
     max_running = int(rng.integers(1, 5))
     kw = dict(max_running=max_running, c=float(rng.choice([0.3, 1.0])),
-              preempt_margin=float(rng.choice([0.0, 5.0])))
+              preempt_margin=float(rng.choice([0.0, 5.0])),
+              prefill_weight=float(rng.choice([0.0, 0.05])),
+              rebuild_cost=float(rng.choice([0.0, 1.0])))
     ranker, sched = make(policy, **kw)
     n = 12
     for rid in range(n):
@@ -91,3 +95,22 @@ def test_plan_matches_the_scheduler_fill_step(policy: str, seed: int) -> None:
     assert sorted(let_in) == sorted(d.admitted.tolist() + d.recomputed.tolist()
                                     + d.resumed.tolist())
     assert not math.isnan(float(ranker.keys(p.waiting).sum()))
+
+
+def test_a_recompute_too_costly_for_the_gain_is_not_planned() -> None:
+    """One slot; victim key 400 (prompt 300, 10 generated), newcomer 5 + β × 10: with β
+    0.1 and 3 requests present the recompute costs 1 × 0.1 × 310 × 3 / 1 = 93, so a
+    newcomer of key ≤ 306 still displaces it; with 30 requests present (930) none does."""
+    for waiting_more, want in ((0, ["v"]), (27, [])):
+        ranker, _ = make("TRAIL", c=1.0, prefill_weight=0.1, rebuild_cost=1.0,
+                         max_running=1)
+        ranker.add(0, 0.0, 300, 1000, predicted_len=410.0)
+        ranker.set_running([0])
+        ranker.on_tokens([0], [10])
+        ranker.add(1, 1.0, 10, 1000, predicted_len=5.0)
+        ranker.add(2, 1.0, 10, 1000, predicted_len=900.0)
+        for rid in range(3, 3 + waiting_more):
+            ranker.add(rid, 2.0, 10, 1000, predicted_len=900.0)
+        ids = {"v": 0, "w": 1, "x": 2}
+        p = plan_step(ranker, ["w", "x"], ["v"], ids, 0, 100, {"w": 1, "x": 1}, {"v": 20})
+        assert p.preempt == want, waiting_more

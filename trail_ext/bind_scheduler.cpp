@@ -147,7 +147,7 @@ void bind_scheduler(py::module_& m) {
                   py::handle default_predicted_len, py::handle mlfq_levels,
                   py::handle mlfq_base_quantum, py::handle mlfq_prefill_ratio,
                   py::handle prefill_weight, py::handle aging_rate, py::handle preempt_margin,
-                  py::handle kv_aware, py::handle boost_gamma) {
+                  py::handle kv_aware, py::handle boost_gamma, py::handle rebuild_cost) {
         SchedulerConfig cfg;
         auto set = [&cfg](auto SchedulerConfig::*m, py::handle v, const char* name) {
           using T = std::remove_reference_t<decltype(cfg.*m)>;
@@ -174,6 +174,7 @@ void bind_scheduler(py::module_& m) {
         set(&SchedulerConfig::preempt_margin, preempt_margin, "preempt_margin");
         set(&SchedulerConfig::kv_aware, kv_aware, "kv_aware");
         set(&SchedulerConfig::boost_gamma, boost_gamma, "boost_gamma");
+        set(&SchedulerConfig::rebuild_cost, rebuild_cost, "rebuild_cost");
         return cfg;
       }),
       py::kw_only(), py::arg("policy") = d.policy, py::arg("max_running") = d.max_running,
@@ -188,7 +189,7 @@ void bind_scheduler(py::module_& m) {
       py::arg("mlfq_prefill_ratio") = d.mlfq_prefill_ratio,
       py::arg("prefill_weight") = d.prefill_weight, py::arg("aging_rate") = d.aging_rate,
       py::arg("preempt_margin") = d.preempt_margin, py::arg("kv_aware") = d.kv_aware,
-      py::arg("boost_gamma") = d.boost_gamma);
+      py::arg("boost_gamma") = d.boost_gamma, py::arg("rebuild_cost") = d.rebuild_cost);
   config_field(config, "policy", &SchedulerConfig::policy);
   config_field(config, "max_running", &SchedulerConfig::max_running);
   config_field(config, "kv_capacity_tokens", &SchedulerConfig::kv_capacity_tokens);
@@ -208,6 +209,7 @@ void bind_scheduler(py::module_& m) {
   config_field(config, "preempt_margin", &SchedulerConfig::preempt_margin);
   config_field(config, "kv_aware", &SchedulerConfig::kv_aware);
   config_field(config, "boost_gamma", &SchedulerConfig::boost_gamma);
+  config_field(config, "rebuild_cost", &SchedulerConfig::rebuild_cost);
 
   py::class_<Decision>(m, "Decision", "One iteration's decision; int64 arrays of rids.")
       .def_readonly("iteration", &Decision::iteration)
@@ -338,6 +340,15 @@ void bind_scheduler(py::module_& m) {
             return out;
           },
           py::arg("rids"), "Primary keys (lower runs first), float64.")
+      .def(
+          "preempt_keys",
+          [](const Ranker& s, py::handle rids) {
+            I64 r = int_array(rids, "rids");
+            py::array_t<double> out(r.size());
+            s.preempt_keys(r.data(), static_cast<size_t>(r.size()), out.mutable_data());
+            return out;
+          },
+          py::arg("rids"), "Net keys of running requests: key - preempt_cost, float64.")
       .def(
           "preemptible",
           [](const Ranker& s, py::handle rids) {

@@ -75,6 +75,17 @@ inline bool preemptible_for_rank(const SchedulerConfig& cfg, const Request& r) {
   return true;
 }
 
+// What preempting running request `r` for rank costs, in key units (tokens): rebuilding its
+// KV is rebuild_cost * prefill_weight decode tokens of server work per token of prompt and
+// generated output; a step serves max_running decode tokens, so the rebuild stretches time
+// by that work / max_running steps, for each of the `present` requests in the system.
+// Evaluated left to right (the Python twin does the same, so both round alike).
+inline double preempt_cost(const SchedulerConfig& cfg, const Request& r, int64_t present) {
+  if (cfg.rebuild_cost == 0.0 || cfg.prefill_weight == 0.0) return 0.0;
+  return cfg.rebuild_cost * cfg.prefill_weight * static_cast<double>(r.prompt_len + r.generated) *
+         static_cast<double>(present) / static_cast<double>(cfg.max_running);
+}
+
 // Tokens a request may generate at MLFQ `level` before it moves down.
 inline double mlfq_quantum(const SchedulerConfig& cfg, int64_t level) {
   return std::ldexp(static_cast<double>(cfg.mlfq_base_quantum), static_cast<int>(level));

@@ -125,6 +125,16 @@ void Ranker::preemptible(const int64_t* rids, size_t n, uint8_t* out) const {
   }
 }
 
+void Ranker::preempt_keys(const int64_t* rids, size_t n, double* out) const {
+  for (size_t i = 0; i < n; ++i) lookup(rids[i]);
+  const int64_t present = static_cast<int64_t>(table_.size());
+  for (size_t i = 0; i < n; ++i) {
+    const Request& r = table_[lookup(rids[i])];
+    const double cost = preempt_cost(cfg_, r, present);
+    out[i] = primary_key(cfg_, r) - cost;
+  }
+}
+
 std::vector<int64_t> Ranker::order(const int64_t* rids, size_t n) const {
   std::vector<RankKey> ks;
   ks.reserve(n);

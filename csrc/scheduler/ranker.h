@@ -35,6 +35,9 @@ class Ranker {
 
   void keys(const int64_t* rids, size_t n, double* out) const;
   void preemptible(const int64_t* rids, size_t n, uint8_t* out) const;
+  // Net keys of running requests: key - preempt_cost (policy.h) with every live request
+  // present; a waiting request w may preempt one whose net key > w's key + preempt_margin.
+  void preempt_keys(const int64_t* rids, size_t n, double* out) const;
   // The rids sorted by the total order (primary, arrival, rid): best first.
   std::vector<int64_t> order(const int64_t* rids, size_t n) const;
 

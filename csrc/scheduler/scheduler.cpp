@@ -45,6 +45,8 @@ void validate_config(const SchedulerConfig& cfg) {
           cfg.boost_gamma, "finite and >= 0");
   require(std::isfinite(cfg.preempt_margin) && cfg.preempt_margin >= 0.0, "preempt_margin",
           cfg.preempt_margin, "finite and >= 0");
+  require(std::isfinite(cfg.rebuild_cost) && cfg.rebuild_cost >= 0.0, "rebuild_cost",
+          cfg.rebuild_cost, "finite and >= 0");
 }
 
 void check_request(int64_t rid, double arrival, int64_t prompt_len, int64_t max_new_tokens,
@@ -325,13 +327,17 @@ Decision Scheduler::schedule(double now) {
   // 2. Fill in rank order; stop at the first candidate that cannot run.
   const size_t max_running = static_cast<size_t>(cfg_.max_running);
   // Rank preemption's victims: a max-heap (worst on top) of the preemptible running
-  // requests, built at the first candidate that does not fit and consumed along the walk.
-  // It stays valid because candidates come in rank order: the threshold (candidate key +
-  // margin) only rises, and a request taken during the walk ranks at or below it, so it
-  // can never be a victim of a later candidate.
+  // requests by net key (key - preempt_cost), built at the first candidate that does not
+  // fit and consumed along the walk. It stays valid because candidates come in rank order:
+  // the threshold (candidate key + margin) only rises, and a request taken during the walk
+  // has a net key at or below its key, itself at or below the threshold, so it can never be
+  // a victim of a later candidate. The requests present (running + filed) do not change
+  // during the walk: a taken or preempted request only moves between the two.
   std::vector<RankKey>& victims = victims_;
   victims.clear();
   bool victims_built = false;
+  const bool charge = cfg_.preempt_mode != PreemptMode::KEEP;
+  const int64_t present = static_cast<int64_t>(candidates_.size() + running_.size());
   // kv_aware: the KV the batch is predicted to reach (running: projected, kept: held).
   int64_t projected = 0;
   if (cfg_.kv_aware)
@@ -363,7 +369,8 @@ Decision Scheduler::schedule(double now) {
         for (uint32_t ri : running_) {
           const Request& v = table_[ri];
           if (!preemptible_for_rank(cfg_, v)) continue;
-          const double vp = primary_key(cfg_, v);
+          const double cost = charge ? preempt_cost(cfg_, v, present) : 0.0;
+          const double vp = primary_key(cfg_, v) - cost;
           if (vp > threshold) victims.push_back(RankKey{vp, v.arrival, v.rid, ri});
         }
         std::make_heap(victims.begin(), victims.end());

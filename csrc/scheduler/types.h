@@ -50,8 +50,16 @@ struct SchedulerConfig {
   // short requests jump far ahead, long ones hardly at all; aging_rate is then the server's
   // work rate (tokens per second), so the key compares arrival times.
   double boost_gamma = 0.0;
-  // Preemption for rank needs victim key > candidate key + preempt_margin.
+  // Preemption for rank needs victim key - preempt_cost(victim) > candidate key +
+  // preempt_margin.
   double preempt_margin = 0.0;
+  // What rebuilding one token of a rank-preempted request's KV costs, as a fraction of a
+  // prefill token's cost (prefill_weight): 1 if it recomputes, the copy's share if it swaps.
+  // Its rebuild delays every request present, so preempt_cost(victim) = rebuild_cost *
+  // prefill_weight * (prompt + generated tokens) * requests present / max_running
+  // (docs/scheduler.md, "Cost-aware preemption"). The Scheduler charges it unless preempt_mode is KEEP (the
+  // victim's KV stays on the device); the Ranker always does (its host frees the KV).
+  double rebuild_cost = 0.0;
   // KV-aware fill: admit or resume a request only if the KV every running request is
   // predicted to reach (tokens + predicted remaining), the kept KV and its own predicted
   // total fit in capacity, so that predicted growth never forces an eviction.

@@ -21,9 +21,10 @@ and its full settings (`Settings`):
 Settings written "auto" follow from what a surface measures of its server (`Server`): β
 from its step costs; the tail's α from its decode speed (aging) or work rate (Boost); the
 Boost key's γ from its arrival rate and work sizes (`boost_gamma`); the preemption margin
-from its predictors' errors and its batch (`winners_curse_margin`). A quantity not (yet)
-measured resolves to 0, the rule without that term: the engine starts so and learns β
-online; `describe_auto` says which were measured.
+from its predictors' errors and its batch (`winners_curse_margin`); a rank preemption's
+rebuild cost from how the server rebuilds a preempted request's KV (a recompute unless it
+says it swaps). A quantity not (yet) measured resolves to 0, the rule without that term:
+the engine starts so and learns β online; `describe_auto` says which were measured.
 The reasoning and measurements behind each default are in docs/decisions.md.
 """
 
@@ -75,6 +76,9 @@ class Settings:
     boost_gamma: float | str = 0.0       # γ per token of work (tail "boost"), or "auto"
     preempt_margin: float | str = 0.0    # key gap (tokens) a preemption for rank needs, or
     #                                      "auto": the winner's curse (`winners_curse_margin`)
+    # a rank preemption's KV rebuild per token / a prefill token's (1: recompute), or "auto":
+    # the server's (`Server.rebuild_cost`; a recompute when it does not say)
+    rebuild_cost: float | str = 0.0
     kv_aware: bool = False               # fill only while the batch's predicted KV fits
     rank: str = "mean"                   # what predictions feed: the "mean" or its "gittins" rank
     max_preemptions: int = -1            # per request (-1: unbounded)
@@ -86,7 +90,8 @@ class Settings:
             raise ValueError(f"tail={self.tail!r} must be one of {', '.join(TAILS)}")
         if self.rank not in RANKS:
             raise ValueError(f"rank={self.rank!r} must be one of {', '.join(RANKS)}")
-        for name in ("prefill_weight", "aging_rate", "boost_gamma", "preempt_margin"):
+        for name in ("prefill_weight", "aging_rate", "boost_gamma", "preempt_margin",
+                     "rebuild_cost"):
             _number_or_auto(getattr(self, name), name)
         _number_or_auto(self.c, "c", auto=False)
         if not isinstance(self.kv_aware, bool):
@@ -120,12 +125,16 @@ class Server:
     # of the refreshed one a running request is ranked by (the probe's); 0 for true lengths
     arrival_mae: float | None = None
     probe_mae: float | None = None
+    # What rebuilding a rank-preempted request's KV costs per token, as a fraction of a
+    # prefill token's: 1 when it recomputes (vLLM), the copy's share when it swaps
+    rebuild_cost: float | None = None
 
 
 # The recommended settings (TRAIL, SJF-work, SRPT, TRAIL+): the measurements behind each
 # choice and the commands that made them are in docs/decisions.md.
 TRAIL_SETTINGS = Settings(c=0.8, prefill_weight=AUTO, tail="aging", aging_rate=AUTO,
-                          boost_gamma=AUTO, preempt_margin=AUTO, kv_aware=True, rank="mean")
+                          boost_gamma=AUTO, preempt_margin=AUTO, rebuild_cost=AUTO,
+                          kv_aware=True, rank="mean")
 # The paper's rule (SJF's and TRAIL-paper's): output tokens only, no margin, no tail term.
 PAPER_SETTINGS = Settings(c=0.8)
 
@@ -197,6 +206,7 @@ def resolve(s: Settings, server: Server = Server()) -> dict[str, Any]:
         alpha = _auto(s.aging_rate, server.work_rate) if gamma > 0 else 0.0
     return {"c": float(s.c), "prefill_weight": beta, "aging_rate": alpha, "boost_gamma": gamma,
             "preempt_margin": _auto(s.preempt_margin, winners_curse_margin(server)),
+            "rebuild_cost": _auto(s.rebuild_cost, rebuild_cost(server)),
             "kv_aware": s.kv_aware,
             "max_preemptions": s.max_preemptions, "starvation_steps": s.starvation_steps,
             "starvation_period": s.starvation_period}
@@ -235,11 +245,18 @@ def describe_auto(s: Settings, server: Server) -> dict[str, Any]:
     for name, measured in (("prefill_weight", server.prefill_weight),
                            ("boost_gamma", server.boost_gamma),
                            ("preempt_margin", winners_curse_margin(server)),
+                           ("rebuild_cost", server.rebuild_cost),
                            ("aging_rate", server.work_rate if s.tail == "boost"
                             else server.decode_tokens_per_s)):
         if getattr(s, name) == AUTO:
             out[name] = {"value": resolved[name], "measured": measured is not None}
     return out
+
+
+def rebuild_cost(server: Server) -> float:
+    """"auto" rebuild_cost: the server's, else 1 (a recompute: every engine can rebuild a
+    preempted request's KV so; a scheduler in KEEP mode charges nothing whatever it is)."""
+    return 1.0 if server.rebuild_cost is None else float(server.rebuild_cost)
 
 
 def winners_curse_margin(server: Server) -> float | None:

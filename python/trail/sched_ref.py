@@ -100,6 +100,7 @@ class SchedulerConfig:
     preempt_margin: float = 0.0   # preempt only if victim key > candidate key + margin
     kv_aware: bool = False        # fill only while the predicted KV of the batch fits
     boost_gamma: float = 0.0      # > 0: Boost key aging_rate * arrival - B(work)
+    rebuild_cost: float = 0.0     # a rebuilt KV token's cost / a prefill token's (preempt_cost)
 
 
 @dataclass
@@ -260,7 +261,7 @@ class Scheduler:
                      "starvation_period", "mlfq_levels", "mlfq_base_quantum"):
             setattr(cfg, name, _int_arg(getattr(cfg, name), name))
         for name in ("c", "default_predicted_len", "mlfq_prefill_ratio", "prefill_weight",
-                     "aging_rate", "preempt_margin", "boost_gamma"):
+                     "aging_rate", "preempt_margin", "boost_gamma", "rebuild_cost"):
             setattr(cfg, name, _float_arg(getattr(cfg, name), name))
         if not isinstance(cfg.kv_aware, (bool, np.bool_)):
             raise TypeError(f"kv_aware must be a bool, got {cfg.kv_aware!r}")
@@ -286,7 +287,8 @@ class Scheduler:
         require(1 <= cfg.mlfq_base_quantum <= MAX_TOKENS, "mlfq_base_quantum", "in [1, 2**40]")
         require(math.isfinite(cfg.mlfq_prefill_ratio) and cfg.mlfq_prefill_ratio > 0,
                 "mlfq_prefill_ratio", "finite and > 0")
-        for name in ("prefill_weight", "aging_rate", "preempt_margin", "boost_gamma"):
+        for name in ("prefill_weight", "aging_rate", "preempt_margin", "boost_gamma",
+                     "rebuild_cost"):
             require(math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0, name,
                     "finite and >= 0")
 
@@ -412,6 +414,17 @@ class Scheduler:
             L = cfg.default_predicted_len if math.isnan(r.predicted_len) else r.predicted_len
             return cfg.c > 0 and float(r.generated) <= cfg.c * L
         return True
+
+    def _preempt_cost(self, r: _Request, present: int) -> float:
+        """What preempting running `r` for rank costs in key units: rebuilding its KV
+        (rebuild_cost × prefill_weight decode tokens of work per prompt and generated token,
+        a step serving max_running of them) delays each of the `present` requests
+        (evaluated left to right, as the C++ core does)."""
+        cfg = self._cfg
+        if cfg.rebuild_cost == 0 or cfg.prefill_weight == 0:
+            return 0.0
+        return (cfg.rebuild_cost * cfg.prefill_weight * float(r.prompt_len + r.generated)
+                * float(present) / float(cfg.max_running))
 
     def _mlfq_quantum(self, level: int) -> int:
         """Tokens a request may generate at `level` before moving down."""
@@ -617,11 +630,17 @@ class Scheduler:
             if cfg.policy not in _PREEMPTIVE:
                 break
             x_key = self._primary(x)
+            # Net keys (key - what the preemption costs); in KEEP mode a victim's KV stays.
+            n_present = sum(1 for r in self._reqs.values() if present(r))
+            charge = cfg.preempt_mode is not PreemptMode.KEEP
+
+            def net(r: _Request) -> float:
+                return self._primary(r) - (self._preempt_cost(r, n_present) if charge else 0.0)
+
             victims = sorted(
                 (r for r in (self._reqs[rid] for rid in self._running)
-                 if self._preemptible_for_rank(r)
-                 and self._primary(r) > x_key + cfg.preempt_margin),
-                key=self._order, reverse=True)
+                 if self._preemptible_for_rank(r) and net(r) > x_key + cfg.preempt_margin),
+                key=lambda r: (net(r), r.arrival, r.rid), reverse=True)
             chosen: list[_Request] | None = None
             freed = 0
             for k, v in enumerate(victims, start=1):
@@ -934,6 +953,14 @@ class Ranker:
         """Primary keys (lower runs first), float64."""
         rows = [self._live(rid) for rid in self._rids(rids)]
         return np.array([float(self._s._primary(r)) for r in rows], dtype=np.float64)
+
+    def preempt_keys(self, rids: Any) -> np.ndarray:
+        """Net keys of running requests: key - preempt_cost with every live request
+        present, float64 (a waiting request w may preempt one above w's key + margin)."""
+        rows = [self._live(rid) for rid in self._rids(rids)]
+        present = len(self._reqs)
+        return np.array([float(self._s._primary(r) - self._s._preempt_cost(r, present))
+                         for r in rows], dtype=np.float64)
 
     def preemptible(self, rids: Any) -> np.ndarray:
         """Whether each may be preempted for rank (TRAIL's c, max_preemptions, promotion)."""

@@ -109,6 +109,10 @@ class SimSettings:
     # Host memory for swapped-out KV, GiB (an eviction swaps while it fits, then drops and
     # recomputes): vLLM's swap_space; vllm-ltr's benchmarks give 16-40, FastServe's 56.
     swap_gib: float = 16.0
+    # What a preemption does with the victim's KV (trail_ext.PreemptMode's names): KEEP holds
+    # it on the device (rank preemptions only; memory pressure swaps or drops), SWAP copies
+    # it to the host while there is room, RECOMPUTE drops it (vLLM V1's only mode).
+    preempt_mode: str = "KEEP"
     predict_every: int = 8
     seed: int = 0
     # The run's guards, overriding every set-up's but TRAIL-paper's (None: the set-up's own):
@@ -124,6 +128,8 @@ class SimSettings:
     aging_rate: float | str = TRAIL_SETTINGS.aging_rate
     boost_gamma: float | str = TRAIL_SETTINGS.boost_gamma
     preempt_margin: float | str = TRAIL_SETTINGS.preempt_margin  # key gap preemption needs
+    # a preemption's KV rebuild per token / a prefill token's ("auto": the preempt mode's)
+    rebuild_cost: float | str = TRAIL_SETTINGS.rebuild_cost
     rank: str = TRAIL_SETTINGS.rank  # "mean" or "gittins" (trail.sim.predictors)
     kv_aware: bool = TRAIL_SETTINGS.kv_aware  # fill only while predicted KV fits
     corr_tokens: float = DEFAULT_CORR_TOKENS  # the simulated probe error's correlation length
@@ -131,6 +137,9 @@ class SimSettings:
     def __post_init__(self) -> None:
         if self.rank not in RANKS:
             raise ValueError(f"rank={self.rank!r} must be one of {', '.join(RANKS)}")
+        if self.preempt_mode not in te.PreemptMode.__members__:
+            raise ValueError(f"preempt_mode={self.preempt_mode!r} must be one of "
+                             f"{', '.join(te.PreemptMode.__members__)}")
         for name in ("corr_tokens", "swap_gib"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -145,7 +154,8 @@ class SimSettings:
         return TRAIL_SETTINGS.with_(
             c=self.c, prefill_weight=pw, tail=self.tail, aging_rate=self.aging_rate,
             boost_gamma=self.boost_gamma, preempt_margin=self.preempt_margin,
-            kv_aware=self.kv_aware, rank=self.rank, **self.guards())
+            rebuild_cost=self.rebuild_cost, kv_aware=self.kv_aware, rank=self.rank,
+            **self.guards())
 
     def guards(self) -> dict[str, int]:
         """The run's overrides of the preemption cap and the starvation guard (its period
@@ -159,8 +169,15 @@ class SimSettings:
         return out
 
     def server(self, trace: Trace | None = None) -> Server:
-        """`trail.sim.compare.server` for these settings (see there)."""
-        return server(self.cost, self.max_running, self.prefill_weight, trace, self.load)
+        """`trail.sim.compare.server` for these settings (see there); in SWAP mode a
+        preemption's rebuild is the KV's copy out and back, as a share of its prefill."""
+        srv = server(self.cost, self.max_running, self.prefill_weight, trace, self.load)
+        swap, speed = getattr(self.cost, "swap_time", None), srv.decode_tokens_per_s
+        if self.preempt_mode == "SWAP" and swap is not None and speed and srv.prefill_weight:
+            # a decode token's server time is a step / the batch; a prefill token's, β of it
+            prefill_s = srv.prefill_weight / (speed * self.max_running)
+            srv = dataclasses.replace(srv, rebuild_cost=2.0 * swap(1.0) / prefill_s)
+        return srv
 
     @property
     def beta(self) -> float:
@@ -173,7 +190,8 @@ class SimSettings:
         swap = 0 if not per_token else int(self.swap_gib * 2**30 // per_token)
         return {"max_running": self.max_running, "block_size": self.block_size,
                 "kv_capacity_tokens": self.cost.kv_capacity_tokens(self.kv_utilization),
-                "swap_capacity_tokens": swap}
+                "swap_capacity_tokens": swap,
+                "preempt_mode": getattr(te.PreemptMode, self.preempt_mode)}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from trail import policies
 # extra_args["trail_predicted_len"]).
 POLICIES = policies.POLICY_NAMES
 # The settings a user may override, for the set-ups that take TRAIL's settings.
-TRAIL_FIELDS = ("c", "prefill_weight", "tail", "aging_rate", "boost_gamma", "preempt_margin")
+TRAIL_FIELDS = ("c", "prefill_weight", "tail", "aging_rate", "boost_gamma", "preempt_margin",
+                "rebuild_cost")
 GUARD_FIELDS = ("max_preemptions", "starvation_steps", "starvation_period")
 
 
@@ -36,6 +37,9 @@ class TrailVllmConfig:
     aging_rate: float | str | None = None
     boost_gamma: float | str | None = None
     preempt_margin: float | None = None
+    # A rank preemption's KV rebuild per token / a prefill token's; "auto" (TRAIL's): 1,
+    # since vLLM recomputes a preempted request
+    rebuild_cost: float | str | None = None
     # The guards (every set-up but TRAIL-paper); None: the set-up's own.
     max_preemptions: int | None = None
     starvation_steps: int | None = None
@@ -113,6 +117,7 @@ class TrailVllmConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"trail server: unknown field(s) {unknown}; known: {sorted(known)}")
+        raw = {k: v for k, v in raw.items() if v is not None}  # None: not measured
         for k, v in raw.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                     math.isfinite(v) and v >= 0):
@@ -124,12 +129,15 @@ class TrailVllmConfig:
         return policies.describe_auto(self.settings(),
                                       policies.server_for(self.policy, self.server_measured()))
 
-    def scheduler_config(self) -> te.SchedulerConfig:
-        """The ranker's configuration (memory fields are unused: vLLM keeps the memory)."""
+    def scheduler_config(self, max_running: int | None = None) -> te.SchedulerConfig:
+        """The ranker's configuration; `max_running`: vLLM's max_num_seqs (the batch a
+        preemption's recompute is shared by); the memory fields are unused (vLLM keeps the
+        memory)."""
+        memory = {} if max_running is None else {"max_running": int(max_running)}
         try:
             cfg = policies.scheduler_config(
                 self.policy, self.server_measured(), self.settings(),
-                default_predicted_len=float(self.default_predicted_len))
+                default_predicted_len=float(self.default_predicted_len), **memory)
             te.Ranker(cfg)  # validates
         except TypeError as exc:
             raise ValueError(f"additional_config['trail']: {exc}") from None

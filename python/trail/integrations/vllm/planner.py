@@ -5,9 +5,11 @@ It is the fill step of `trail_ext.Scheduler` (docs/scheduler.md, `schedule(now)`
 restated for an engine that keeps its own memory: walk the waiting requests best first; a
 request that fits (a free batch slot and enough free KV blocks for its prompt) is left to the
 engine to admit; one that does not fit may take the place of running requests that rank
-strictly worse (key > its key + preempt_margin) and are preemptible (TRAIL's c rule,
-max_preemptions), worst first, if preempting them makes it fit; otherwise the walk stops,
-as the scheduler's does. The engine then runs its usual step on the reordered queues.
+strictly worse even after paying for their recompute (net key = key - preempt_cost > its
+key + preempt_margin; docs/scheduler.md, "Cost-aware preemption") and are preemptible
+(TRAIL's c rule, max_preemptions), worst net key first, if preempting them makes it fit;
+otherwise the walk stops, as the scheduler's does. The engine then runs its usual step on
+the reordered queues.
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ def plan_step(ranker: Any, waiting: Sequence[Any], running: Sequence[Any],
     victims: list[tuple[float, int, Any]] = []  # max-heap of the preemptible, worst on top
     if run_order:
         rids = [rid_of[i] for i in run_order]
-        keys = ranker.keys(rids).tolist()
+        keys = ranker.preempt_keys(rids).tolist()  # net of what each preemption costs
         ok = ranker.preemptible(rids).tolist()
-        # Ties in key: the later in rank order is the worse one.
+        # Ties in net key: the later in rank order is the worse one.
         victims = [(-k, -pos, i) for pos, (i, k, p) in enumerate(zip(run_order, keys, ok)) if p]
         heapq.heapify(victims)
     slots, blocks = free_slots, free_blocks

@@ -6,7 +6,9 @@ preempts running requests that a better-ranked waiting request should displace
 (`planner.plan_step`). Predictions arrive from `TrailWorkerExtension` on the model-runner
 output (`trail_predictions`), or per request from the client
 (`SamplingParams(extra_args={"trail_predicted_len": ..., "trail_score": ...})`), or from a
-prompt-only predictor at arrival. Supported: vLLM 0.32 (its scheduler interface is not
+prompt-only predictor at arrival. With β "auto" (TRAIL's) the ranker's β is learned from
+vLLM's own steps (`step_cost.OnlineBeta`), so a rank preemption is charged what its
+recompute costs on this server. Supported: vLLM 0.32 (its scheduler interface is not
 public), FCFS scheduling policy, synchronous scheduling.
 """
 
@@ -25,8 +27,10 @@ from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request
 
+from trail import policies
 from trail.integrations.vllm.config import TrailVllmConfig
 from trail.integrations.vllm.planner import plan_step
+from trail.integrations.vllm.step_cost import OnlineBeta, step_shape
 
 PREDICTIONS_ATTR = "trail_predictions"  # {req_id: remaining tokens} on ModelRunnerOutput
 logger = logging.getLogger(__name__)
@@ -44,17 +48,23 @@ class TrailScheduler(Scheduler):
         if self.scheduler_config.async_scheduling:
             raise ValueError("TrailScheduler needs synchronous scheduling: pass "
                              "async_scheduling=False (--no-async-scheduling)")
-        self.ranker_config = self.trail_config.scheduler_config()
+        self.ranker_config = self.trail_config.scheduler_config(self.max_num_running_reqs)
         self.ranker = te.Ranker(self.ranker_config)
         self._rid: dict[str, int] = {}
         self._generated: dict[str, int] = {}
         self._next_rid = 0
         self._t0 = time.time()
         self._prompt = _PromptPredictor.load(self.trail_config, self.vllm_config)
+        # β "auto" not given as a measurement: learned from this server's steps
+        learn = (self.trail_config.settings().prefill_weight == policies.AUTO
+                 and self.trail_config.server_measured().prefill_weight is None)
+        self._beta = OnlineBeta() if learn else None
         # Counters a benchmark reads: steps, rank preemptions, predictions, seconds in TRAIL.
         self.trail_stats: dict[str, float] = {"steps": 0, "rank_preemptions": 0,
                                               "predictions": 0, "overhead_s": 0.0,
-                                              "bad_hints": 0}
+                                              "bad_hints": 0,
+                                              "prefill_weight": self.ranker_config.prefill_weight,
+                                              "prefill_weight_updates": 0}
         # TRAIL's own failures, (step, phase, error): vLLM's step then goes on without TRAIL's
         # part, so one fault never stops serving (the newest 100 are kept).
         self.trail_faults: collections.deque[tuple[int, str, str]] = collections.deque(
@@ -167,6 +177,13 @@ class TrailScheduler(Scheduler):
         self._plan()
 
     def _after_step(self, out: Any) -> None:
+        if self._beta is not None:
+            rows = []
+            for req_id, n in out.num_scheduled_tokens.items():
+                req = self.requests.get(req_id)
+                if req is not None:  # vLLM has counted this step's tokens as computed
+                    rows.append((n, req.num_computed_tokens - n, req.num_prompt_tokens))
+            self._beta.scheduled(step_shape(rows))
         self._sync_running()
         for req in out.scheduled_new_reqs:
             self.trail_admission_log.append(req.req_id)
@@ -175,11 +192,20 @@ class TrailScheduler(Scheduler):
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         """vLLM's bookkeeping, then new token counts and the probe's predictions."""
         preds = getattr(model_runner_output, PREDICTIONS_ATTR, None)
+        if self._beta is not None:
+            self._guard("prefill_weight", self._learn_beta)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         t = time.perf_counter()
         self._guard("update", lambda: self._count(scheduler_output, preds))
         self.trail_stats["overhead_s"] += time.perf_counter() - t
         return outputs
+
+    def _learn_beta(self) -> None:
+        beta = self._beta.finish()
+        if beta is not None:
+            self.ranker.set_prefill_weight(beta)
+            self.trail_stats["prefill_weight"] = beta
+            self.trail_stats["prefill_weight_updates"] += 1
 
     def _count(self, scheduler_output: Any, preds: dict[str, float] | None) -> None:
         rids, steps = [], []

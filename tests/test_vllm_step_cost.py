@@ -1,0 +1,53 @@
+"""The vLLM adapter's online β (trail.integrations.vllm.step_cost), without vLLM installed:
+step shapes read from vLLM's per-request counts, and β recovered from timed steps."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from trail.engine.clock import StepCost, StepShape
+from trail.integrations.vllm.step_cost import OnlineBeta, step_shape
+
+
+def test_rows_that_decode_and_rows_that_prefill() -> None:
+    shape = step_shape([
+        (1, 120, 100),   # decodes: one token past its prompt, attends to 120
+        (1, 40, 40),     # decodes its first output token
+        (64, 0, 300),    # a chunk of a prompt
+        (36, 64, 100),   # the prompt's last chunk
+        (150, 0, 90),    # a preempted request recomputing prompt + output
+        (1, 10, 50),     # a one-token prefill chunk: still prefill
+        (0, 5, 5),       # not scheduled: ignored
+    ])
+    assert shape == StepShape(rows=6, prefill_tokens=64 + 36 + 150 + 1,
+                              context_tokens=160, probe_rows=0)
+
+
+def test_an_empty_step_is_not_timed() -> None:
+    beta = OnlineBeta(every=1)
+    beta.scheduled(step_shape([]))
+    assert beta.finish() is None
+    assert beta.finish() is None  # no step planned
+
+
+def test_beta_is_recovered_from_timed_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps timed on a known linear cost give back that cost, and β from it."""
+    true = StepCost(constant=0.02, rows=0.004, prefill_tokens=0.0009, context_tokens=1e-6)
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    beta, got = OnlineBeta(every=16), None
+    for i in range(200):
+        rows = [(1, 100 + i, 50)] * (2 + i % 5)
+        if i % 3 == 0:
+            rows.append((20 + 7 * (i % 11), 0, 400))
+        shape = step_shape(rows)
+        beta.scheduled(shape)
+        clock[0] += true.seconds(shape)
+        got = beta.finish() or got
+    fitted = beta.estimator.cost
+    for name in ("constant", "rows", "prefill_tokens", "context_tokens"):
+        assert getattr(fitted, name) == pytest.approx(getattr(true, name), rel=1e-4, abs=1e-9)
+    # β at a batch of 4 decoding rows of ~200 context, prompts of ~55: 0.0009 s a token
+    # against (0.02 + 4 × 0.004 + 800e-6) / 4 s a decode token
+    assert got == pytest.approx(beta.estimator.beta) and 0.08 < got < 0.12
