@@ -39,7 +39,8 @@ def _demo_config(args: argparse.Namespace) -> Any:
                                 ("predictors", args.predictors),
                                 ("seed", args.seed), ("load", args.load),
                                 ("workload", args.requests), ("c", args.c),
-                                ("max_running", args.max_running), ("clock", args.clock),
+                                ("max_running", args.max_running),
+                                ("max_new_tokens", args.max_new_tokens), ("clock", args.clock),
                                 ("threads", args.threads), ("aging_rate", args.aging_rate),
                                 ("tail", args.tail), ("boost_gamma", args.boost_gamma),
                                 ("preempt_margin", args.preempt_margin), ("rank", args.rank),
@@ -125,6 +126,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--c", type=float, default=None,
                    help="TRAIL's c, in [0, 1] (default 0.8)")
     p.add_argument("--max-running", type=int, default=None, help="batch slots (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation cap per request (default 400)")
     p.add_argument("--clock", choices=("virtual", "wall"), default=None,
                    help="virtual (default): time advances by the demo model's frozen step "
                         "cost, so the table does not depend on the machine's load; wall: "
@@ -148,7 +151,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "demo-model": {"seed": SEED, "measure": NATURAL},
     "demo": {"seed": SEED, "load": LOAD, "requests": POSITIVE, "c": UNIT_C,
              "profile_prompts": (lambda v: v >= 20, "an integer >= 20"),
-             "max_running": POSITIVE, "threads": POSITIVE, "prefill_weight": AUTO,
+             "max_running": POSITIVE, "max_new_tokens": POSITIVE, "threads": POSITIVE, "prefill_weight": AUTO,
              "aging_rate": AUTO, "boost_gamma": AUTO, "preempt_margin": AUTO},
 }
 CHECKS = {"demo-model": lambda args: {}, "demo": _check_demo}
