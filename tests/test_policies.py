@@ -185,3 +185,32 @@ def test_the_margin_is_the_winners_curse_of_the_predictions_it_acts_on() -> None
     assert winners_curse_margin(server_for("SJF-work", srv)) == pytest.approx(k * 92.2)
     assert winners_curse_margin(Server(batch=48)) is None  # not measured: margin 0
     assert policies.scheduler_config("TRAIL", Server(batch=48)).preempt_margin == 0.0
+
+
+def test_prediction_errors_give_the_margin_once_measured() -> None:
+    """Online MAEs from finished requests: arrival |predicted total - total|, refreshed the
+    mean |predicted remaining - true remaining| per request; then the winner's curse."""
+    errs = policies.PredictionErrors(every=4)
+    for rid in range(25):
+        errs.arrival(rid, 100.0)                    # every request is 60 tokens: error 40
+        for g in range(0, 60, 2):                   # kept at g = 0, 4, 8, ...: error 10
+            errs.refreshed(rid, g, 60.0 - g + 10.0)
+        assert (errs.margin(8) is None) == (rid < 20)   # rid requests scored so far
+        errs.finished(rid, 60)
+    assert errs.maes() == (40.0, 10.0)
+    want = policies.winners_curse_margin(Server(batch=8, arrival_mae=40.0, probe_mae=10.0))
+    assert errs.margin(8) == pytest.approx(want)
+    errs.arrival(99, 5.0)
+    errs.forget(99)                                 # aborted: not scored
+    assert errs.maes() == (40.0, 10.0) and errs.finished_count == 25
+
+
+def test_prediction_errors_without_refreshes_use_the_arrival_error() -> None:
+    errs = policies.PredictionErrors()
+    for rid in range(20):
+        errs.arrival(rid, 128.0)
+        errs.finished(rid, 28)
+    assert errs.maes() == (100.0, 100.0)
+    assert errs.maes(min_requests=21) == (None, None)
+    with pytest.raises(ValueError, match="window"):
+        policies.PredictionErrors(window=0)

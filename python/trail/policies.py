@@ -31,6 +31,7 @@ The reasoning and measurements behind each default are in docs/decisions.md.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -272,6 +273,72 @@ def winners_curse_margin(server: Server) -> float | None:
     n = max(int(server.batch), 2)
     return math.sqrt(2.0 * math.log(n)) * math.sqrt(math.pi / 2.0) * (
         server.arrival_mae + server.probe_mae)
+
+
+class PredictionErrors:
+    """The MAEs `winners_curse_margin` needs, measured online on finished requests: the
+    error of the total length a request was ranked by at arrival, and of the remaining
+    lengths it was ranked by while it ran (one sample every `every` tokens), over the last
+    `window` finished requests. A server that cannot know its predictors' errors in advance
+    (the vLLM adapter) learns its margin so."""
+
+    def __init__(self, window: int = 512, every: int = 8) -> None:
+        for name, v in (("window", window), ("every", every)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"PredictionErrors: {name}={v!r} must be a positive int")
+        self.every = every
+        self._arrival: dict[Any, float] = {}
+        self._refreshed: dict[Any, list[tuple[int, float]]] = {}
+        self._arrival_errors: deque[float] = deque(maxlen=window)
+        self._refresh_errors: deque[float] = deque(maxlen=window)  # per request: its mean
+        self.finished_count = 0
+
+    def arrival(self, rid: Any, predicted_total: float) -> None:
+        """The total length `rid` is ranked by on arrival."""
+        if math.isfinite(predicted_total):
+            self._arrival[rid] = float(predicted_total)
+
+    def refreshed(self, rid: Any, generated: int, predicted_remaining: float) -> None:
+        """A new remaining-length prediction for `rid` after `generated` tokens (kept once
+        every `every` tokens)."""
+        samples = self._refreshed.setdefault(rid, [])
+        if math.isfinite(predicted_remaining) and (
+                not samples or generated // self.every != samples[-1][0] // self.every):
+            samples.append((int(generated), float(predicted_remaining)))
+
+    def finished(self, rid: Any, total: int) -> None:
+        """`rid` ended after `total` tokens: score its predictions."""
+        pred = self._arrival.pop(rid, None)
+        if pred is not None:
+            self._arrival_errors.append(abs(pred - total))
+        samples = self._refreshed.pop(rid, [])
+        if samples:
+            self._refresh_errors.append(float(np.mean([abs(r - (total - g))
+                                                       for g, r in samples])))
+        self.finished_count += 1
+
+    def forget(self, rid: Any) -> None:
+        """`rid` was aborted: its length says nothing of the predictions."""
+        self._arrival.pop(rid, None)
+        self._refreshed.pop(rid, None)
+
+    def maes(self, min_requests: int = 20) -> tuple[float | None, float | None]:
+        """(arrival MAE, refreshed MAE), each None until `min_requests` requests scored it;
+        a server that never refreshes ranks running requests by the arrival prediction."""
+        arrival = (float(np.mean(self._arrival_errors))
+                   if len(self._arrival_errors) >= min_requests else None)
+        refreshed = (float(np.mean(self._refresh_errors))
+                     if len(self._refresh_errors) >= min_requests else None)
+        if refreshed is None and not self._refresh_errors:
+            refreshed = arrival
+        return arrival, refreshed
+
+    def margin(self, batch: int, min_requests: int = 20) -> float | None:
+        """`winners_curse_margin` for a batch of `batch` with the measured MAEs (None until
+        measured)."""
+        arrival, refreshed = self.maes(min_requests)
+        return winners_curse_margin(Server(batch=batch, arrival_mae=arrival,
+                                           probe_mae=refreshed))
 
 
 def boost_gamma(arrival_rate: float, works: Any, work_rate: float) -> float:

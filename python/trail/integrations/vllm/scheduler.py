@@ -25,7 +25,7 @@ from typing import Any, Callable
 import trail_ext as te
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.request import Request
+from vllm.v1.request import Request, RequestStatus
 
 from trail import policies
 from trail.integrations.vllm.config import TrailVllmConfig
@@ -59,12 +59,21 @@ class TrailScheduler(Scheduler):
         learn = (self.trail_config.settings().prefill_weight == policies.AUTO
                  and self.trail_config.server_measured().prefill_weight is None)
         self._beta = OnlineBeta() if learn else None
+        # margin "auto" without measured MAEs: the winner's curse of the errors measured on
+        # this server's finished requests (0, the paper's rule, until 20 have finished)
+        self.preempt_margin = self.ranker_config.preempt_margin
+        learn = (self.trail_config.settings().preempt_margin == policies.AUTO
+                 and None in (self.trail_config.server_measured().arrival_mae,
+                              self.trail_config.server_measured().probe_mae))
+        self._errors = policies.PredictionErrors() if learn else None
         # Counters a benchmark reads: steps, rank preemptions, predictions, seconds in TRAIL.
         self.trail_stats: dict[str, float] = {"steps": 0, "rank_preemptions": 0,
                                               "predictions": 0, "overhead_s": 0.0,
                                               "bad_hints": 0,
                                               "prefill_weight": self.ranker_config.prefill_weight,
-                                              "prefill_weight_updates": 0}
+                                              "prefill_weight_updates": 0,
+                                              "preempt_margin": self.ranker_config.preempt_margin,
+                                              "finished_scored": 0}
         # TRAIL's own failures, (step, phase, error): vLLM's step then goes on without TRAIL's
         # part, so one fault never stops serving (the newest 100 are kept).
         self.trail_faults: collections.deque[tuple[int, str, str]] = collections.deque(
@@ -99,6 +108,9 @@ class TrailScheduler(Scheduler):
         rid = self._next_rid
         self.ranker.add(rid, request.arrival_time - self._t0, max(1, request.num_prompt_tokens),
                         max(1, int(request.max_tokens)), predicted, score)
+        if self._errors is not None:  # ranked by the default length when nothing predicts
+            self._errors.arrival(rid, min(self.ranker.get(rid).remaining,
+                                          float(request.max_tokens)))
         self._next_rid += 1
         self._rid[request.request_id] = rid
         self._generated[request.request_id] = 0
@@ -128,6 +140,8 @@ class TrailScheduler(Scheduler):
         if rid is not None:
             self._generated.pop(request.request_id, None)
             self._guard("free", lambda: self.ranker.remove(rid))
+            if self._errors is not None:
+                self._guard("prediction_errors", lambda: self._score(request, rid))
         return super()._free_request(request, *args, **kwargs)
 
     def _preempt_request(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -200,6 +214,19 @@ class TrailScheduler(Scheduler):
         self.trail_stats["overhead_s"] += time.perf_counter() - t
         return outputs
 
+    def _score(self, request: Request, rid: int) -> None:
+        """A freed request's predictions against its length; every 16, a fresh margin."""
+        if request.status == RequestStatus.FINISHED_ABORTED:
+            self._errors.forget(rid)
+            return
+        self._errors.finished(rid, request.num_output_tokens)
+        self.trail_stats["finished_scored"] += 1
+        if self._errors.finished_count % 16 == 0:
+            margin = self._errors.margin(self.max_num_running_reqs)
+            if margin is not None:
+                self.preempt_margin = margin
+                self.trail_stats["preempt_margin"] = margin
+
     def _learn_beta(self) -> None:
         beta = self._beta.finish()
         if beta is not None:
@@ -226,6 +253,9 @@ class TrailScheduler(Scheduler):
             if live:
                 self.ranker.update_predictions([r for r, _ in live], [v for _, v in live])
                 self.trail_stats["predictions"] += len(live)
+                if self._errors is not None:
+                    for r, v in live:
+                        self._errors.refreshed(r, self.ranker.get(r).generated, v)
 
     def _guard(self, phase: str, fn: Callable[[], None]) -> None:
         """Run TRAIL's part of a step; a failure is recorded and logged, never raised."""
@@ -256,7 +286,7 @@ class TrailScheduler(Scheduler):
             self._rid, free_slots, free_blocks,
             {r.request_id: -(-(r.num_tokens + 1) // bs) for r in waiting},
             {r.request_id: -(-r.num_computed_tokens // bs) for r in running},
-            self.ranker_config.preempt_margin)
+            self.preempt_margin)
         now = time.monotonic()
         for req_id in plan.preempt:
             req = by_id[req_id]
