@@ -180,6 +180,10 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         s["trail_ms_per_step"] = 1e3 * st["overhead_s"] / max(1, st["steps"])
         s["rank_preemptions"] = int(st["rank_preemptions"])
         s["predictions"] = int(st["predictions"])
+        # what the adapter learned of this server (last values; absent in older records)
+        for k in ("prefill_weight", "preempt_margin"):
+            if k in st:
+                s[k] = float(st[k])
     if "probe" in r:
         s["probe_ms_per_step"] = 1e3 * r["probe"]["seconds"] / max(1, r["probe"]["steps"])
     return s
@@ -277,7 +281,7 @@ def write_results(args: argparse.Namespace, workload: dict[str, Any], rows: list
              f"commit {meta['commit']}", f"- command: `{meta['command']}`", "",
              "| policy | mean latency (s) | vs fcfs | p99 latency (s) | mean TTFT (s) | "
              "p99 TTFT (s) | scheduler ms/step | TRAIL ms/step | probe ms/step | step ms | "
-             "rank preemptions |", "|" + "---|" * 11]
+             "rank preemptions | β learned | margin learned |", "|" + "---|" * 13]
     for r in rows:
         lines.append(
             f"| {r['policy']} | {r['latency_s_mean']:.2f} | "
@@ -285,7 +289,8 @@ def write_results(args: argparse.Namespace, workload: dict[str, Any], rows: list
             f"{r['ttft_s_mean']:.2f} | {r['ttft_s_p99']:.2f} | "
             f"{r['scheduler_ms_per_step']:.2f} | {r.get('trail_ms_per_step', float('nan')):.2f} | "
             f"{r.get('probe_ms_per_step', float('nan')):.2f} | {r['step_ms']:.1f} | "
-            f"{r.get('rank_preemptions', 0)} |")
+            f"{r.get('rank_preemptions', 0)} | {r.get('prefill_weight', float('nan')):.3g} | "
+            f"{r.get('preempt_margin', float('nan')):.3g} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     names = [r["policy"] for r in rows]

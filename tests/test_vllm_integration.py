@@ -68,9 +68,11 @@ def reference(tiny):
     return outs
 
 
-@pytest.fixture(scope="module")
-def trail_llm(tiny, reference):
-    llm = make_llm(tiny, {"policy": "TRAIL", "c": 2.0})
+@pytest.fixture(scope="module", params=[False, True], ids=["sync", "async"])
+def trail_llm(request, tiny, reference):
+    """TRAIL in vLLM, with synchronous scheduling (TrailScheduler) and with vLLM's async
+    scheduling (TrailAsyncScheduler): every test that uses it runs under both."""
+    llm = make_llm(tiny, {"policy": "TRAIL", "c": 2.0, "async_scheduling": request.param})
     yield llm
     del llm
     gc.collect()
@@ -165,6 +167,7 @@ def test_probe_features_match_transformers_and_predictions_reach_the_scheduler(
     preds0 = sched.trail_stats["predictions"]
     for i, p in enumerate(PROBED):  # the last is prefilled in two chunks (64 + 26 tokens)
         engine.add_request(f"p{i}", p, greedy(16))
+    all_recs: list[dict] = []
     seen_in_ranker: list[tuple[float, float]] = []
     finished: dict[str, list[int]] = {}
     while engine.has_unfinished_requests():
@@ -206,9 +209,6 @@ def test_probe_features_match_transformers_and_predictions_reach_the_scheduler(
     stats = trail_llm.collective_rpc("trail_probe_stats")[0]
     assert stats["rows"] >= checked and stats["seconds"] > 0
     trail_llm.collective_rpc("trail_uninstall_probe")
-
-
-all_recs: list[dict] = []
 
 
 def test_a_bad_hint_is_ignored_and_the_request_served(trail_llm, reference) -> None:

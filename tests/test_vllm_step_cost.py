@@ -26,9 +26,9 @@ def test_rows_that_decode_and_rows_that_prefill() -> None:
 
 def test_an_empty_step_is_not_timed() -> None:
     beta = OnlineBeta(every=1)
-    beta.scheduled(step_shape([]))
-    assert beta.finish() is None
-    assert beta.finish() is None  # no step planned
+    beta.scheduled(1, step_shape([]))
+    assert beta.finished(1) is None
+    assert beta.finished(2) is None  # no step planned
 
 
 def test_beta_is_recovered_from_timed_steps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,12 +42,43 @@ def test_beta_is_recovered_from_timed_steps(monkeypatch: pytest.MonkeyPatch) -> 
         if i % 3 == 0:
             rows.append((20 + 7 * (i % 11), 0, 400))
         shape = step_shape(rows)
-        beta.scheduled(shape)
+        beta.scheduled(i, shape)
         clock[0] += true.seconds(shape)
-        got = beta.finish() or got
+        got = beta.finished(i) or got
     fitted = beta.estimator.cost
     for name in ("constant", "rows", "prefill_tokens", "context_tokens"):
         assert getattr(fitted, name) == pytest.approx(getattr(true, name), rel=1e-4, abs=1e-9)
     # β at a batch of 4 decoding rows of ~200 context, prompts of ~55: 0.0009 s a token
     # against (0.02 + 4 × 0.004 + 800e-6) / 4 s a decode token
     assert got == pytest.approx(beta.estimator.beta) and 0.08 < got < 0.12
+
+
+def test_async_steps_are_timed_from_the_previous_output(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """With async scheduling step i + 1 is planned before step i's output returns: its
+    forward starts when that output is back, not when it was planned."""
+    true = StepCost(constant=0.02, rows=0.004, prefill_tokens=0.0009, context_tokens=1e-6)
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    beta = OnlineBeta(every=16)
+    shapes = []
+    for i in range(200):
+        rows = [(1, 100 + i, 50)] * (2 + i % 5)
+        if i % 3 == 0:
+            rows.append((20 + 7 * (i % 11), 0, 400))
+        shapes.append(step_shape(rows))
+    beta.scheduled(0, shapes[0])
+    for i in range(200):
+        if i + 1 < 200:
+            beta.scheduled(i + 1, shapes[i + 1])   # planned while step i runs
+        clock[0] += true.seconds(shapes[i])
+        beta.finished(i)
+    assert beta.estimator.cost.prefill_tokens == pytest.approx(true.prefill_tokens, rel=1e-4)
+    assert beta.estimator.cost.rows == pytest.approx(true.rows, rel=1e-4)
+
+
+def test_outputs_that_never_return_are_dropped() -> None:
+    beta = OnlineBeta(pending=2)
+    for i in range(5):
+        beta.scheduled(i, step_shape([(1, 10, 5)]))
+    assert len(beta._pending) == 2 and beta.finished(0) is None

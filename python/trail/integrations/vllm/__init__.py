@@ -16,17 +16,23 @@ from typing import Any
 
 SUPPORTED_VLLM = ">=0.32,<0.33"
 SCHEDULER_CLS = "trail.integrations.vllm.scheduler.TrailScheduler"
+ASYNC_SCHEDULER_CLS = "trail.integrations.vllm.scheduler.TrailAsyncScheduler"
 WORKER_EXTENSION_CLS = "trail.integrations.vllm.worker.TrailWorkerExtension"
 
 
-def vllm_kwargs(**trail_options: Any) -> dict[str, Any]:
-    """Keyword arguments for `vllm.LLM(...)` that plug TRAIL in (options: TrailVllmConfig)."""
+def vllm_kwargs(async_scheduling: bool = False, **trail_options: Any) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM(...)` that plug TRAIL in (options: TrailVllmConfig);
+    `async_scheduling=True` uses `TrailAsyncScheduler` (vLLM plans a step while the previous
+    one runs; the probe's predictions then reach the ranks one step later)."""
     from trail.integrations.vllm.config import TrailVllmConfig
 
+    if not isinstance(async_scheduling, bool):
+        raise ValueError(f"async_scheduling={async_scheduling!r} must be a bool")
     TrailVllmConfig.from_additional({"trail": trail_options})  # refuse bad options early
-    return {"scheduler_cls": SCHEDULER_CLS, "worker_extension_cls": WORKER_EXTENSION_CLS,
-            "additional_config": {"trail": dict(trail_options)}, "async_scheduling": False,
-            "scheduling_policy": "fcfs"}
+    return {"scheduler_cls": ASYNC_SCHEDULER_CLS if async_scheduling else SCHEDULER_CLS,
+            "worker_extension_cls": WORKER_EXTENSION_CLS,
+            "additional_config": {"trail": dict(trail_options)},
+            "async_scheduling": async_scheduling, "scheduling_policy": "fcfs"}
 
 
 def install_probe(llm: Any, path: str, num_slots: int = 256, record: bool = False
@@ -36,14 +42,15 @@ def install_probe(llm: Any, path: str, num_slots: int = 256, record: bool = Fals
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TrailScheduler":
-        from trail.integrations.vllm.scheduler import TrailScheduler
-        return TrailScheduler
+    if name in ("TrailScheduler", "TrailAsyncScheduler"):
+        from trail.integrations.vllm.scheduler import TrailAsyncScheduler, TrailScheduler
+        return TrailScheduler if name == "TrailScheduler" else TrailAsyncScheduler
     if name == "TrailWorkerExtension":
         from trail.integrations.vllm.worker import TrailWorkerExtension
         return TrailWorkerExtension
     raise AttributeError(name)
 
 
-__all__ = ["SCHEDULER_CLS", "SUPPORTED_VLLM", "WORKER_EXTENSION_CLS", "TrailScheduler",
-           "TrailWorkerExtension", "install_probe", "vllm_kwargs"]
+__all__ = ["ASYNC_SCHEDULER_CLS", "SCHEDULER_CLS", "SUPPORTED_VLLM", "WORKER_EXTENSION_CLS",
+           "TrailAsyncScheduler", "TrailScheduler", "TrailWorkerExtension", "install_probe",
+           "vllm_kwargs"]

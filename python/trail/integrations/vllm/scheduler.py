@@ -9,7 +9,9 @@ output (`trail_predictions`), or per request from the client
 prompt-only predictor at arrival. With β "auto" (TRAIL's) the ranker's β is learned from
 vLLM's own steps (`step_cost.OnlineBeta`), so a rank preemption is charged what its
 recompute costs on this server. Supported: vLLM 0.32 (its scheduler interface is not
-public), FCFS scheduling policy, synchronous scheduling.
+public), FCFS scheduling policy; synchronous scheduling (`TrailScheduler`) or vLLM's
+async scheduling (`TrailAsyncScheduler`: vLLM plans step N + 1 while step N runs, so the
+probe's predictions and the token counts of step N reach the ranks one step later).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from typing import Any, Callable
 
 import trail_ext as te
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
@@ -45,9 +48,11 @@ class TrailScheduler(Scheduler):
         if self.policy != SchedulingPolicy.FCFS:
             raise ValueError("TrailScheduler orders vLLM's FCFS queue itself: use "
                              f"scheduling_policy='fcfs' (got {self.policy.value!r})")
-        if self.scheduler_config.async_scheduling:
-            raise ValueError("TrailScheduler needs synchronous scheduling: pass "
-                             "async_scheduling=False (--no-async-scheduling)")
+        if self.scheduler_config.async_scheduling and not isinstance(self, AsyncScheduler):
+            raise ValueError("with async scheduling use TrailAsyncScheduler (vllm_kwargs("
+                             "async_scheduling=True), or --scheduler-cls "
+                             "trail.integrations.vllm.scheduler.TrailAsyncScheduler); "
+                             "TrailScheduler needs async_scheduling=False")
         self.ranker_config = self.trail_config.scheduler_config(self.max_num_running_reqs)
         self.ranker = te.Ranker(self.ranker_config)
         self._rid: dict[str, int] = {}
@@ -197,7 +202,7 @@ class TrailScheduler(Scheduler):
                 req = self.requests.get(req_id)
                 if req is not None:  # vLLM has counted this step's tokens as computed
                     rows.append((n, req.num_computed_tokens - n, req.num_prompt_tokens))
-            self._beta.scheduled(step_shape(rows))
+            self._beta.scheduled(id(out), step_shape(rows))
         self._sync_running()
         for req in out.scheduled_new_reqs:
             self.trail_admission_log.append(req.req_id)
@@ -207,7 +212,7 @@ class TrailScheduler(Scheduler):
         """vLLM's bookkeeping, then new token counts and the probe's predictions."""
         preds = getattr(model_runner_output, PREDICTIONS_ATTR, None)
         if self._beta is not None:
-            self._guard("prefill_weight", self._learn_beta)
+            self._guard("prefill_weight", lambda: self._learn_beta(id(scheduler_output)))
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         t = time.perf_counter()
         self._guard("update", lambda: self._count(scheduler_output, preds))
@@ -227,8 +232,8 @@ class TrailScheduler(Scheduler):
                 self.preempt_margin = margin
                 self.trail_stats["preempt_margin"] = margin
 
-    def _learn_beta(self) -> None:
-        beta = self._beta.finish()
+    def _learn_beta(self, key: int) -> None:
+        beta = self._beta.finished(key)
         if beta is not None:
             self.ranker.set_prefill_weight(beta)
             self.trail_stats["prefill_weight"] = beta
@@ -310,6 +315,11 @@ class TrailScheduler(Scheduler):
         if self.trail_config.rank_preemption and running:
             pos = {req_id: i for i, req_id in enumerate(plan.running)}
             self.running.sort(key=lambda r: pos.get(r.request_id, -1))
+
+
+class TrailAsyncScheduler(TrailScheduler, AsyncScheduler):
+    """`TrailScheduler` over vLLM's `AsyncScheduler` (vLLM's default scheduling): the same
+    ranks and preemptions; vLLM's placeholders for in-flight tokens are its own."""
 
 
 class _PromptPredictor:

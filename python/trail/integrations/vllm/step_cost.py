@@ -3,13 +3,13 @@
 A rank preemption in vLLM recomputes the victim (prompt and generated tokens), so what it
 costs depends on β, the server time of one prefill token in decode tokens. The adapter
 measures it: each step's shape (rows, prefill tokens, attended context) from vLLM's
-`SchedulerOutput`, and its seconds from the end of `schedule()` to the start of
-`update_from_output()` (with synchronous scheduling, the model's forward). No vLLM import:
-the shape is read from plain numbers, so this is tested without vLLM.
+`SchedulerOutput`, and its seconds until `update_from_output()` receives its output. No vLLM
+import: the shape is read from plain numbers, so this is tested without vLLM.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Iterable
 
@@ -34,21 +34,32 @@ def step_shape(rows: Iterable[tuple[int, int, int]]) -> StepShape:
 
 
 class OnlineBeta:
-    """Times vLLM's steps and refits β; `finish()` returns a new β when one is due."""
+    """Times vLLM's steps and refits β; `finished()` returns a new β when one is due.
 
-    def __init__(self, every: int = 64) -> None:
+    A step's forward starts when it is scheduled or when the previous step's output came
+    back, whichever is later (with async scheduling vLLM plans step N + 1 while step N
+    runs), and ends when its output comes back."""
+
+    def __init__(self, every: int = 64, pending: int = 8) -> None:
         self.estimator = PrefillWeightEstimator(every=every)
-        self._shape: StepShape | None = None
-        self._t = 0.0
+        self._pending: dict[int, tuple[StepShape, float]] = {}
+        self._max_pending = pending
+        self._last_done = -math.inf
 
-    def scheduled(self, shape: StepShape) -> None:
-        """A step was planned with this shape; its forward starts now."""
-        self._shape, self._t = (shape if shape.rows else None), time.perf_counter()
+    def scheduled(self, key: int, shape: StepShape) -> None:
+        """Step `key` (the id of vLLM's SchedulerOutput) was planned with this shape."""
+        if shape.rows:
+            if len(self._pending) >= self._max_pending:  # outputs that never came back
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[key] = (shape, time.perf_counter())
 
-    def finish(self) -> float | None:
-        """The planned step's output arrived: record its seconds; a fresh β or None."""
-        if self._shape is None:
+    def finished(self, key: int) -> float | None:
+        """Step `key`'s output arrived: record its seconds; a fresh β or None."""
+        now, previous = time.perf_counter(), self._last_done
+        self._last_done = now
+        entry = self._pending.pop(key, None)
+        if entry is None:
             return None
-        self.estimator.add(self._shape, time.perf_counter() - self._t)
-        self._shape = None
+        shape, planned = entry
+        self.estimator.add(shape, now - max(planned, previous))
         return self.estimator.update()
