@@ -181,7 +181,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         s["rank_preemptions"] = int(st["rank_preemptions"])
         s["predictions"] = int(st["predictions"])
         # what the adapter learned of this server (last values; absent in older records)
-        for k in ("prefill_weight", "preempt_margin"):
+        for k in ("prefill_weight", "preempt_margin", "preemptions", "recompute_tokens"):
             if k in st:
                 s[k] = float(st[k])
     if "probe" in r:
@@ -281,7 +281,8 @@ def write_results(args: argparse.Namespace, workload: dict[str, Any], rows: list
              f"commit {meta['commit']}", f"- command: `{meta['command']}`", "",
              "| policy | mean latency (s) | vs fcfs | p99 latency (s) | mean TTFT (s) | "
              "p99 TTFT (s) | scheduler ms/step | TRAIL ms/step | probe ms/step | step ms | "
-             "rank preemptions | β learned | margin learned |", "|" + "---|" * 13]
+             "rank preemptions | recomputed tokens | β learned | margin learned |",
+             "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r['policy']} | {r['latency_s_mean']:.2f} | "
@@ -289,7 +290,8 @@ def write_results(args: argparse.Namespace, workload: dict[str, Any], rows: list
             f"{r['ttft_s_mean']:.2f} | {r['ttft_s_p99']:.2f} | "
             f"{r['scheduler_ms_per_step']:.2f} | {r.get('trail_ms_per_step', float('nan')):.2f} | "
             f"{r.get('probe_ms_per_step', float('nan')):.2f} | {r['step_ms']:.1f} | "
-            f"{r.get('rank_preemptions', 0)} | {r.get('prefill_weight', float('nan')):.3g} | "
+            f"{r.get('rank_preemptions', 0)} | {r.get('recompute_tokens', 0):.0f} | "
+            f"{r.get('prefill_weight', float('nan')):.3g} | "
             f"{r.get('preempt_margin', float('nan')):.3g} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))

@@ -125,6 +125,7 @@ def test_native_ranker_matches_reference(data: st.DataObject) -> None:
             t.call("end_step")
         elif kind == "beta":
             t.call("set_prefill_weight", draw(st.sampled_from([0.0, 0.75, -1.0, math.nan])))
+            t.call("set_aging_rate", draw(st.sampled_from([0.0, 2.5, -1.0, math.inf])))
         live = [r for r in RIDS if r in t.native]
         rows = draw(st.permutations(live))
         t.call("keys", rows)

@@ -319,6 +319,10 @@ void bind_scheduler(py::module_& m) {
           },
           py::arg("rids"), "These requests now run, their KV on the device.")
       .def(
+          "set_aging_rate",
+          [](Ranker& s, py::handle a) { s.set_aging_rate(as_real(a, "aging_rate")); },
+          py::arg("aging_rate"), "Change aging_rate (tokens per second); every key uses it.")
+      .def(
           "set_preempted", [](Ranker& s, py::handle rid) { s.set_preempted(as_int(rid, "rid")); },
           py::arg("rid"), "A running request was preempted and its KV freed (recompute).")
       .def(

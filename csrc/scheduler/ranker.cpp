@@ -86,6 +86,13 @@ void Ranker::set_prefill_weight(double prefill_weight) {
   cfg_ = next;
 }
 
+void Ranker::set_aging_rate(double aging_rate) {
+  SchedulerConfig next = cfg_;
+  next.aging_rate = aging_rate;
+  validate_config(next);
+  cfg_ = next;
+}
+
 void Ranker::begin_step() {
   if (!starvation()) return;
   table_.for_each([this](uint32_t idx) {

@@ -29,6 +29,8 @@ class Ranker {
   void update_predictions(const int64_t* rids, const double* remaining, size_t n);
   void update_scores(const int64_t* rids, const double* scores, size_t n);
   void set_prefill_weight(double prefill_weight);
+  // The tail's aging_rate (tokens per second), for a host that measures its decode speed.
+  void set_aging_rate(double aging_rate);
   // Starvation guard around one scheduling step: promote at the start, count after.
   void begin_step();
   void end_step();

@@ -918,6 +918,14 @@ class Ranker:
         """Change β; every key uses it from now on."""
         self._s.set_prefill_weight(prefill_weight)
 
+    def set_aging_rate(self, aging_rate: float) -> None:
+        """Change the tail's aging_rate (tokens per second); every key uses it from now on."""
+        value = _float_arg(aging_rate, "aging_rate")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"SchedulerConfig.aging_rate={aging_rate!r}: must be finite "
+                             f"and >= 0")
+        self._s._cfg.aging_rate = value
+
     def _starvation(self) -> bool:
         cfg = self._s._cfg
         return cfg.policy in _STARVING and cfg.starvation_steps > 0

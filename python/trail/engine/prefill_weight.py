@@ -34,6 +34,7 @@ class PrefillWeightEstimator:
         self._steps: deque[tuple[StepShape, float]] = deque(maxlen=window)
         self._since = 0
         self.beta: float | None = None
+        self.batch = self.context = 0  # decode rows and context per row β was evaluated at
         self.cost: StepCost | None = known
 
     def add(self, shape: StepShape, seconds: float) -> None:
@@ -67,4 +68,5 @@ class PrefillWeightEstimator:
         if not (math.isfinite(beta) and beta >= 0):
             return None
         self.cost, self.beta = cost, beta
+        self.batch, self.context = batch, context  # the serving point β was evaluated at
         return beta

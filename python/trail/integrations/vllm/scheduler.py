@@ -65,20 +65,29 @@ class TrailScheduler(Scheduler):
                  and self.trail_config.server_measured().prefill_weight is None)
         self._beta = OnlineBeta() if learn else None
         # margin "auto" without measured MAEs: the winner's curse of the errors measured on
-        # this server's finished requests (0, the paper's rule, until 20 have finished)
-        self.preempt_margin = self.ranker_config.preempt_margin
-        learn = (self.trail_config.settings().preempt_margin == policies.AUTO
-                 and None in (self.trail_config.server_measured().arrival_mae,
-                              self.trail_config.server_measured().probe_mae))
+        # this server's finished requests; until 20 have finished the errors are unknown,
+        # and so is how far a gap between predictions can be trusted: no rank preemption
+        settings, measured = self.trail_config.settings(), self.trail_config.server_measured()
+        learn = (settings.preempt_margin == policies.AUTO
+                 and None in (measured.arrival_mae, measured.probe_mae))
         self._errors = policies.PredictionErrors() if learn else None
+        self.preempt_margin = math.inf if learn else self.ranker_config.preempt_margin
+        # aging's α "auto" without a measured decode speed: from the step cost β is fitted to
+        self._learn_alpha = (self._beta is not None and settings.tail == "aging"
+                             and settings.aging_rate == policies.AUTO
+                             and measured.decode_tokens_per_s is None)
         # Counters a benchmark reads: steps, rank preemptions, predictions, seconds in TRAIL.
         self.trail_stats: dict[str, float] = {"steps": 0, "rank_preemptions": 0,
                                               "predictions": 0, "overhead_s": 0.0,
                                               "bad_hints": 0,
                                               "prefill_weight": self.ranker_config.prefill_weight,
                                               "prefill_weight_updates": 0,
-                                              "preempt_margin": self.ranker_config.preempt_margin,
-                                              "finished_scored": 0}
+                                              "preempt_margin": self.preempt_margin,
+                                              "aging_rate": self.ranker_config.aging_rate,
+                                              "finished_scored": 0,
+                                              # every preemption (rank and memory) and the
+                                              # KV tokens vLLM drops, to recompute, with them
+                                              "preemptions": 0, "recompute_tokens": 0}
         # TRAIL's own failures, (step, phase, error): vLLM's step then goes on without TRAIL's
         # part, so one fault never stops serving (the newest 100 are kept).
         self.trail_faults: collections.deque[tuple[int, str, str]] = collections.deque(
@@ -150,7 +159,10 @@ class TrailScheduler(Scheduler):
         return super()._free_request(request, *args, **kwargs)
 
     def _preempt_request(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        """Every preemption (TRAIL's for rank, vLLM's for memory) reaches the ranker."""
+        """Every preemption (TRAIL's for rank, vLLM's for memory) reaches the ranker, and
+        the tokens it will recompute are counted."""
+        self.trail_stats["preemptions"] += 1
+        self.trail_stats["recompute_tokens"] += int(request.num_computed_tokens)
         super()._preempt_request(request, *args, **kwargs)
         rid = self._rid.get(request.request_id)
 
@@ -220,17 +232,16 @@ class TrailScheduler(Scheduler):
         return outputs
 
     def _score(self, request: Request, rid: int) -> None:
-        """A freed request's predictions against its length; every 16, a fresh margin."""
+        """A freed request's predictions against its length, and the margin they give."""
         if request.status == RequestStatus.FINISHED_ABORTED:
             self._errors.forget(rid)
             return
         self._errors.finished(rid, request.num_output_tokens)
         self.trail_stats["finished_scored"] += 1
-        if self._errors.finished_count % 16 == 0:
-            margin = self._errors.margin(self.max_num_running_reqs)
-            if margin is not None:
-                self.preempt_margin = margin
-                self.trail_stats["preempt_margin"] = margin
+        margin = self._errors.margin(self.max_num_running_reqs)
+        if margin is not None:
+            self.preempt_margin = margin
+            self.trail_stats["preempt_margin"] = margin
 
     def _learn_beta(self, key: int) -> None:
         beta = self._beta.finished(key)
@@ -238,6 +249,13 @@ class TrailScheduler(Scheduler):
             self.ranker.set_prefill_weight(beta)
             self.trail_stats["prefill_weight"] = beta
             self.trail_stats["prefill_weight_updates"] += 1
+            if self._learn_alpha:  # trail.policies' rule, at this server's decode speed
+                est = self._beta.estimator
+                speed = est.cost.decode_tokens_per_s(self.max_num_running_reqs, est.context)
+                alpha = policies.resolve(self.trail_config.settings(), policies.Server(
+                    prefill_weight=beta, decode_tokens_per_s=speed))["aging_rate"]
+                self.ranker.set_aging_rate(alpha)
+                self.trail_stats["aging_rate"] = alpha
 
     def _count(self, scheduler_output: Any, preds: dict[str, float] | None) -> None:
         rids, steps = [], []
