@@ -67,23 +67,17 @@ def test_swap_mode_charges_the_copy(impl: types.ModuleType) -> None:
 
 
 def test_every_present_request_counts(impl: types.ModuleType) -> None:
-    """Two more requests waiting (present, too long to jump ahead) double the cost."""
-    s = sched(impl, max_running=1, prefill_weight=0.1, rebuild_cost=1.0)
-    s.add(1, 0.0, 40, 200, 100.0)
-    s.schedule(0.0)
-    s.on_step(0.0, [1], [10], [False])
-    s.add(3, 0.5, 10, 200, 150.0)
-    s.add(4, 0.5, 10, 200, 150.0)
-    s.add(2, 1.0, 10, 200, 68.5)   # cost 0.1 × 50 × 4 = 20: 90 - 20 > 69.5
-    assert s.schedule(1.0).preempted.tolist() == [1]
-    s = sched(impl, max_running=1, prefill_weight=0.1, rebuild_cost=1.0)
-    s.add(1, 0.0, 40, 200, 100.0)
-    s.schedule(0.0)
-    s.on_step(0.0, [1], [10], [False])
-    s.add(3, 0.5, 10, 200, 150.0)
-    s.add(4, 0.5, 10, 200, 150.0)
-    s.add(2, 1.0, 10, 200, 69.0)
-    assert s.schedule(1.0).preempted.tolist() == []
+    """Two more requests waiting (present, too long to jump ahead) double the cost: 0.1 ×
+    50 × 4 / 1 = 20, so a newcomer preempts iff 90 - 20 > its length + 1."""
+    for length, preempts in ((68.5, True), (69.0, False)):
+        s = sched(impl, max_running=1, prefill_weight=0.1, rebuild_cost=1.0)
+        s.add(1, 0.0, 40, 200, 100.0)
+        s.schedule(0.0)
+        s.on_step(0.0, [1], [10], [False])
+        s.add(3, 0.5, 10, 200, 150.0)
+        s.add(4, 0.5, 10, 200, 150.0)
+        s.add(2, 1.0, 10, 200, length)
+        assert s.schedule(1.0).preempted.tolist() == ([1] if preempts else []), length
 
 
 def test_the_cheapest_victim_goes_first(impl: types.ModuleType) -> None:
