@@ -271,14 +271,15 @@ class TrailScheduler(Scheduler):
         if rids:
             self.ranker.on_tokens(rids, steps)
         if preds:
-            live = [(self._rid[k], float(v)) for k, v in preds.items()
+            live = [(k, float(v)) for k, v in preds.items()
                     if k in self._rid and math.isfinite(v) and v >= 0]
             if live:
-                self.ranker.update_predictions([r for r, _ in live], [v for _, v in live])
+                self.ranker.update_predictions([self._rid[k] for k, _ in live],
+                                               [v for _, v in live])
                 self.trail_stats["predictions"] += len(live)
-                if self._errors is not None:
-                    for r, v in live:
-                        self._errors.refreshed(r, self.ranker.get(r).generated, v)
+                if self._errors is not None:  # the counts the ranker was just given
+                    for k, v in live:
+                        self._errors.refreshed(self._rid[k], self._generated[k], v)
 
     def _guard(self, phase: str, fn: Callable[[], None]) -> None:
         """Run TRAIL's part of a step; a failure is recorded and logged, never raised."""
