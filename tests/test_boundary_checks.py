@@ -98,6 +98,7 @@ REAL_ARGS = {
     "score": lambda s, v: s.add(9, 0.0, 4, 8, 3.0, v),
     "now": lambda s, v: s.schedule(v),
     "prefill_weight": lambda s, v: s.set_prefill_weight(v),
+    "preempt_margin": lambda s, v: s.set_preempt_margin(v),
 }
 
 

@@ -51,6 +51,31 @@ def test_without_a_cost_the_rule_is_the_key_gap(impl: types.ModuleType) -> None:
     assert victim_then_newcomer(s, 88.5) == [1]
 
 
+def test_a_live_margin_change_moves_the_boundary(impl: types.ModuleType) -> None:
+    """set_preempt_margin applies from the next schedule(): the same gap (90 - 10 - 1 = 79
+    over the newcomer of 70 tokens, key 71) preempts under margin 8.5, not under 9."""
+    s = sched(impl, max_running=1, prefill_weight=0.1, rebuild_cost=1.0, preempt_margin=1e6)
+    s.add(1, 0.0, 40, 200, 100.0)
+    s.schedule(0.0)
+    s.on_step(0.0, [1], [10], [False])
+    s.add(2, 1.0, 10, 200, 70.0)
+    assert s.schedule(1.0).preempted.tolist() == []
+    s.set_preempt_margin(9.0)
+    assert s.schedule(2.0).preempted.tolist() == []
+    s.set_preempt_margin(8.5)
+    assert s.schedule(3.0).preempted.tolist() == [1]
+    assert s.config.preempt_margin == 8.5
+
+
+@pytest.mark.parametrize("value", [-1.0, math.nan, math.inf])
+def test_a_bad_live_margin_is_refused_and_changes_nothing(impl: types.ModuleType,
+                                                           value: float) -> None:
+    s = sched(impl, preempt_margin=3.0)
+    with pytest.raises(ValueError, match="preempt_margin"):
+        s.set_preempt_margin(value)
+    assert s.config.preempt_margin == 3.0
+
+
 def test_keep_mode_charges_nothing(impl: types.ModuleType) -> None:
     """KEEP: a rank-preempted request keeps its KV on the device, nothing to rebuild."""
     s = sched(impl, "KEEP", max_running=1, prefill_weight=0.1, rebuild_cost=1.0)

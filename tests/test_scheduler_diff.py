@@ -220,7 +220,7 @@ def step_running(pair: Pair, pick: Picker) -> None:
 def random_event(pair: Pair, pick: Picker) -> None:
     kind = pick.choice(["add", "add", "add", "add", "schedule", "schedule", "schedule",
                         "schedule", "step", "step", "step", "step", "predict", "predict",
-                        "score", "abort"])
+                        "score", "abort", "margin"])
     rid = pick.int(0, RID_POOL - 1)
     if kind == "add":
         arrival = pair.now + pick.choice([-1.0, 0.0, 0.0, 0.5, 2.0])
@@ -242,6 +242,8 @@ def random_event(pair: Pair, pick: Picker) -> None:
         rids = [pick.int(0, RID_POOL - 1) for _ in range(pick.int(0, 3))]
         vals = [pick.choice([-1.0, 0.0, 2.0, 5.0]) for _ in rids]
         pair.call("update_scores", rids, vals)
+    elif kind == "margin":  # a live margin, as the engine sets it once errors are measured
+        pair.call("set_preempt_margin", pick.choice([0.0, 1.0, 3.5, 1e9, -1.0]))
     else:
         pair.call("abort", rid)
 

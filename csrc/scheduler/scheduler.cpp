@@ -492,6 +492,13 @@ void Scheduler::set_prefill_weight(double prefill_weight) {
   for (uint32_t idx : filed) rekey(idx);
 }
 
+void Scheduler::set_preempt_margin(double preempt_margin) {
+  if (!std::isfinite(preempt_margin) || preempt_margin < 0.0)
+    throw ValueError(cat("SchedulerConfig.preempt_margin=", preempt_margin,
+                         ": must be finite and >= 0"));
+  cfg_.preempt_margin = preempt_margin;
+}
+
 void Scheduler::abort(int64_t rid) {
   const uint32_t idx = lookup(rid);
   Request& r = table_[idx];

@@ -42,6 +42,9 @@ class Scheduler {
   // Change β (prefill_weight) of a live scheduler, e.g. as the engine learns its step costs;
   // every filed request is re-ranked, so the result is that of a scheduler built with it.
   void set_prefill_weight(double prefill_weight);
+  // Change preempt_margin of a live scheduler, e.g. as a server measures its predictors'
+  // errors (trail.policies.PredictionErrors); keys do not depend on it, so nothing re-ranks.
+  void set_preempt_margin(double preempt_margin);
 
   RequestView get(int64_t rid) const;
   Stats stats() const;

@@ -759,6 +759,14 @@ class Scheduler:
                              f"finite and >= 0")
         self._cfg.prefill_weight = value
 
+    def set_preempt_margin(self, preempt_margin: float) -> None:
+        """Change preempt_margin of a live scheduler; it applies from the next schedule()."""
+        value = _float_arg(preempt_margin, "preempt_margin")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"SchedulerConfig.preempt_margin={preempt_margin!r}: must be "
+                             f"finite and >= 0")
+        self._cfg.preempt_margin = value
+
     def abort(self, rid: int) -> None:
         """End a live request in any state."""
         rid = _int_arg(rid, "rid")
