@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import trail_ext as te
+from trail import policies
 from trail.checks import is_finite_real, is_integer
 from trail.engine.clock import StepCost, StepShape, VirtualClock, WallClock
 from trail.engine.report import Report, aggregate_outputs
@@ -73,6 +74,12 @@ class EngineConfig:
     # (trail.engine.prefill_weight; from the StepCost on a virtual clock). See
     # Engine.prefill_weight_log.
     prefill_weight: float | str | None = None
+    # The scheduler's preempt_margin: None keeps SchedulerConfig.preempt_margin; a number
+    # sets it; "auto" follows the winner's curse of the prediction errors measured on this
+    # engine's finished requests (trail.policies.PredictionErrors), and until they are
+    # measured the margin of predictions that may be off by a whole generation cap, so no
+    # gap between two predictions preempts. See Engine.preempt_margin_log.
+    preempt_margin: float | str | None = None
 
 
 @dataclass
@@ -137,6 +144,11 @@ class Engine:
                 or (is_finite_real(pw) and float(pw) >= 0)):
             raise ValueError(f"EngineConfig.prefill_weight must be a number >= 0, 'auto' "
                              f"or None, got {pw!r}")
+        pm = config.preempt_margin
+        if not (pm is None or (isinstance(pm, str) and pm == "auto")
+                or (is_finite_real(pm) and float(pm) >= 0)):
+            raise ValueError(f"EngineConfig.preempt_margin must be a number >= 0, 'auto' "
+                             f"or None, got {pm!r}")
         self.max_model_len = int(max_len)
         self.config = config
         sc = config.scheduler
@@ -165,6 +177,15 @@ class Engine:
         elif pw is not None:
             self.scheduler.set_prefill_weight(float(pw))
             self.prefill_weight_log.append((0, float(pw)))
+        self._errors: policies.PredictionErrors | None = None
+        self._longest_cap = 0  # the largest max_new_tokens served: the worst error possible
+        self.preempt_margin_log: list[tuple[int, float]] = []  # (step, margin) when it changed
+        pm = config.preempt_margin
+        if isinstance(pm, str):
+            self._errors = policies.PredictionErrors()
+        elif pm is not None:
+            self.scheduler.set_preempt_margin(float(pm))
+            self.preempt_margin_log.append((0, float(pm)))
         self.step_log: list[tuple[StepShape, float]] = []
         # (step, phase, error) of probe/observer failures the engine served through
         self.faults: list[tuple[int, str, str]] = []
@@ -233,6 +254,12 @@ class Engine:
         self.scheduler.add(rid, float(arrival), len(prompt), max_new, predicted_len, score)
         self._next_rid += 1
         self._reqs[rid] = request
+        if self._errors is not None:
+            # what it is ranked by at arrival (the default length when nothing predicts)
+            self._errors.arrival(rid, self.scheduler.get(rid).remaining)
+            if max_new > self._longest_cap:
+                self._longest_cap = max_new
+                self._learn_margin()
         return rid
 
     def abort(self, rid: int) -> RequestOutput:
@@ -442,13 +469,39 @@ class Engine:
             r.predicted_at = len(r.output_ids)
             r.predictions.append(p)
             r.prediction_tokens.append(len(r.output_ids))
+            if self._errors is not None:
+                self._errors.refreshed(r.rid, len(r.output_ids), p)
 
     def _retire(self, r: Request, now: float, reason: str) -> RequestOutput:
         self.kv.free(r.rid)
         if r.probe_slot is not None:
             self.probe.release_slot(r.probe_slot)
         del self._reqs[r.rid]
+        if self._errors is not None:
+            self._guarded("preempt_margin", lambda: self._score(r, reason))
         return r.finish(now, reason)
+
+    def _score(self, r: Request, reason: str) -> None:
+        """A retired request's predictions against its length, and the margin they give."""
+        if reason == "aborted":  # its length says nothing of the predictions
+            self._errors.forget(r.rid)
+        else:
+            self._errors.finished(r.rid, len(r.output_ids))
+        self._learn_margin()
+
+    def _learn_margin(self) -> None:
+        batch = self.config.scheduler.max_running
+        margin = self._errors.margin(batch)
+        if margin is None:  # not measured yet: predictions may be off by a whole cap
+            margin = policies.winners_curse_margin(policies.Server(
+                batch=batch, arrival_mae=float(self._longest_cap),
+                probe_mae=float(self._longest_cap)))
+        if not self.preempt_margin_log or self.preempt_margin_log[-1][1] != margin:
+            self._set_margin(margin)
+
+    def _set_margin(self, margin: float) -> None:
+        self.scheduler.set_preempt_margin(margin)
+        self.preempt_margin_log.append((self._step_no, margin))
 
     # ------------------------------------------------------------------ workloads
 

@@ -47,6 +47,12 @@ def engine_config(name: str, *, max_running: int, kv_capacity_tokens: int,
     sched = policies.scheduler_config(sp.name, srv, s, max_running=max_running,
                                       kv_capacity_tokens=kv_capacity_tokens,
                                       block_size=block_size)
+    # margin "auto" without measured MAEs: learned from this engine's finished requests,
+    # as the vLLM adapter learns it
+    seen = policies.server_for(sp.name, srv)
+    learn_margin = (s.preempt_margin == policies.AUTO and sp.scheduler in ("SRPT", "TRAIL")
+                    and None in (seen.arrival_mae, seen.probe_mae))
+    engine.setdefault("preempt_margin", "auto" if learn_margin else None)
     return EngineConfig(scheduler=sched, probe=probe if sp.lengths == "probe" else None,
                         step_cost=step_cost,
                         prefill_weight="auto" if s.prefill_weight == policies.AUTO else None,
