@@ -7,7 +7,7 @@ import time
 
 import pytest
 from trail.engine.clock import StepCost, StepShape
-from trail.integrations.vllm.step_cost import OnlineBeta, step_shape
+from trail.integrations.vllm.step_cost import OnlineBeta, StepComposition, step_shape
 
 
 def test_rows_that_decode_and_rows_that_prefill() -> None:
@@ -82,3 +82,25 @@ def test_outputs_that_never_return_are_dropped() -> None:
     for i in range(5):
         beta.scheduled(i, step_shape([(1, 10, 5)]))
     assert len(beta._pending) == 2 and beta.finished(0) is None
+
+
+def test_step_time_by_composition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every timed step counts toward its kind, fitted or not: decode-only steps and steps
+    that prefill, with their mean time, rows and prefill tokens."""
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    timer = OnlineBeta(fit=False)
+    steps = [([(1, 100, 50)] * 4, 0.2), ([(1, 100, 50)] * 2, 0.1),
+             ([(1, 100, 50), (30, 0, 30)], 0.5)]
+    for i, (rows, seconds) in enumerate(steps):
+        timer.scheduled(i, step_shape(rows))
+        clock[0] += seconds
+        assert timer.finished(i) is None  # not fitting β
+    got = timer.composition.stats()
+    assert got == pytest.approx({"decode_steps": 2, "decode_step_ms": 150.0,
+                                 "decode_rows_per_step": 3.0, "prefill_steps": 1,
+                                 "prefill_step_ms": 500.0, "prefill_rows_per_step": 2.0,
+                                 "prefill_tokens_per_step": 30.0})
+    assert len(timer.estimator._steps) == 0
+    empty = StepComposition().stats()
+    assert empty["decode_steps"] == 0 and empty["decode_step_ms"] == 0.0

@@ -63,7 +63,8 @@ class TrailScheduler(Scheduler):
         # β "auto" not given as a measurement: learned from this server's steps
         learn = (self.trail_config.settings().prefill_weight == policies.AUTO
                  and self.trail_config.server_measured().prefill_weight is None)
-        self._beta = OnlineBeta() if learn else None
+        # every step is timed (step time by batch composition); β is fitted when learned
+        self._beta = OnlineBeta(fit=learn)
         # margin "auto" without measured MAEs: the winner's curse of the errors measured on
         # this server's finished requests; until 20 have finished the errors are unknown,
         # and so is how far a gap between predictions can be trusted: no rank preemption
@@ -73,7 +74,7 @@ class TrailScheduler(Scheduler):
         self._errors = policies.PredictionErrors() if learn else None
         self.preempt_margin = math.inf if learn else self.ranker_config.preempt_margin
         # aging's α "auto" without a measured decode speed: from the step cost β is fitted to
-        self._learn_alpha = (self._beta is not None and settings.tail == "aging"
+        self._learn_alpha = (self._beta.fit and settings.tail == "aging"
                              and settings.aging_rate == policies.AUTO
                              and measured.decode_tokens_per_s is None)
         # Counters a benchmark reads: steps, rank preemptions, predictions, seconds in TRAIL.
@@ -87,7 +88,10 @@ class TrailScheduler(Scheduler):
                                               "finished_scored": 0,
                                               # every preemption (rank and memory) and the
                                               # KV tokens vLLM drops, to recompute, with them
-                                              "preemptions": 0, "recompute_tokens": 0}
+                                              "preemptions": 0, "recompute_tokens": 0,
+                                              # step time by composition (decode-only
+                                              # steps, steps that prefill): step_cost
+                                              **self._beta.composition.stats()}
         # TRAIL's own failures, (step, phase, error): vLLM's step then goes on without TRAIL's
         # part, so one fault never stops serving (the newest 100 are kept).
         self.trail_faults: collections.deque[tuple[int, str, str]] = collections.deque(
@@ -208,13 +212,12 @@ class TrailScheduler(Scheduler):
         self._plan()
 
     def _after_step(self, out: Any) -> None:
-        if self._beta is not None:
-            rows = []
-            for req_id, n in out.num_scheduled_tokens.items():
-                req = self.requests.get(req_id)
-                if req is not None:  # vLLM has counted this step's tokens as computed
-                    rows.append((n, req.num_computed_tokens - n, req.num_prompt_tokens))
-            self._beta.scheduled(id(out), step_shape(rows))
+        rows = []
+        for req_id, n in out.num_scheduled_tokens.items():
+            req = self.requests.get(req_id)
+            if req is not None:  # vLLM has counted this step's tokens as computed
+                rows.append((n, req.num_computed_tokens - n, req.num_prompt_tokens))
+        self._beta.scheduled(id(out), step_shape(rows))
         self._sync_running()
         for req in out.scheduled_new_reqs:
             self.trail_admission_log.append(req.req_id)
@@ -223,8 +226,7 @@ class TrailScheduler(Scheduler):
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         """vLLM's bookkeeping, then new token counts and the probe's predictions."""
         preds = getattr(model_runner_output, PREDICTIONS_ATTR, None)
-        if self._beta is not None:
-            self._guard("prefill_weight", lambda: self._learn_beta(id(scheduler_output)))
+        self._guard("prefill_weight", lambda: self._learn_beta(id(scheduler_output)))
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         t = time.perf_counter()
         self._guard("update", lambda: self._count(scheduler_output, preds))
@@ -245,6 +247,7 @@ class TrailScheduler(Scheduler):
 
     def _learn_beta(self, key: int) -> None:
         beta = self._beta.finished(key)
+        self.trail_stats.update(self._beta.composition.stats())  # a few µs a step
         if beta is not None:
             self.ranker.set_prefill_weight(beta)
             self.trail_stats["prefill_weight"] = beta
