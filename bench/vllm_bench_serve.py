@@ -237,6 +237,15 @@ def summarize(args: argparse.Namespace) -> None:
         for k in ("prefill_weight", "preempt_margin"):
             if k in a:  # an unmeasured margin is infinite (no rank preemption): null
                 row[k] = a[k] if np.isfinite(a[k]) else None
+        for kind in ("decode", "prefill"):  # this point's steps, from the running means
+            n = a.get(f"{kind}_steps", 0) - b.get(f"{kind}_steps", 0)
+            if n > 0:
+                def total(d: dict[str, float], what: str) -> float:
+                    return d.get(f"{kind}_steps", 0) * d.get(f"{kind}_{what}", 0.0)
+                row[f"{kind}_steps"] = n
+                row[f"{kind}_step_ms"] = (total(a, "step_ms") - total(b, "step_ms")) / n
+                row[f"{kind}_rows_per_step"] = (total(a, "rows_per_step")
+                                                - total(b, "rows_per_step")) / n
         if fcfs is not None:
             row["e2e_mean_vs_fcfs"] = p["mean_e2el_ms"] / fcfs["mean_e2el_ms"]
             row["e2e_p99_vs_fcfs"] = p["p99_e2el_ms"] / fcfs["p99_e2el_ms"]
@@ -247,7 +256,8 @@ def summarize(args: argparse.Namespace) -> None:
     meta = portable({"date": dt.datetime.now().isoformat(timespec="seconds"),
                      "command": " ".join(["python", "bench/vllm_bench_serve.py"]
                                          + sys.argv[1:]),
-                     "provenance": provenance(), "server": points[0].get("sweep", {}),
+                     "provenance": provenance() | {"vllm": vllm_version()},
+                     "requests_per_point": points[0].get("num_prompts"),
                      "rows": rows})
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
 
@@ -255,14 +265,18 @@ def summarize(args: argparse.Namespace) -> None:
         vals = [r[key] for r in sel if key in r]
         return float(np.median(vals)) if vals else float("nan")
 
+    prov = meta["provenance"]
     lines = [f"# `vllm bench serve` against vLLM's OpenAI server, FCFS vs TRAIL's scheduler "
              f"({label})", "", f"Command: `{meta['command']}`", "",
+             f"Machine and versions: {json.dumps(prov)}", "",
              "Medians over runs; ratios are to FCFS in the same run (same prompts, same "
-             "arrival times).", "",
+             "arrival times). The step counters are TRAIL's (FCFS runs vLLM's own scheduler, "
+             "which keeps none); nan where a policy has none.", "",
              "| prompts | rate (req/s) | policy | runs | mean E2E (s) | p99 E2E (s) | "
              "mean TTFT (s) | mean TPOT (ms) | E2E mean / FCFS | E2E p99 / FCFS | "
-             "throughput / FCFS | rank preemptions | recomputed tokens |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "throughput / FCFS | rank preemptions | recomputed tokens | decode step (ms) | "
+             "rows / decode step |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["prompts"], r["rate"], r["policy"]) for r in rows},
                   key=lambda k: (k[0], k[1], POLICIES.index(k[2]) if k[2] in POLICIES else 9))
     for name, rate, policy in keys:
@@ -272,7 +286,8 @@ def summarize(args: argparse.Namespace) -> None:
             f"{med(sel, 'p99_e2el_s'):.2f} | {med(sel, 'mean_ttft_s'):.2f} | "
             f"{1e3 * med(sel, 'mean_tpot_s'):.0f} | {med(sel, 'e2e_mean_vs_fcfs'):.3f} | "
             f"{med(sel, 'e2e_p99_vs_fcfs'):.2f} | {med(sel, 'throughput_vs_fcfs'):.3f} | "
-            f"{med(sel, 'rank_preemptions'):.0f} | {med(sel, 'recompute_tokens'):.0f} |")
+            f"{med(sel, 'rank_preemptions'):.0f} | {med(sel, 'recompute_tokens'):.0f} | "
+            f"{med(sel, 'decode_step_ms'):.0f} | {med(sel, 'decode_rows_per_step'):.1f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -295,6 +310,14 @@ def summarize(args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=120)
     print(stem.with_suffix(".md").read_text())
+
+
+def vllm_version() -> str | None:
+    try:
+        import vllm
+    except ImportError:
+        return None
+    return getattr(vllm, "__version__", None)
 
 
 def smoke(args: argparse.Namespace) -> None:
