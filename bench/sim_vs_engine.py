@@ -33,9 +33,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET = 0.15
 
 
-def compare(demo: pathlib.Path, progress: bool = True, draws: int = 0) -> dict[str, Any]:
+def compare(demo: pathlib.Path, progress: bool = True, draws: int = 0,
+            margins: tuple[float, ...] = ()) -> dict[str, Any]:
     """Engine vs simulator per policy for the demo run in `demo`; with `draws`, also every
-    policy's mean and p99 latency / FCFS's on that many re-drawn workloads (`redraws`)."""
+    policy's mean and p99 latency / FCFS's on that many re-drawn workloads (`redraws`), and
+    TRAIL's with each preemption margin of `margins` in place of its own."""
     from trail.demo.end_to_end import DemoConfig, demo_server, policy_scheduler
     from trail.engine import StepCost
     from trail.sim.cost_model import EngineStepCost
@@ -66,9 +68,12 @@ def compare(demo: pathlib.Path, progress: bool = True, draws: int = 0) -> dict[s
                                                      "ltr_score")}
 
     def replay(name: str, order: np.ndarray, at: np.ndarray, seed: int, bar: bool) -> Any:
-        """`name` on the requests in `order` arriving at times `at`."""
+        """`name` (or "TRAIL, margin M") on the requests in `order` arriving at `at`."""
+        name, _, margin = name.partition(", margin ")
         settings = summary["settings"][name]
         sched = policy_scheduler(name, cfg, int(w["kv_tokens"]), server)
+        if margin:
+            sched.preempt_margin = float(margin)
         if settings.get("prefill_weight_used") is not None:
             sched.prefill_weight = float(settings["prefill_weight_used"])
         gittins = settings.get("rank") == "gittins"
@@ -102,8 +107,33 @@ def compare(demo: pathlib.Path, progress: bool = True, draws: int = 0) -> dict[s
            "policies": rows,
            "within_target": {n: abs(r["relative_error"]["latency_s_mean"]) <= TARGET
                              for n, r in rows.items()}}
+    out["calibration"] = predictor_calibration(demo, w)
     if draws:
-        out["redraws"] = redraws(replay, list(summary["policies"]), arrival, draws, cfg.seed)
+        names = list(summary["policies"]) + [f"TRAIL, margin {m:g}" for m in margins]
+        out["redraws"] = redraws(replay, names, arrival, draws, cfg.seed)
+    return out
+
+
+def predictor_calibration(demo: pathlib.Path, w: dict[str, Any]) -> dict[str, Any]:
+    """`trail.policies.calibration` of the demo's predictions on its served requests: the
+    prompt-only prediction at arrival (capped at the generation cap, as the scheduler caps
+    it) against the output length, and the probe's refreshed predictions (TRAIL's run)
+    against the remaining length."""
+    from trail.policies import calibration
+
+    out: dict[str, Any] = {"arrival": calibration(
+        np.minimum(np.asarray(w["prompt_pred"], float), float(w["max_new_tokens"])),
+        np.asarray(w["output_tokens"], float))}
+    path = demo / "requests" / "TRAIL.json"
+    if path.exists():
+        pred, true = [], []
+        for r in json.loads(path.read_text())["requests"]:
+            n = len(r["output_ids"])
+            for g, v in zip(r.get("prediction_tokens", []), r.get("predictions", [])):
+                pred.append(v)
+                true.append(n - g)
+        if pred:
+            out["refreshed"] = calibration(pred, true)
     return out
 
 
@@ -154,6 +184,15 @@ def markdown(result: dict[str, Any], label: str) -> str:
     met = [n for n, ok in result["within_target"].items() if ok]
     lines += ["", f"Within {TARGET:.0%}: {len(met)} of {len(result['policies'])} policies "
               f"({', '.join(met) or 'none'})."]
+    cal = result.get("calibration") or {}
+    if cal:
+        lines += ["", "Calibration of the demo's predictions on the served requests "
+                  "(`trail.policies.calibration`: the slope of the true length on the "
+                  "predicted, 1 for a calibrated posterior mean):", ""]
+        for kind, c in cal.items():
+            lines.append(f"- {kind}: slope {c['slope']:.2f}, mean predicted "
+                         f"{c['mean_predicted']:.1f} against {c['mean_true']:.1f} true "
+                         f"({c['n']} predictions)")
     rd = result.get("redraws")
     if rd:
         lines += ["", f"Over {rd['draws']} workloads re-drawn from this one (the same "
@@ -179,12 +218,16 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--draws", type=int, default=0,
                     help="also simulate every policy on this many re-drawn workloads")
+    ap.add_argument("--trail-margins", default="",
+                    help="comma-separated preemption margins: TRAIL with each, re-drawn too")
     args = ap.parse_args()
-    result = compare(args.demo, progress=not args.quiet, draws=args.draws)
+    margins = tuple(float(m) for m in args.trail_margins.split(",") if m.strip())
+    result = compare(args.demo, progress=not args.quiet, draws=args.draws, margins=margins)
     label = args.label or dt.date.today().isoformat()
     result.update(commit=commit(), date=dt.date.today().isoformat(),
                   command=f"python bench/sim_vs_engine.py {args.demo}"
-                  + (f" --draws {args.draws}" if args.draws else ""))
+                  + (f" --draws {args.draws}" if args.draws else "")
+                  + (f" --trail-margins {args.trail_margins}" if margins else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"sim_vs_engine_{label}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = markdown(result, label)

@@ -214,3 +214,36 @@ def test_prediction_errors_without_refreshes_use_the_arrival_error() -> None:
     assert errs.maes(min_requests=21) == (None, None)
     with pytest.raises(ValueError, match="window"):
         policies.PredictionErrors(window=0)
+
+
+def test_calibration_is_the_slope_of_the_truth_on_the_prediction() -> None:
+    """A posterior mean moves one for one with the truth (slope 1); truth + noise overstates
+    differences (slope var(truth) / var(prediction)); a constant says nothing (nan)."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(100.0, 20.0, 20_000)
+    noisy = truth + rng.normal(0.0, 20.0, truth.size)        # slope 400 / 800
+    assert policies.calibration(noisy, truth)["slope"] == pytest.approx(0.5, abs=0.02)
+    signal = rng.normal(0.0, 15.0, truth.size)
+    posterior = 100.0 + signal                                # E[truth | prediction]
+    outcome = posterior + rng.normal(0.0, 25.0, truth.size)
+    c = policies.calibration(posterior, outcome)
+    assert c["slope"] == pytest.approx(1.0, abs=0.03) and c["n"] == truth.size
+    assert c["mean_predicted"] == pytest.approx(100.0, abs=0.5)
+    assert math.isnan(policies.calibration([5.0, 5.0], [1.0, 9.0])["slope"])
+    with pytest.raises(ValueError, match="calibration"):
+        policies.calibration([1.0, 2.0], [1.0])
+
+
+def test_prediction_errors_measure_calibration_once_enough_finished() -> None:
+    errs = policies.PredictionErrors(every=1)
+    for rid in range(30):
+        total = 20 + 4 * rid
+        errs.arrival(rid, 2.0 * total)              # twice the truth: slope 1/2
+        for g in range(0, total, 5):
+            errs.refreshed(rid, g, float(total - g))   # exact: slope 1
+        assert (errs.calibration()["arrival"] is None) == (rid < 20)
+        errs.finished(rid, total)
+    cal = errs.calibration()
+    assert cal["arrival"]["slope"] == pytest.approx(0.5)
+    assert cal["refreshed"]["slope"] == pytest.approx(1.0)
+    assert cal["arrival"]["n"] == 30

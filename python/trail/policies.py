@@ -291,6 +291,10 @@ class PredictionErrors:
         self._refreshed: dict[Any, list[tuple[int, float]]] = {}
         self._arrival_errors: deque[float] = deque(maxlen=window)
         self._refresh_errors: deque[float] = deque(maxlen=window)  # per request: its mean
+        # (predicted, true) pairs for `calibration`: one per request at arrival, one per
+        # sample while running (the newest 8 × window)
+        self._arrival_pairs: deque[tuple[float, float]] = deque(maxlen=window)
+        self._refresh_pairs: deque[tuple[float, float]] = deque(maxlen=8 * window)
         self.finished_count = 0
 
     def arrival(self, rid: Any, predicted_total: float) -> None:
@@ -311,10 +315,12 @@ class PredictionErrors:
         pred = self._arrival.pop(rid, None)
         if pred is not None:
             self._arrival_errors.append(abs(pred - total))
+            self._arrival_pairs.append((pred, float(total)))
         samples = self._refreshed.pop(rid, [])
         if samples:
             self._refresh_errors.append(float(np.mean([abs(r - (total - g))
                                                        for g, r in samples])))
+            self._refresh_pairs.extend((r, float(total - g)) for g, r in samples)
         self.finished_count += 1
 
     def forget(self, rid: Any) -> None:
@@ -333,12 +339,35 @@ class PredictionErrors:
             refreshed = arrival
         return arrival, refreshed
 
+    def calibration(self, min_requests: int = 20) -> dict[str, dict[str, float] | None]:
+        """`calibration` of the arrival and the refreshed predictions (None until
+        `min_requests` requests scored them)."""
+        return {"arrival": calibration(*zip(*self._arrival_pairs))
+                if len(self._arrival_errors) >= min_requests else None,
+                "refreshed": calibration(*zip(*self._refresh_pairs))
+                if len(self._refresh_errors) >= min_requests else None}
+
     def margin(self, batch: int, min_requests: int = 20) -> float | None:
         """`winners_curse_margin` for a batch of `batch` with the measured MAEs (None until
         measured)."""
         arrival, refreshed = self.maes(min_requests)
         return winners_curse_margin(Server(batch=batch, arrival_mae=arrival,
                                            probe_mae=refreshed))
+
+
+def calibration(predicted: Any, true: Any) -> dict[str, float]:
+    """How predictions relate to what happened: the least-squares slope of the true lengths
+    on the predicted ones (1: the truth moves one for one with the prediction, as for a
+    posterior mean; below 1: predictions overstate differences, so the extreme ones
+    overshoot; nan when the predictions do not vary), both means, and the count."""
+    p, t = np.asarray(predicted, float), np.asarray(true, float)
+    if p.shape != t.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError("calibration: predicted and true must be non-empty 1-D arrays of "
+                         "one length")
+    var = float(p.var())
+    slope = float(np.mean((p - p.mean()) * (t - t.mean())) / var) if var > 0 else math.nan
+    return {"slope": slope, "mean_predicted": float(p.mean()), "mean_true": float(t.mean()),
+            "n": int(p.size)}
 
 
 def boost_gamma(arrival_rate: float, works: Any, work_rate: float) -> float:

@@ -177,12 +177,13 @@ class Engine:
         elif pw is not None:
             self.scheduler.set_prefill_weight(float(pw))
             self.prefill_weight_log.append((0, float(pw)))
-        self._errors: policies.PredictionErrors | None = None
+        # the predictions' errors and calibration on finished requests (margin "auto")
+        self.prediction_errors: policies.PredictionErrors | None = None
         self._longest_cap = 0  # the largest max_new_tokens served: the worst error possible
         self.preempt_margin_log: list[tuple[int, float]] = []  # (step, margin) when it changed
         pm = config.preempt_margin
         if isinstance(pm, str):
-            self._errors = policies.PredictionErrors()
+            self.prediction_errors = policies.PredictionErrors()
         elif pm is not None:
             self.scheduler.set_preempt_margin(float(pm))
             self.preempt_margin_log.append((0, float(pm)))
@@ -254,9 +255,9 @@ class Engine:
         self.scheduler.add(rid, float(arrival), len(prompt), max_new, predicted_len, score)
         self._next_rid += 1
         self._reqs[rid] = request
-        if self._errors is not None:
+        if self.prediction_errors is not None:
             # what it is ranked by at arrival (the default length when nothing predicts)
-            self._errors.arrival(rid, self.scheduler.get(rid).remaining)
+            self.prediction_errors.arrival(rid, self.scheduler.get(rid).remaining)
             if max_new > self._longest_cap:
                 self._longest_cap = max_new
                 self._learn_margin()
@@ -469,29 +470,29 @@ class Engine:
             r.predicted_at = len(r.output_ids)
             r.predictions.append(p)
             r.prediction_tokens.append(len(r.output_ids))
-            if self._errors is not None:
-                self._errors.refreshed(r.rid, len(r.output_ids), p)
+            if self.prediction_errors is not None:
+                self.prediction_errors.refreshed(r.rid, len(r.output_ids), p)
 
     def _retire(self, r: Request, now: float, reason: str) -> RequestOutput:
         self.kv.free(r.rid)
         if r.probe_slot is not None:
             self.probe.release_slot(r.probe_slot)
         del self._reqs[r.rid]
-        if self._errors is not None:
+        if self.prediction_errors is not None:
             self._guarded("preempt_margin", lambda: self._score(r, reason))
         return r.finish(now, reason)
 
     def _score(self, r: Request, reason: str) -> None:
         """A retired request's predictions against its length, and the margin they give."""
         if reason == "aborted":  # its length says nothing of the predictions
-            self._errors.forget(r.rid)
+            self.prediction_errors.forget(r.rid)
         else:
-            self._errors.finished(r.rid, len(r.output_ids))
+            self.prediction_errors.finished(r.rid, len(r.output_ids))
         self._learn_margin()
 
     def _learn_margin(self) -> None:
         batch = self.config.scheduler.max_running
-        margin = self._errors.margin(batch)
+        margin = self.prediction_errors.margin(batch)
         if margin is None:  # not measured yet: predictions may be off by a whole cap
             margin = policies.winners_curse_margin(policies.Server(
                 batch=batch, arrival_mae=float(self._longest_cap),

@@ -244,6 +244,9 @@ class TrailScheduler(Scheduler):
         if margin is not None:
             self.preempt_margin = margin
             self.trail_stats["preempt_margin"] = margin
+            for kind, cal in self._errors.calibration().items():  # 1: calibrated
+                if cal is not None:
+                    self.trail_stats[f"{kind}_slope"] = cal["slope"]
 
     def _learn_beta(self, key: int) -> None:
         beta = self._beta.finished(key)
