@@ -255,13 +255,16 @@ class Engine:
         self.scheduler.add(rid, float(arrival), len(prompt), max_new, predicted_len, score)
         self._next_rid += 1
         self._reqs[rid] = request
-        if self.prediction_errors is not None:
-            # what it is ranked by at arrival (the default length when nothing predicts)
-            self.prediction_errors.arrival(rid, self.scheduler.get(rid).remaining)
-            if max_new > self._longest_cap:
-                self._longest_cap = max_new
-                self._learn_margin()
+        if self.prediction_errors is not None:  # the request is queued: never raise now
+            self._guarded("preempt_margin", lambda: self._note_arrival(rid, max_new))
         return rid
+
+    def _note_arrival(self, rid: int, max_new: int) -> None:
+        # what it is ranked by at arrival (the default length when nothing predicts)
+        self.prediction_errors.arrival(rid, self.scheduler.get(rid).remaining)
+        if max_new > self._longest_cap:
+            self._longest_cap = max_new
+            self._learn_margin()
 
     def abort(self, rid: int) -> RequestOutput:
         """End a live request now; returns its record (finish_reason 'aborted')."""
