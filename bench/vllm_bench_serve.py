@@ -159,8 +159,12 @@ def bench(args: argparse.Namespace, port: int, model: str, prompts: pathlib.Path
 def sweep(args: argparse.Namespace) -> None:
     from vllm_serving import resolve_model
 
+    from results_io import portable
+
     work = pathlib.Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    (work / "sweep_command.txt").write_text(portable(" ".join(
+        ["python", "bench/vllm_bench_serve.py"] + sys.argv[1:])) + "\n")
     model = str(resolve_model(args.model).resolve())
     sets = {}
     for spec in args.prompts:
@@ -256,6 +260,8 @@ def summarize(args: argparse.Namespace) -> None:
     meta = portable({"date": dt.datetime.now().isoformat(timespec="seconds"),
                      "command": " ".join(["python", "bench/vllm_bench_serve.py"]
                                          + sys.argv[1:]),
+                     "sweep_command": (work / "sweep_command.txt").read_text().strip()
+                     if (work / "sweep_command.txt").exists() else None,
                      "provenance": provenance() | {"vllm": vllm_version()},
                      "requests_per_point": points[0].get("num_prompts"),
                      "rows": rows})
@@ -267,7 +273,8 @@ def summarize(args: argparse.Namespace) -> None:
 
     prov = meta["provenance"]
     lines = [f"# `vllm bench serve` against vLLM's OpenAI server, FCFS vs TRAIL's scheduler "
-             f"({label})", "", f"Command: `{meta['command']}`", "",
+             f"({label})", "", f"Sweep: `{meta['sweep_command']}`", "",
+             f"Summary: `{meta['command']}`", "",
              f"Machine and versions: {json.dumps(prov)}", "",
              "Medians over runs; ratios are to FCFS in the same run (same prompts, same "
              "arrival times). The step counters are TRAIL's (FCFS runs vLLM's own scheduler, "
