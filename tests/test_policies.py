@@ -247,3 +247,10 @@ def test_prediction_errors_measure_calibration_once_enough_finished() -> None:
     assert cal["arrival"]["slope"] == pytest.approx(0.5)
     assert cal["refreshed"]["slope"] == pytest.approx(1.0)
     assert cal["arrival"]["n"] == 30
+
+
+def test_an_unmeasured_margin_takes_the_worst_error_when_given() -> None:
+    errs = policies.PredictionErrors()
+    assert errs.margin(3) is None
+    want = policies.winners_curse_margin(Server(batch=3, arrival_mae=256.0, probe_mae=256.0))
+    assert errs.margin(3, worst_error=256) == pytest.approx(want)

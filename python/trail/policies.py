@@ -347,10 +347,14 @@ class PredictionErrors:
                 "refreshed": calibration(*zip(*self._refresh_pairs))
                 if len(self._refresh_errors) >= min_requests else None}
 
-    def margin(self, batch: int, min_requests: int = 20) -> float | None:
-        """`winners_curse_margin` for a batch of `batch` with the measured MAEs (None until
-        measured)."""
+    def margin(self, batch: int, min_requests: int = 20,
+               worst_error: float | None = None) -> float | None:
+        """`winners_curse_margin` for a batch of `batch` with the measured MAEs; until they
+        are measured, with both errors at `worst_error` (e.g. the largest generation cap:
+        no prediction of a length in [0, cap] errs by more), or None without it."""
         arrival, refreshed = self.maes(min_requests)
+        if worst_error is not None and (arrival is None or refreshed is None):
+            arrival = refreshed = float(worst_error)
         return winners_curse_margin(Server(batch=batch, arrival_mae=arrival,
                                            probe_mae=refreshed))
 

@@ -139,16 +139,12 @@ class Engine:
         if config.step_cost is not None and not isinstance(config.step_cost, StepCost):
             raise TypeError(f"EngineConfig.step_cost must be a StepCost or None, "
                             f"got {type(config.step_cost).__name__}")
-        pw = config.prefill_weight
-        if not (pw is None or (isinstance(pw, str) and pw == "auto")
-                or (is_finite_real(pw) and float(pw) >= 0)):
-            raise ValueError(f"EngineConfig.prefill_weight must be a number >= 0, 'auto' "
-                             f"or None, got {pw!r}")
-        pm = config.preempt_margin
-        if not (pm is None or (isinstance(pm, str) and pm == "auto")
-                or (is_finite_real(pm) and float(pm) >= 0)):
-            raise ValueError(f"EngineConfig.preempt_margin must be a number >= 0, 'auto' "
-                             f"or None, got {pm!r}")
+        for name in ("prefill_weight", "preempt_margin"):
+            v = getattr(config, name)
+            if not (v is None or (isinstance(v, str) and v == "auto")
+                    or (is_finite_real(v) and float(v) >= 0)):
+                raise ValueError(f"EngineConfig.{name} must be a number >= 0, 'auto' "
+                                 f"or None, got {v!r}")
         self.max_model_len = int(max_len)
         self.config = config
         sc = config.scheduler
@@ -494,18 +490,12 @@ class Engine:
         self._learn_margin()
 
     def _learn_margin(self) -> None:
-        batch = self.config.scheduler.max_running
-        margin = self.prediction_errors.margin(batch)
-        if margin is None:  # not measured yet: predictions may be off by a whole cap
-            margin = policies.winners_curse_margin(policies.Server(
-                batch=batch, arrival_mae=float(self._longest_cap),
-                probe_mae=float(self._longest_cap)))
+        # not measured yet: predictions may be off by a whole cap
+        margin = self.prediction_errors.margin(self.config.scheduler.max_running,
+                                               worst_error=self._longest_cap)
         if not self.preempt_margin_log or self.preempt_margin_log[-1][1] != margin:
-            self._set_margin(margin)
-
-    def _set_margin(self, margin: float) -> None:
-        self.scheduler.set_preempt_margin(margin)
-        self.preempt_margin_log.append((self._step_no, margin))
+            self.scheduler.set_preempt_margin(margin)
+            self.preempt_margin_log.append((self._step_no, margin))
 
     # ------------------------------------------------------------------ workloads
 
