@@ -252,6 +252,27 @@ def test_abort_frees_memory() -> None:
     assert eng.kv.used_blocks == 0 and b not in eng.scheduler
 
 
+def test_output_ids_stream_and_abort_at_a_caller_stop() -> None:
+    """A server reads each live request's tokens after a step, and ends one at a stop
+    condition of its own (a stop string): "stop" counts as finished, "aborted" does not."""
+    eng = Engine(model_for("llama"), EngineConfig(
+        scheduler=te.SchedulerConfig(max_running=2, kv_capacity_tokens=64, block_size=4),
+        preempt_margin="auto"))
+    a = eng.add_request([1, 2, 3], SamplingParams(max_new_tokens=8))
+    b = eng.add_request([4, 5], SamplingParams(max_new_tokens=8))
+    eng.step()
+    eng.step()
+    assert len(eng.output_ids(a)) == 2 and eng.output_ids(a, 1) == eng.output_ids(a)[1:]
+    with pytest.raises(ValueError, match="reason"):
+        eng.abort(a, reason="done")
+    assert eng.abort(a, reason="stop").finish_reason == "stop"
+    assert eng.abort(b).finish_reason == "aborted"
+    assert eng.prediction_errors.finished_count == 1  # only the stopped one was scored
+    with pytest.raises(KeyError):
+        eng.output_ids(a)
+    assert eng.kv.used_blocks == 0 and not eng.has_unfinished()
+
+
 def test_probe_sees_prompt_mean_then_last_token() -> None:
     """Hidden-state capture: prefill = mean over the prompt of hidden_states[L+1]; decode = last."""
     kind, layer = "llama", 1

@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     "models": 4, "sim": 4,
     "training": 5,       # drives the engine offline
     "demo": 6, "microbench": 6,
-    "integrations": 7,
+    "integrations": 7, "serve": 7,
     "cli": 8,
 }
 

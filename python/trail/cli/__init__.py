@@ -9,6 +9,7 @@
     trail tune-c --trace azure-conv --load 0.8
     trail theory --trace azure-conv --load 0.8
     trail bench [--device cuda] [--out DIR]
+    trail serve --model smollm2-135m-instruct --policy TRAIL --port 8000
 
 Every subcommand takes --help. Errors print one line and exit with status 1 (2 for bad
 command-line usage).
@@ -16,7 +17,7 @@ command-line usage).
 Layout: `args.py` (list flags, the rule of every numeric flag, --out), `models.py` (--model
 and --prompts), and one module per group of subcommands, each with its parsers, command
 functions, checks and rules: `probe.py` (collect, train-probe, eval-probe), `demo.py`
-(demo-model, demo), `sim.py` (simulate, tune-c, theory), `bench.py` (bench).
+(demo-model, demo), `sim.py` (simulate, tune-c, theory), `bench.py` (bench), `serve.py` (serve).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from trail.cli import bench, demo, probe, sim
+from trail.cli import bench, demo, probe, serve, sim
 from trail.cli.args import Conditional, Rule, check_conditional, check_out, check_rules
 
-COMMAND_MODULES = (probe, demo, sim, bench)
+COMMAND_MODULES = (probe, demo, sim, bench, serve)
 RULES: dict[str, dict[str, Rule]] = {k: v for m in COMMAND_MODULES for k, v in m.RULES.items()}
 CHECKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     k: v for m in COMMAND_MODULES for k, v in m.CHECKS.items()}

@@ -262,12 +262,23 @@ class Engine:
             self._longest_cap = max_new
             self._learn_margin()
 
-    def abort(self, rid: int) -> RequestOutput:
-        """End a live request now; returns its record (finish_reason 'aborted')."""
+    def abort(self, rid: int, reason: str = "aborted") -> RequestOutput:
+        """End a live request now; returns its record. `reason` is its finish_reason:
+        "aborted" (a client gone: its length says nothing), or "stop" when the caller ended
+        it at a stop condition of its own (e.g. a stop string), so it counts as finished."""
+        if reason not in ("aborted", "stop"):
+            raise ValueError(f"abort: reason must be 'aborted' or 'stop', got {reason!r}")
         if rid not in self._reqs:
             raise KeyError(f"unknown request id {rid}")
         self.scheduler.abort(rid)
-        return self._retire(self._reqs[rid], self.now(), "aborted")
+        return self._retire(self._reqs[rid], self.now(), reason)
+
+    def output_ids(self, rid: int, start: int = 0) -> list[int]:
+        """The tokens live request `rid` has generated so far, from index `start` on (what a
+        streaming server sends after each step)."""
+        if rid not in self._reqs:
+            raise KeyError(f"unknown or finished request id {rid}")
+        return self._reqs[rid].output_ids[start:]
 
     def has_unfinished(self) -> bool:
         """Whether any request is still waiting, running or preempted."""
