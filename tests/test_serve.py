@@ -245,7 +245,9 @@ def test_bad_requests_get_400_naming_the_field_and_others_are_served(tiny) -> No
                  ({"prompt": PROMPT, "vllm_xargs": {"trail_predicted_len": -4}},
                   "vllm_xargs.trail_predicted_len"),
                  ({"prompt": PROMPT, "vllm_xargs": {"other": 1}}, "vllm_xargs.other"),
-                 ({"prompt": PROMPT, "stop": [1]}, "stop")]
+                 ({"prompt": PROMPT, "stop": [1]}, "stop"),
+                 ({"prompt": PROMPT, "repetition_penalty": 1.2}, "repetition_penalty"),
+                 ({"prompt": PROMPT, "top_k": 5}, "top_k")]
         for body, param in cases:
             status, _, r = h.post(url, body)
             assert status == 400, (body, r)
@@ -261,7 +263,8 @@ def test_bad_requests_get_400_naming_the_field_and_others_are_served(tiny) -> No
         assert status == 400 and "chat template" in r["error"]["message"]
         ok = client(base).completions.create(
             model="demo", prompt=PROMPT, max_tokens=5,
-            extra_body={"vllm_xargs": {"trail_predicted_len": 12}, "unknown_field": 1})
+            extra_body={"vllm_xargs": {"trail_predicted_len": 12}, "unknown_field": 1,
+                        "repetition_penalty": 1.0, "top_k": -1})
         assert ok.choices[0].finish_reason in ("stop", "length")
         assert json.loads(h.get("/health")[1]) == {"status": "ok"}
 

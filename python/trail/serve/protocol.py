@@ -44,6 +44,13 @@ class SamplingFields(BaseModel):
     stop_token_ids: list[TokenId] | None = None
     ignore_eos: StrictBool = False
     n: StrictInt = Field(1, ge=1)
+    # sampling controls the engine does not have: accepted at their neutral values only
+    # (vllm bench serve sends repetition_penalty = 1)
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    top_k: StrictInt | None = None
+    min_p: float = 0.0
     best_of: StrictInt | None = None
     logprobs: Any = None
     echo: StrictBool = False
@@ -62,6 +69,12 @@ class SamplingFields(BaseModel):
             return "logprobs", "log probabilities are not supported"
         if self.echo:
             return "echo", "echo is not supported"
+        for name, neutral in (("repetition_penalty", 1.0), ("frequency_penalty", 0.0),
+                              ("presence_penalty", 0.0), ("min_p", 0.0)):
+            if getattr(self, name) != neutral:
+                return name, f"only {neutral:g} is supported"
+        if self.top_k not in (None, 0, -1):
+            return "top_k", "only top_k = -1 (off) is supported"
         return None
 
     def stop_strings(self) -> tuple[str, ...]:
