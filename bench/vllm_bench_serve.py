@@ -1,5 +1,6 @@
-"""vLLM's own OpenAI server measured by vLLM's own client: `vllm bench serve` against
-`vllm serve` with and without TRAIL's scheduler, at several Poisson rates, on real prompts.
+"""OpenAI servers measured by vLLM's own client: `vllm bench serve` against `vllm serve` with
+and without TRAIL's scheduler, and against `trail serve` (TRAIL's own engine) under each
+policy, at several Poisson rates, on real prompts.
 
 For each run, each prompt set and each policy (in an order rotated every run, so a drift in
 the machine's speed does not favour one policy), one server starts; `vllm bench serve` then
@@ -17,8 +18,10 @@ and after it. Points already measured are kept, so an interrupted sweep resumes.
 
 Policies: `fcfs` (vLLM's own scheduler), `trail` (TrailAsyncScheduler, policy TRAIL, the
 shipped probe installed over HTTP, the prompt predictor at arrival when given), `sjf`
-(TrailAsyncScheduler, policy SJF on the prompt predictor). Greedy decoding, so every policy
-serves the same tokens. Run it with the Python of the vLLM venv (README, "TRAIL inside
+(TrailAsyncScheduler, policy SJF on the prompt predictor); `engine-fcfs`, `engine-trail`,
+`engine-sjf`: `trail serve` with that policy, the same probe and predictor, batch and context
+(ratios of engine-* rows are to engine-fcfs of the same run; `vs vLLM FCFS` compares the two
+servers). Greedy decoding, so every policy serves the same tokens. Run it with the Python of the vLLM venv (README, "TRAIL inside
 vLLM"). vLLM's CPU build cannot start its `vllm` command (it looks for package metadata
 named vllm), so the client runs as `vllm.benchmarks.serve`, the code behind
 `vllm bench serve`.
@@ -40,7 +43,9 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from trail.cli.models import has_chat_template  # noqa: E402
-POLICIES = ("fcfs", "trail", "sjf")
+POLICIES = ("fcfs", "trail", "sjf")  # vLLM's server (with TRAIL's scheduler plugged in)
+ENGINE_POLICIES = ("engine-fcfs", "engine-trail", "engine-sjf")  # `trail serve`
+ALL_POLICIES = POLICIES + ENGINE_POLICIES
 START_S = 600  # a server's start on 2 busy cores, at most
 METRICS = ("ttft", "tpot", "itl", "e2el")
 
@@ -70,7 +75,19 @@ def server_cmd(args: argparse.Namespace, policy: str, port: int, stats: pathlib.
                model: str) -> list[str]:
     """`vllm serve`'s command (the OpenAI server module) for one policy; the same engine
     settings for all: float32, eager, no prefix caching (so the probe sees whole prompts),
-    the same batch and KV size."""
+    the same batch and KV size. An engine-* policy: `trail serve`'s, with the same batch,
+    context, threads, probe and prompt predictor."""
+    if policy in ENGINE_POLICIES:
+        name = {"engine-fcfs": "FCFS", "engine-trail": "TRAIL", "engine-sjf": "SJF"}[policy]
+        cmd = [sys.executable, "-m", "trail.cli", "serve", "--model", model, "--policy", name,
+               "--host", "127.0.0.1", "--port", str(port), "--max-running",
+               str(args.max_num_seqs), "--max-model-len", str(args.max_model_len),
+               "--threads", str(args.threads), "--max-waiting", str(max(args.requests, 1) * 2)]
+        if name == "TRAIL":
+            cmd += ["--probe", str(pathlib.Path(args.probe).resolve())]
+        if args.prompt_predictor and name != "FCFS":
+            cmd += ["--prompt-predictor", str(pathlib.Path(args.prompt_predictor).resolve())]
+        return cmd
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
            "--max-model-len", str(args.max_model_len), "--max-num-seqs", str(args.max_num_seqs),
@@ -114,7 +131,7 @@ def start_server(args: argparse.Namespace, policy: str, work: pathlib.Path, mode
             stop_server(server)
             raise RuntimeError(f"the {policy} server did not start in {START_S} s")
         time.sleep(2)
-    if policy == "trail":
+    if policy == "trail":  # vLLM's: the probe is installed in its worker over HTTP
         r = httpx.post(f"http://127.0.0.1:{port}/collective_rpc", timeout=120,
                        json={"method": "trail_install_probe", "args": [str(args.probe)]})
         r.raise_for_status()
@@ -130,8 +147,19 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait()
 
 
-def read_stats(path: pathlib.Path) -> dict[str, float]:
-    """TRAIL's counters from the scheduler's stats file ({} for FCFS or before the first)."""
+def read_stats(path: pathlib.Path, port: int | None = None) -> dict[str, float]:
+    """TRAIL's counters: from the vLLM scheduler's stats file ({} for FCFS or before the
+    first), or with `port`, from `trail serve`'s /metrics (preemptions)."""
+    if port is not None:
+        import httpx
+
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        found = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "trail_preemptions_total":
+                found["preemptions"] = float(value)
+        return found
     try:
         return dict(json.loads(path.read_text())["stats"])
     except (OSError, ValueError, KeyError):
@@ -184,15 +212,16 @@ def sweep(args: argparse.Namespace) -> None:
                 if not todo:
                     continue
                 server, port, stats = start_server(args, policy, work, model)
+                metrics_port = port if policy in ENGINE_POLICIES else None
                 try:
                     for rate in todo:
-                        before = read_stats(stats)
+                        before = read_stats(stats, metrics_port)
                         out = point(work, name, policy, rate, run)
                         bench(args, port, model, prompts, rate, args.seed + run, out)
                         time.sleep(3)  # the stats file is rewritten every 50 steps
                         result = json.loads(out.read_text())
                         result["trail_stats_before"], result["trail_stats_after"] = (
-                            before, read_stats(stats))
+                            before, read_stats(stats, metrics_port))
                         result["sweep"] = {"prompts": name, "policy": policy, "rate": rate,
                                            "run": run, "order": order}
                         out.write_text(json.dumps(result))
@@ -226,9 +255,11 @@ def summarize(args: argparse.Namespace) -> None:
         by[(s["prompts"], s["rate"], s["policy"], s["run"])] = p
     rows = []
     for (name, rate, policy, run), p in sorted(by.items(), key=lambda kv: (
-            kv[0][0], kv[0][1], POLICIES.index(kv[0][2]) if kv[0][2] in POLICIES else 9,
-            kv[0][3])):
-        fcfs = by.get((name, rate, "fcfs", run))
+            kv[0][0], kv[0][1], order_of(kv[0][2]), kv[0][3])):
+        vllm_fcfs = by.get((name, rate, "fcfs", run))
+        # each server's policies against that server's FCFS
+        fcfs = by.get((name, rate, "engine-fcfs", run)) if policy in ENGINE_POLICIES \
+            else vllm_fcfs
         a, b = p.get("trail_stats_after", {}), p.get("trail_stats_before", {})
         row = {"prompts": name, "rate": rate, "policy": policy, "run": run,
                "completed": p["completed"], "request_throughput": p["request_throughput"]}
@@ -254,6 +285,8 @@ def summarize(args: argparse.Namespace) -> None:
             row["e2e_mean_vs_fcfs"] = p["mean_e2el_ms"] / fcfs["mean_e2el_ms"]
             row["e2e_p99_vs_fcfs"] = p["p99_e2el_ms"] / fcfs["p99_e2el_ms"]
             row["throughput_vs_fcfs"] = p["request_throughput"] / fcfs["request_throughput"]
+        if vllm_fcfs is not None:
+            row["e2e_mean_vs_vllm_fcfs"] = p["mean_e2el_ms"] / vllm_fcfs["mean_e2el_ms"]
         rows.append(row)
     label = args.label or dt.date.today().isoformat()
     stem = pathlib.Path(args.out) / f"vllm_bench_serve_{label}"
@@ -277,15 +310,17 @@ def summarize(args: argparse.Namespace) -> None:
              f"Summary: `{meta['command']}`", "",
              f"Machine and versions: {json.dumps(prov)}", "",
              "Medians over runs; ratios are to FCFS in the same run (same prompts, same "
-             "arrival times). The step counters are TRAIL's (FCFS runs vLLM's own scheduler, "
-             "which keeps none); nan where a policy has none.", "",
+             "arrival times) on the same server: vLLM's for fcfs, trail and sjf, `trail "
+             "serve`'s (engine-fcfs) for engine-*; `vs vLLM FCFS` compares with vLLM's FCFS. "
+             "The step counters are TRAIL's scheduler's inside vLLM (vLLM's FCFS keeps none; "
+             "`trail serve` reports its preemptions only); nan where a policy has none.", "",
              "| prompts | rate (req/s) | policy | runs | mean E2E (s) | p99 E2E (s) | "
              "mean TTFT (s) | mean TPOT (ms) | E2E mean / FCFS | E2E p99 / FCFS | "
-             "throughput / FCFS | rank preemptions | recomputed tokens | decode step (ms) | "
-             "rows / decode step |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "throughput / FCFS | vs vLLM FCFS | rank preemptions | preemptions | "
+             "recomputed tokens | decode step (ms) | rows / decode step |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["prompts"], r["rate"], r["policy"]) for r in rows},
-                  key=lambda k: (k[0], k[1], POLICIES.index(k[2]) if k[2] in POLICIES else 9))
+                  key=lambda k: (k[0], k[1], order_of(k[2])))
     for name, rate, policy in keys:
         sel = [r for r in rows if (r["prompts"], r["rate"], r["policy"]) == (name, rate, policy)]
         lines.append(
@@ -293,7 +328,9 @@ def summarize(args: argparse.Namespace) -> None:
             f"{med(sel, 'p99_e2el_s'):.2f} | {med(sel, 'mean_ttft_s'):.2f} | "
             f"{1e3 * med(sel, 'mean_tpot_s'):.0f} | {med(sel, 'e2e_mean_vs_fcfs'):.3f} | "
             f"{med(sel, 'e2e_p99_vs_fcfs'):.2f} | {med(sel, 'throughput_vs_fcfs'):.3f} | "
-            f"{med(sel, 'rank_preemptions'):.0f} | {med(sel, 'recompute_tokens'):.0f} | "
+            f"{med(sel, 'e2e_mean_vs_vllm_fcfs'):.3f} | "
+            f"{med(sel, 'rank_preemptions'):.0f} | {med(sel, 'preemptions'):.0f} | "
+            f"{med(sel, 'recompute_tokens'):.0f} | "
             f"{med(sel, 'decode_step_ms'):.0f} | {med(sel, 'decode_rows_per_step'):.1f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -305,7 +342,7 @@ def summarize(args: argparse.Namespace) -> None:
     names = sorted({r["prompts"] for r in rows})
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for policy in [p for p in POLICIES if any(r["policy"] == p for r in rows)]:
+        for policy in [p for p in ALL_POLICIES if any(r["policy"] == p for r in rows)]:
             rs = sorted({r["rate"] for r in rows if r["prompts"] == name})
             sel = [[r for r in rows if (r["prompts"], r["rate"], r["policy"]) ==
                     (name, rate, policy)] for rate in rs]
@@ -317,6 +354,10 @@ def summarize(args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=120)
     print(stem.with_suffix(".md").read_text())
+
+
+def order_of(policy: str) -> int:
+    return ALL_POLICIES.index(policy) if policy in ALL_POLICIES else len(ALL_POLICIES)
 
 
 def vllm_version() -> str | None:
@@ -343,14 +384,14 @@ def smoke(args: argparse.Namespace) -> None:
         source = work / "smoke.jsonl"
         source.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in SMOKE_PROMPTS))
         args.prompts, args.skip, args.requests = [f"smoke={source}"], 0, 6
-        args.rates, args.runs, args.policies = "4", 1, "fcfs,trail"
+        args.rates, args.runs, args.policies = "4", 1, "fcfs,trail,engine-fcfs,engine-trail"
         args.max_tokens, args.max_model_len, args.max_num_seqs = 12, 256, 2
         args.kv_bytes, args.work, args.prompt_predictor = 1 << 26, str(work / "points"), None
         sweep(args)
         args.summarize, args.out, args.label = args.work, str(work), "smoke"
         summarize(args)
         rows = json.loads((work / "vllm_bench_serve_smoke.json").read_text())["rows"]
-        assert len(rows) == 2 and all(r["completed"] == 6 for r in rows), rows
+        assert len(rows) == 4 and all(r["completed"] == 6 for r in rows), rows
 
 
 def client(argv: list[str]) -> None:
@@ -379,7 +420,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--rates", default="0.2,0.4,0.6,0.8", help="Poisson rates, req/s")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--policies", default=",".join(POLICIES),
+                    help=f"comma-separated, from {', '.join(ALL_POLICIES)} (default: "
+                         f"{','.join(POLICIES)})")
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--max-model-len", type=int, default=1024)
     ap.add_argument("--max-num-seqs", type=int, default=8)
@@ -407,8 +450,12 @@ def main() -> None:
         return
     if not args.prompts:
         ap.error("give --prompts NAME=FILE at least once")
-    if "sjf" in args.policies.split(",") and not args.prompt_predictor:
-        ap.error("the sjf policy ranks by a prompt-only predictor: give --prompt-predictor")
+    chosen = args.policies.split(",")
+    unknown = sorted(set(chosen) - set(ALL_POLICIES))
+    if unknown:
+        ap.error(f"unknown policies {unknown}; choose from {', '.join(ALL_POLICIES)}")
+    if {"sjf", "engine-sjf"} & set(chosen) and not args.prompt_predictor:
+        ap.error("the sjf policies rank by a prompt-only predictor: give --prompt-predictor")
     if args.probe is None:
         from trail.models import probe_path
 

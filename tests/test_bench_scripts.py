@@ -37,6 +37,7 @@ def test_gpu_probe_script_smoke_runs_on_cpu() -> None:
     ("scheduler_scaling.py", "us per moved request"),
     ("real_probe_study.py", "transfer to AlpacaEval"),  # the real model, a few prompts
     ("gpu_calibrate.py", "fitted:"),   # a tiny model on the CPU: checks the script only
+    ("serve_checks.py", "passed: True"),  # trail serve: overhead and load, tiny model
 ])
 def test_benchmark_script_smoke_runs(script: str, expected: str) -> None:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"],

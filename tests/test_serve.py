@@ -283,6 +283,7 @@ def test_a_client_that_disconnects_has_its_request_aborted(tiny) -> None:
             time.sleep(0.05)
         metrics = Http(base).get("/metrics")[1]
         assert 'trail_requests_finished_total{finish_reason="abort"} 1.0' in metrics
+        assert "trail_kv_blocks_used 0.0" in metrics
         assert served.loop.engine.kv.used_blocks == 0
 
 
@@ -343,6 +344,7 @@ def test_trail_with_a_probe_reports_its_running_mae(tiny, tmp_path: pathlib.Path
         metrics = Http(base).get("/metrics")[1]
         mae = [line for line in metrics.splitlines() if line.startswith("trail_probe_mae")]
         assert mae and mae[0].split()[-1] != "NaN", mae
+        assert "trail_probe_slots_used 0.0" in metrics and "trail_kv_blocks_used 0.0" in metrics
 
 
 def test_config_refuses_what_it_cannot_serve() -> None:

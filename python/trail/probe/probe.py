@@ -234,6 +234,11 @@ class Probe(nn.Module):
         self._slots_used += 1
         return self._slots_used - 1
 
+    @property
+    def slots_in_use(self) -> int:
+        """Serving slots held by live requests."""
+        return self._slots_used - len(self._free_slots)
+
     def release_slot(self, slot: int) -> None:
         """Give back the slot of a finished or aborted request."""
         if isinstance(slot, bool) or not isinstance(slot, int) \

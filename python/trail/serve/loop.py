@@ -120,23 +120,24 @@ class EngineLoop:
                      stop: Sequence[str] = (), predicted_len: float = math.nan) -> Stream:
         """Queue a request; its deltas arrive on the returned stream. Raises QueueFull,
         ShuttingDown, or the engine's ValueError / TypeError for bad input."""
-        if not self.alive:
-            raise ShuttingDown("the server is shutting down")
+        stream = Stream(prompt_tokens=len(prompt_ids))
+        added: concurrent.futures.Future[int] = concurrent.futures.Future()
+        # under the lock, so no request is queued after the loop has taken its last one
         with self._lock:
+            if not self.alive:
+                raise ShuttingDown("the server is shutting down")
             if self._not_started >= self.max_waiting:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(f"{self._not_started} requests are waiting to start "
                                 f"(--max-waiting {self.max_waiting})")
             self._not_started += 1
-        stream = Stream(prompt_tokens=len(prompt_ids))
-        added: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._inbox.put(("add", stream, list(prompt_ids), params, tuple(stop),
-                         float(predicted_len), added))
+            self._inbox.put(("add", stream, list(prompt_ids), params, tuple(stop),
+                             float(predicted_len), added))
         try:
-            stream.rid = await asyncio.wrap_future(added)
-        except BaseException:
-            self._started()
-            raise
+            await asyncio.wrap_future(added)  # the loop sets stream.rid, or the error
+        except asyncio.CancelledError:
+            self.abort(stream)  # the client left before its request was queued: the abort
+            raise               # follows the add through the inbox, so it finds the request
         return stream
 
     def abort(self, stream: Stream) -> None:
@@ -147,7 +148,8 @@ class EngineLoop:
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Stop admitting; end what still runs (each gets an error delta) and stop the
         thread, waiting at most `timeout` seconds for the step in progress."""
-        self._closing = True
+        with self._lock:
+            self._closing = True
         self._inbox.put(("stop",))
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, timeout)
@@ -158,6 +160,7 @@ class EngineLoop:
         try:
             while self._drain(block=not self.engine.has_unfinished()):
                 if not self.engine.has_unfinished():
+                    self._observe()  # requests may have left (aborted) without a step
                     continue
                 try:
                     finished = self.engine.step()
@@ -169,9 +172,25 @@ class EngineLoop:
                 self._observe()
         except BaseException as exc:  # the loop itself broke: no client may hang on it
             self.error = exc
+            with self._lock:
+                self._closing = True
             self._end_all(f"the engine loop stopped: {type(exc).__name__}: {exc}")
+            self._refuse_pending()
             raise
         self._end_all("the server is shutting down")
+        self._refuse_pending()
+
+    def _refuse_pending(self) -> None:
+        """Requests still in the inbox once the loop has stopped: refused, never left
+        waiting."""
+        while True:
+            try:
+                cmd = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if cmd[0] == "add":
+                self._started()
+                cmd[-1].set_exception(ShuttingDown("the server is shutting down"))
 
     def _drain(self, block: bool) -> bool:
         """Carry out the inbox's commands; False once asked to stop. Blocks for the first
@@ -198,10 +217,12 @@ class EngineLoop:
         try:
             rid = self.engine.add_request(prompt, params, predicted_len=predicted_len)
         except Exception as exc:  # noqa: BLE001 - the client gets its own error
+            self._started()
             added.set_exception(exc)
             return
         self._live[rid] = _Live(stream, TextStream(self.tokenizer, stop),
                                 params.stop_token_ids)
+        stream.rid = rid
         self.metrics.prompt_tokens.inc(len(prompt))
         added.set_result(rid)
 
@@ -251,8 +272,9 @@ class EngineLoop:
         self.metrics.generation_tokens.inc(new_tokens)
 
     def _observe(self) -> None:
-        stats = self.engine.scheduler.stats()
-        self.metrics.step(stats, len(self.engine.faults))
+        probe = self.engine.probe
+        self.metrics.step(self.engine.scheduler.stats(), len(self.engine.faults),
+                          self.engine.kv.used_blocks, 0 if probe is None else probe.slots_in_use)
 
     def _step_failed(self, exc: Exception) -> None:
         """A step raised: retry it; after `max_step_failures` in a row, end its batch."""

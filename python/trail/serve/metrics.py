@@ -35,6 +35,10 @@ class ServerMetrics:
                              registry=r)
         self.preempted = Gauge("trail_requests_preempted", "Requests preempted, not resumed.",
                                registry=r)
+        self.kv_blocks = Gauge("trail_kv_blocks_used", "KV cache blocks held by requests.",
+                               registry=r)
+        self.probe_slots = Gauge("trail_probe_slots_used",
+                                 "Probe serving slots held by requests.", registry=r)
         self.preemptions = Counter("trail_preemptions", "Preemptions of running requests.",
                                    registry=r)
         self.prompt_tokens = Counter("trail_prompt_tokens", "Prompt tokens admitted.",
@@ -68,8 +72,12 @@ class ServerMetrics:
         self._preemptions_seen = 0
         self._faults_seen = 0
 
-    def step(self, stats: dict[str, int], faults: int) -> None:
-        """After an engine step: the scheduler's counts and the engine's fault count."""
+    def step(self, stats: dict[str, int], faults: int, kv_blocks: int, probe_slots: int
+             ) -> None:
+        """After an engine step (or requests joined or left): the scheduler's counts, the
+        engine's fault count, and the KV blocks and probe slots held."""
+        self.kv_blocks.set(kv_blocks)
+        self.probe_slots.set(probe_slots)
         self.waiting.set(stats["waiting"])
         self.running.set(stats["running"])
         self.preempted.set(stats["preempted"])
