@@ -412,7 +412,7 @@ def write(result: dict[str, Any], out: pathlib.Path, label: str) -> pathlib.Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("check", nargs="*", choices=["overhead", "load"], default=[])
+    ap.add_argument("check", nargs="*", help="overhead, load or both (default both)")
     ap.add_argument("--model", default="smollm2-135m-instruct",
                     help="the overhead check's model: a trail model name, a folder or 'tiny'")
     ap.add_argument("--batch", type=int, default=32)
@@ -427,6 +427,9 @@ def main() -> None:
                     help="both checks, small, on the tiny model, into a temporary folder")
     args = ap.parse_args()
     checks = args.check or ["overhead", "load"]
+    unknown = sorted(set(checks) - {"overhead", "load"})
+    if unknown:
+        ap.error(f"unknown checks {unknown}: choose overhead, load or both")
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         if args.smoke:
