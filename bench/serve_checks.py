@@ -27,7 +27,6 @@ import http.client
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,17 +37,12 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+from vllm_bench_serve import free_port  # noqa: E402
 
 PROMPTS = ("Write a short story about a lighthouse keeper.",
            "Explain how a bicycle stays upright.",
            "List some uses of baking soda.",
            "Describe the water cycle to a child.")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_model(folder: pathlib.Path) -> str:
@@ -116,12 +110,14 @@ def post_raw(base: str, path: str, body: bytes) -> int:
         conn.close()
 
 
-def metric(text: str, name: str) -> float:
-    """A sample's value from Prometheus text (name with labels, exactly as exported)."""
-    for line in text.splitlines():
-        key, _, value = line.rpartition(" ")
-        if key == name:
-            return float(value)
+def metric(text: str, name: str, **labels: str) -> float:
+    """A sample's value from Prometheus text (NaN if absent), read by prometheus_client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
     return float("nan")
 
 
@@ -326,8 +322,8 @@ def load(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
            "lost": [r for r in results if r["kind"] != "bad" and "error" in r],
            "malformed_answered_400": sum(r.get("status") == 400 for r in results
                                          if r["kind"] == "bad"),
-           "server_aborted": metric(text, 'trail_requests_finished_total{finish_reason="abort"}'),
-           "server_errors": metric(text, 'trail_requests_finished_total{finish_reason="error"}'),
+           "server_aborted": metric(text, "trail_requests_finished_total", finish_reason="abort"),
+           "server_errors": metric(text, "trail_requests_finished_total", finish_reason="error"),
            "stuck": stuck,
            "kv_blocks_used_after": metric(text, "trail_kv_blocks_used"),
            "probe_slots_used_after": metric(text, "trail_probe_slots_used"),

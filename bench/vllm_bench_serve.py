@@ -152,14 +152,10 @@ def read_stats(path: pathlib.Path, port: int | None = None) -> dict[str, float]:
     first), or with `port`, from `trail serve`'s /metrics (preemptions)."""
     if port is not None:
         import httpx
+        from serve_checks import metric
 
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        found = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name == "trail_preemptions_total":
-                found["preemptions"] = float(value)
-        return found
+        return {"preemptions": metric(text, "trail_preemptions_total")}
     try:
         return dict(json.loads(path.read_text())["stats"])
     except (OSError, ValueError, KeyError):

@@ -93,8 +93,13 @@ def encode_prompt(tokenizer: Any, text: str, chat: bool) -> list[int]:
     `chat` (the way an instruction-tuned model is served), else the plain text."""
     if not chat:
         return list(tokenizer(text)["input_ids"])
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                        add_generation_prompt=True, tokenize=True)
+    return encode_chat(tokenizer, [{"role": "user", "content": text}])
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a conversation formatted by the tokenizer's chat template, followed by
+    the assistant's turn opening."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if hasattr(ids, "keys"):  # a BatchEncoding (transformers >= 5 returns a dict by default)
         ids = ids["input_ids"]
     return [int(t) for t in ids]
@@ -119,5 +124,5 @@ def stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-__all__ = ["NAMES", "encode_prompt", "has_chat_template", "load_folder", "load_model",
+__all__ = ["NAMES", "encode_chat", "encode_prompt", "has_chat_template", "load_folder", "load_model",
            "model_id", "stop_token_ids"]

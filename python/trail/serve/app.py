@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from trail.engine import SamplingParams
+from trail.models import encode_chat, has_chat_template
 from trail.serve.loop import Delta, EngineLoop, QueueFull, ShuttingDown, Stream
 from trail.serve.protocol import (ChatCompletionRequest, CompletionRequest, SamplingFields, error_body,
                                   validation_param)
@@ -114,18 +115,14 @@ def build_app(served: Served) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         _check_common(served, body)
-        if not getattr(served.tokenizer, "chat_template", None):
+        if not has_chat_template(served.tokenizer):
             raise ClientError(f"model {served.name} has no chat template: use /v1/completions",
                               "messages")
         try:
             turns = [{"role": m.role, "content": m.text()} for m in body.messages]
         except ValueError as exc:
             raise ClientError(f"messages: {exc}", "messages") from None
-        ids = served.tokenizer.apply_chat_template(turns, add_generation_prompt=True,
-                                                   tokenize=True)
-        if hasattr(ids, "keys"):  # a BatchEncoding (transformers >= 5)
-            ids = ids["input_ids"]
-        prompt = [int(t) for t in ids]
+        prompt = encode_chat(served.tokenizer, turns)
         text = "\n".join(t["content"] for t in turns if t["role"] == "user")
         return await _serve(served, request, body, prompt, text, body.token_budget(),
                             "messages", chat=True)
